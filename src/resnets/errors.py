@@ -1,0 +1,46 @@
+"""Errors a user can act on.
+
+Every error raised for bad input derives from :class:`ResnetsError`. The CLI prints its message on one
+line and exits with status 2, without a traceback; programming errors keep their tracebacks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class ResnetsError(Exception):
+    """Bad input from the user: the message says what was received, what was expected and how to fix it."""
+
+
+class UnknownNameError(ResnetsError, ValueError):
+    """A name (model, dataset, recipe, option, format) that is not one of the known ones."""
+
+    def __init__(self, kind: str, name: str, valid: Iterable[str], hint: str = "") -> None:
+        choices = sorted(valid)
+        shown = ", ".join(choices[:60]) + (", ..." if len(choices) > 60 else "")
+        message = f"unknown {kind} {name!r}; expected one of: {shown}"
+        if hint:
+            message += f". {hint}"
+        super().__init__(message)
+        self.kind, self.name, self.valid = kind, name, choices
+
+
+class InputShapeError(ResnetsError, ValueError):
+    """A tensor whose rank or channel count does not fit the model."""
+
+
+class DataError(ResnetsError):
+    """A data set that is missing, of an unknown format, corrupt, or inconsistent."""
+
+
+class ConfigError(ResnetsError, ValueError):
+    """A configuration file or option that cannot be used as given."""
+
+
+class CheckpointError(ResnetsError):
+    """A weight or checkpoint file that cannot be loaded safely."""
+
+
+class TrainingDivergedError(ResnetsError):
+    """The loss became non-finite; the last good checkpoint is kept."""

@@ -1,0 +1,84 @@
+"""The interface every model shares, so tools attach to any model the same way (timm-style).
+
+A model is ``forward_features`` (the trunk, no pooling) followed by ``forward_head`` (pool, flatten,
+classifier). ``residual_blocks()`` lists the skip-connection units in order with their stage, so that
+instruments (lesion studies, gradient probes, rescaling) work on any family without special cases.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from resnets.errors import InputShapeError
+
+#: What a model's input looks like: images (B, C, H, W), vectors (B, D) or sequences (B, T, D).
+INPUT_RANKS = {"image": 4, "vector": 2, "sequence": 3}
+
+_SHAPES = {"image": "(batch, {c}, height, width)", "vector": "(batch, {c})", "sequence": "(batch, tokens, {c})"}
+
+
+@dataclass(frozen=True)
+class BlockInfo:
+    """One residual (skip-connection) unit of a model, in forward order."""
+
+    name: str  # qualified module name, e.g. "layer2.0"
+    stage: int  # 1-based stage (resolution level); 1 for families without stages
+    index: int  # 0-based position among all residual units
+    module: nn.Module
+
+
+class SkipNetwork(nn.Module):
+    """Base class of every model in the registry.
+
+    Subclasses set ``in_channels``, ``num_classes``, ``num_features`` and ``input_kind``, and implement
+    ``forward_features``, ``forward_head``, ``reset_classifier`` and ``_residual_block_modules``.
+    """
+
+    input_kind: str = "image"
+    in_channels: int
+    num_classes: int
+    num_features: int
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        return self.forward_head(self.forward_features(x))
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        raise NotImplementedError
+
+    def reset_classifier(self, num_classes: int) -> None:
+        raise NotImplementedError
+
+    def _residual_block_modules(self) -> list[tuple[str, int, nn.Module]]:
+        """(qualified name, stage, module) of each residual unit, in forward order."""
+        raise NotImplementedError
+
+    def residual_blocks(self) -> list[BlockInfo]:
+        """The ordered residual units with their stage; plain twins list their (shortcut-free) units too."""
+        return [BlockInfo(name, stage, i, m) for i, (name, stage, m) in enumerate(self._residual_block_modules())]
+
+    def expected_input_shape(self) -> str:
+        return _SHAPES[self.input_kind].format(c=self.in_channels)
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Fail early, naming the expected shape, instead of deep inside a conv with a cryptic message."""
+        if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling():
+            return
+        rank = INPUT_RANKS[self.input_kind]
+        if x.dim() != rank or x.shape[-1 if self.input_kind != "image" else 1] != self.in_channels:
+            raise InputShapeError(
+                f"{type(self).__name__} expects input of shape {self.expected_input_shape()}, "
+                f"got {tuple(x.shape)}; build the model with in_channels={x.shape[1] if x.dim() > 1 else '?'} "
+                f"or convert the data"
+            )
+
+
+def make_classifier(num_features: int, num_classes: int) -> nn.Module:
+    """A linear classifier, or the identity when ``num_classes`` is 0 (features only, as in timm)."""
+    return nn.Linear(num_features, num_classes) if num_classes > 0 else nn.Identity()
