@@ -1,0 +1,181 @@
+"""A run's full configuration: what to train on what, with which recipe, on which device.
+
+:class:`TrainConfig` holds everything ``train`` needs; its recipe is a :class:`Recipe`. Overrides come as a
+flat mapping in which recipe fields (``lr``, ``epochs``) and run fields (``model``, ``seed``) share one
+namespace, from a YAML/TOML file or ``--set KEY=VALUE``; an unknown key is a ConfigError listing the
+valid ones, so a typo never silently does nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from resnets.errors import ConfigError
+from resnets.train.recipes import Recipe, get_recipe, recipe_fields
+
+
+@dataclass
+class TrainConfig:
+    """One training run. ``None`` means "decide from the data or the machine" (recorded once decided)."""
+
+    model: str = "resnet20"
+    model_options: dict[str, Any] = field(default_factory=dict)  # fields of the model's config (create_model)
+    data: str = "fashion-mnist"  # dataset name or path (see resnets.data.load_data)
+    data_dir: str | None = None
+    val_size: int | None = None  # images held out of train for validation (seeded)
+    val_fraction: float = 0.0  # or a fraction of train, in [0, 1)
+    image_size: int | None = None  # resize image folders to this side (pixels)
+    max_bad_files: int | None = None  # corrupt images tolerated in an image folder
+    in_channels: int | None = None  # must match the data when given
+    weights: str | None = None  # initial weights (safetensors, or .pt/.pth read with weights_only=True)
+    recipe: Recipe = field(default_factory=lambda: get_recipe("default"))
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: bool | None = None  # None: bf16 autocast on CUDA and on CPUs with native bf16, fp32 elsewhere
+    channels_last: bool | None = None  # None: on where it is faster (CUDA, bf16 CPUs)
+    out: str | None = None  # run directory; default runs/<model>-<data>-<timestamp>
+    quiet: bool = False
+    tensorboard: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["recipe"] = dataclasses.asdict(self.recipe)
+        return data
+
+    def format(self) -> str:
+        """The configuration as YAML, in the form that ``--config`` reads back."""
+        return yaml.safe_dump(_plain(self.to_dict()), sort_keys=False)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def run_fields() -> list[str]:
+    return [f.name for f in fields(TrainConfig)]
+
+
+def valid_keys() -> list[str]:
+    return sorted(set(run_fields()) | set(recipe_fields()) - {"name"})
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML (.yaml/.yml) or TOML (.toml) file into an override mapping."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist; give a .yaml, .yml or .toml file")
+    try:
+        if path.suffix == ".toml":
+            data = tomllib.loads(path.read_text())
+        elif path.suffix in (".yaml", ".yml", ".json"):
+            data = yaml.safe_load(path.read_text()) or {}
+        else:
+            raise ConfigError(f"config file {str(path)!r}: unknown extension {path.suffix!r}; use .yaml, .yml or .toml")
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as error:
+        raise ConfigError(f"config file {str(path)!r} cannot be parsed: {error}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping of keys to values, got {type(data).__name__}")
+    return data
+
+
+def parse_assignment(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` with VALUE read as YAML (``lr=0.05``, ``milestones=[100, 200]``, ``amp=false``)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key.strip(), yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        return key.strip(), raw
+
+
+def apply_overrides(config: TrainConfig, overrides: dict[str, Any], source: str = "overrides") -> TrainConfig:
+    """A copy of ``config`` with ``overrides`` applied; ``recipe`` may name a base recipe or be a mapping."""
+    overrides = dict(overrides)
+    recipe = config.recipe
+    base = overrides.pop("recipe", None)
+    if isinstance(base, dict):
+        base = dict(base)
+        name = base.pop("name", None)
+        overrides = {**base, **overrides}
+        base = name
+    if base is not None:
+        recipe = get_recipe(str(base))
+    unknown = sorted(set(overrides) - set(valid_keys()))
+    if unknown:
+        raise ConfigError(f"unknown key {unknown[0]!r} in {source}; valid keys: {', '.join(valid_keys())}")
+    recipe_hints = typing.get_type_hints(Recipe)
+    run_hints = typing.get_type_hints(TrainConfig)
+    recipe_changes = {k: _coerce(k, v, recipe_hints[k], source) for k, v in overrides.items() if k in recipe_hints}
+    run_changes = {k: _coerce(k, v, run_hints[k], source) for k, v in overrides.items() if k not in recipe_hints}
+    try:
+        recipe = dataclasses.replace(recipe, **recipe_changes)
+    except ValueError as error:
+        raise ConfigError(f"bad recipe value in {source}: {error}") from None
+    return dataclasses.replace(config, recipe=recipe, **run_changes)
+
+
+def _coerce(key: str, value: Any, hint: Any, source: str) -> Any:
+    """Check ``value`` against the field's type hint, converting the lossless cases (int -> float, list -> tuple)."""
+    args = typing.get_args(hint)
+    origin = typing.get_origin(hint)
+    if value is None:
+        if type(None) in args:
+            return None
+        raise ConfigError(f"{key} in {source} cannot be empty; expected {_name(hint)}")
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(key, value, option, source)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key} in {source} must be {_name(hint)}, got {value!r}")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        return tuple(_coerce(key, v, args[0], source) for v in value)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} in {source} must be a mapping, got {value!r}")
+        return dict(value)
+    if hint is Any:
+        return value
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif hint is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+    raise ConfigError(f"{key} in {source} must be {_name(hint)}, got {value!r}")
+
+
+def _name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def config_from_dict(data: dict[str, Any]) -> TrainConfig:
+    """Rebuild a TrainConfig from a mapping of run fields with a ``recipe`` mapping (as ``to_dict`` wrote it)."""
+    data = dict(data)
+    recipe = Recipe(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in data.pop("recipe").items()})
+    known = set(run_fields())
+    return TrainConfig(recipe=recipe, **{k: v for k, v in data.items() if k in known})
+

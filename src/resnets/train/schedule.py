@@ -1,0 +1,74 @@
+"""The learning rate as a function of the iteration, set before every optimiser step.
+
+A pure function of the step, except for He et al. 2015's deep warm-up: nets of 110 layers and more train
+at 0.01 "until the training error is below 80% (about 400 iterations)" and then go back to 0.1. That
+switch depends on the training error, so it is state, saved in the checkpoint with the step.
+"""
+
+from __future__ import annotations
+
+import math
+
+from torch import nn
+
+from resnets.train.recipes import Recipe
+
+EMA_MOMENTUM = 0.9  # smoothing of the per-batch train error that ends the deep warm-up (~10 steps)
+
+
+class LRSchedule:
+    """``lr(step)`` for one run; ``observe(batch_error)`` after each step feeds the deep warm-up."""
+
+    def __init__(self, recipe: Recipe, *, steps_per_epoch: int, total_steps: int, depth: int = 0) -> None:
+        self.recipe = recipe
+        self.steps_per_epoch = steps_per_epoch
+        # The cosine horizon comes from the epochs when set, so that --max-steps only stops early and a
+        # run stopped at k steps and resumed follows the same curve as an uninterrupted one.
+        self.horizon = max(1, round(recipe.epochs * steps_per_epoch) if recipe.epochs is not None else total_steps)
+        self.warmup_steps = round(recipe.warmup_epochs * steps_per_epoch)
+        self.deep_warmup = recipe.deep_warmup_lr > 0 and depth >= recipe.deep_warmup_min_depth
+        self.error_ema: float | None = None
+
+    def lr(self, step: int) -> float:
+        r = self.recipe
+        if self.deep_warmup:
+            return r.deep_warmup_lr
+        if step < self.warmup_steps:
+            start = r.lr * r.warmup_start_factor
+            return start + (r.lr - start) * step / self.warmup_steps
+        if r.schedule == "step":
+            return r.lr * r.lr_decay ** sum(step >= m for m in r.milestones)
+        if r.schedule == "constant":
+            return r.lr
+        end = r.lr * r.final_lr_factor
+        progress = min(1.0, (step - self.warmup_steps) / max(1, self.horizon - self.warmup_steps))
+        if r.schedule == "cosine":
+            return end + (r.lr - end) * 0.5 * (1.0 + math.cos(math.pi * progress))
+        return r.lr + (end - r.lr) * progress  # onecycle: the linear decay after the linear warm-up
+
+    def observe(self, batch_error: float) -> None:
+        """Feed the train error (%) of the last batch; ends the deep warm-up once its average is low."""
+        if not self.deep_warmup:
+            return
+        ema = batch_error if self.error_ema is None else EMA_MOMENTUM * self.error_ema + (1 - EMA_MOMENTUM) * batch_error
+        self.error_ema = ema
+        if ema < self.recipe.deep_warmup_until_error:
+            self.deep_warmup = False
+
+    def state_dict(self) -> dict:
+        return {"deep_warmup": self.deep_warmup, "error_ema": self.error_ema}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.deep_warmup = bool(state["deep_warmup"])
+        self.error_ema = state["error_ema"]
+
+
+def weighted_depth(model: nn.Module) -> int:
+    """Layers with weights on the main path (convs and linears, not projection shortcuts or SE gates).
+
+    This is the paper's depth: CIFAR ResNet-110 counts 1 stem conv + 108 block convs + 1 fc = 110.
+    """
+    return sum(
+        isinstance(m, (nn.Conv2d, nn.Linear)) and not any(p in ("downsample", "se") for p in name.split("."))
+        for name, m in model.named_modules()
+    )
