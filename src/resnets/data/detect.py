@@ -1,0 +1,151 @@
+"""``load_data``: a dataset name or a path, whose format is detected from its contents, to a DataBundle.
+
+Names: ``fashion-mnist`` (default folder: Debian's dataset-fashion-mnist), ``mnist``, ``cifar10``, ``cifar100``
+(these three read from ``data_dir``). A path is sniffed: IDX magic bytes, CIFAR meta files, a tree of class
+folders, a CSV, an .npz (zip magic), or a tar archive holding CIFAR or an image tree. Extensions are not
+trusted, because downloads are often renamed.
+"""
+
+from __future__ import annotations
+
+import gzip
+import tarfile
+import zipfile
+from pathlib import Path
+
+from resnets.data import cifar, idx, image_folder, tabular
+from resnets.data.dataset import DataBundle, make_bundle
+from resnets.errors import DataError
+
+DATASET_NAMES = ("fashion-mnist", "mnist", "cifar10", "cifar100")
+FORMATS = ("idx", "cifar10", "cifar100", "image-folder", "csv", "npz")
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+_SUPPORTED = (
+    "a folder of MNIST-style IDX files (train-images-idx3-ubyte[.gz], ...), a CIFAR-10/100 python-version folder "
+    "or .tar.gz, an image tree ([train|test/]CLASS/*.png|jpg), a tar of such a tree, a .csv with a header row, "
+    "or an .npz with x/y arrays"
+)
+
+
+def _head(path: Path, size: int = 512) -> bytes:
+    """The first bytes of a file, decompressed when it is gzipped."""
+    with path.open("rb") as handle:
+        raw = handle.read(size)
+    if raw[:2] == idx.GZIP_MAGIC:
+        try:
+            with gzip.open(path, "rb") as handle:
+                return handle.read(size)
+        except (OSError, EOFError):
+            return raw
+    return raw
+
+
+def _looks_like_csv(path: Path) -> bool:
+    try:
+        with path.open(encoding="utf-8") as handle:
+            first = handle.readline()
+    except (OSError, UnicodeDecodeError):
+        return False
+    return "," in first
+
+
+def detect_format(path: Path) -> tuple[str, Path]:
+    """The format of ``path`` and the path to load it from (an IDX file's folder, for one)."""
+    if path.is_dir():
+        if idx.find_idx_files(path):
+            return "idx", path
+        variant = cifar.cifar_variant(path)
+        if variant:
+            return variant, path
+        if image_folder.looks_like_image_tree(path):
+            return "image-folder", path
+    elif path.is_file():
+        head = _head(path)
+        if idx.is_idx_header(head[:4]):
+            return "idx", path.parent
+        if head[:4] == b"PK\x03\x04" and zipfile.is_zipfile(path):
+            return "npz", path
+        if head[:1] == b"\x80" and cifar.cifar_variant(path.parent):  # one pickled batch: load its folder
+            return cifar.cifar_variant(path.parent) or "", path.parent
+        if tarfile.is_tarfile(path):
+            variant = cifar.cifar_variant(path)
+            if variant:
+                return variant, path
+            with tarfile.open(path, "r:*") as archive:
+                if any(image_folder.is_image(m.name) for m in archive.getmembers()):
+                    return "image-folder", path
+        elif _looks_like_csv(path):
+            return "csv", path
+    raise DataError(f"cannot tell the format of {path}; supported: {_SUPPORTED}")
+
+
+def _resolve_name(name: str, data_dir: Path | None) -> tuple[str, Path]:
+    if name == "fashion-mnist":
+        folder = data_dir or FASHION_MNIST_DIR
+        if not folder.is_dir():
+            raise DataError(
+                f"Fashion-MNIST folder {folder} does not exist; install it with `apt-get install "
+                "dataset-fashion-mnist` or pass data_dir=<folder with the four IDX files>"
+            )
+        return "idx", folder
+    if data_dir is None:
+        raise DataError(f"dataset {name!r} is read from data_dir; pass data_dir=<folder holding it> (nothing is downloaded)")
+    if not data_dir.exists():
+        raise DataError(f"data_dir {data_dir} for dataset {name!r} does not exist")
+    if name == "mnist":
+        return "idx", data_dir
+    return name, cifar.find_cifar(data_dir, name)
+
+
+def _idx_identity(name: str, folder: Path) -> tuple[list[str], bool]:
+    """Class names and whether flips keep labels: Fashion-MNIST's clothes are mirror-invariant, digits are not."""
+    if name == "fashion-mnist" or "fashion" in str(folder).lower():
+        return list(idx.FASHION_MNIST_CLASSES), True
+    return list(idx.MNIST_CLASSES), False
+
+
+def load_data(
+    spec: str | Path,
+    data_dir: str | Path | None = None,
+    *,
+    val_fraction: float = 0.0,
+    val_size: int | None = None,
+    seed: int = 0,
+    image_size: int | tuple[int, int] | None = None,
+    max_bad_files: int | None = None,
+) -> DataBundle:
+    """Load a data set fully into memory, hold out a seeded validation split, and compute train statistics.
+
+    ``spec`` is one of :data:`DATASET_NAMES` or a path. ``val_size=5000`` on CIFAR-10 gives the 45k/5k split of
+    He et al. (2015). ``image_size`` resizes image-folder images; ``max_bad_files`` bounds the unreadable images
+    tolerated there (default max(10, 1% of the files)).
+    """
+    folder = Path(data_dir).expanduser() if data_dir is not None else None
+    if str(spec) in DATASET_NAMES:
+        name = str(spec)
+        fmt, path = _resolve_name(name, folder)
+    else:
+        path = Path(spec).expanduser()
+        if not path.exists():
+            raise DataError(
+                f"{str(spec)!r} is neither a dataset name ({', '.join(DATASET_NAMES)}) nor an existing path"
+            )
+        name = str(spec)
+        fmt, path = detect_format(path)
+    size = (image_size, image_size) if isinstance(image_size, int) else image_size
+    split = {"val_fraction": val_fraction, "val_size": val_size, "seed": seed}
+    if fmt == "idx":
+        train, test = idx.load_idx_folder(path)
+        classes, flip = _idx_identity(name, path)
+        return make_bundle(name, "image", classes, train, test, flip=flip, **split)
+    if fmt in ("cifar10", "cifar100"):
+        classes, train, test = cifar.load_cifar(path, fmt)
+        return make_bundle(name, "image", classes, train, test, flip=True, **split)
+    if fmt == "image-folder":
+        classes, train, test, skipped = image_folder.load_image_tree(path, image_size=size, max_bad_files=max_bad_files)
+        return make_bundle(name, "image", classes, train, test, flip=True, skipped_files=skipped, **split)
+    if fmt == "csv":
+        classes, train = tabular.load_csv(path)
+        return make_bundle(name, "vector", classes, train, None, flip=False, **split)
+    kind, classes, train, test = tabular.load_npz(path)
+    return make_bundle(name, kind, classes, train, test, flip=kind == "image", **split)

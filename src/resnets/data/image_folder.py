@@ -1,0 +1,239 @@
+"""Image-folder trees: ``root/CLASS/*.png`` or ``root/{train,test}/CLASS/*.jpg``, also inside a .tar(.gz).
+
+Classes are the sorted folder names, as in torchvision's ImageFolder. Images are decoded with Pillow to RGB,
+or to L when every image is grayscale. Decoding 60,000 small JPEGs takes ~15 s on one core, so the decoded
+uint8 arrays are cached on disk (see :mod:`resnets.data.cache`) and later loads take well under a second.
+
+Unreadable images are logged with their path, skipped and counted. The load fails once more than
+``max_bad_files`` are bad; by default that is ``max(10, 1% of the files)``, so a few damaged files in a large
+tree do not stop a run but a tree that is mostly broken (a wrong folder, a failed copy) does.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import multiprocessing
+import os
+import tarfile
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from resnets.data import cache
+from resnets.data.dataset import ArrayDataset
+from resnets.errors import DataError
+
+log = logging.getLogger("resnets.data")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+SPLITS = ("train", "test")
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, UnidentifiedImageError, Image.DecompressionBombError)
+_PARALLEL_FROM = 4000  # below this many files a process pool costs more than it saves
+_MAX_LOGGED = 20
+
+
+@dataclass(frozen=True)
+class ImageFile:
+    split: str  # "train" | "test"; a single tree is all "train"
+    label: str  # the class folder's name
+    source: str  # file path, or member name inside an archive
+
+
+def is_image(name: str) -> bool:
+    return name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def default_max_bad(n_files: int) -> int:
+    """How many unreadable files a load tolerates when the caller does not say: max(10, 1%)."""
+    return max(10, n_files // 100)
+
+
+def _class_dirs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def looks_like_image_tree(root: Path) -> bool:
+    """Whether ``root`` is a tree of class folders (directly, or under ``train/``) holding images."""
+    base = root / "train" if (root / "train").is_dir() else root
+    for class_dir in _class_dirs(base):
+        if any(is_image(p.name) for p in class_dir.iterdir()):
+            return True
+    return False
+
+
+def scan_tree(root: Path) -> list[ImageFile]:
+    """Every image file of a tree, in a fixed order; an empty class folder is an error naming it."""
+    splits = [(s, root / s) for s in SPLITS if (root / s).is_dir()] if (root / "train").is_dir() else [("train", root)]
+    files: list[ImageFile] = []
+    for split, folder in splits:
+        class_dirs = _class_dirs(folder)
+        if not class_dirs:
+            raise DataError(f"{folder} has no class folders; expected {folder}/CLASS/*.png|jpg|jpeg|bmp|webp")
+        for class_dir in class_dirs:
+            names = sorted(p.name for p in class_dir.iterdir() if p.is_file() and is_image(p.name))
+            if not names:
+                raise DataError(
+                    f"class folder {class_dir} holds no images ({', '.join(IMAGE_EXTENSIONS)}); "
+                    "remove it or add its images"
+                )
+            files.extend(ImageFile(split, class_dir.name, str(class_dir / n)) for n in names)
+    return files
+
+
+def scan_archive(archive: tarfile.TarFile) -> list[ImageFile]:
+    """Image members of an archive: ``[...]/[train|test/]CLASS/FILE``, sorted by member name."""
+    files = []
+    for member in archive.getmembers():
+        parts = PurePosixPath(member.name).parts
+        if not member.isfile() or len(parts) < 2 or not is_image(parts[-1]) or parts[-2].startswith("."):
+            continue
+        split = parts[-3] if len(parts) >= 3 and parts[-3] in SPLITS else "train"
+        files.append(ImageFile(split, parts[-2], member.name))
+    return sorted(files, key=lambda f: f.source)
+
+
+def decode(data: bytes | str, image_size: tuple[int, int] | None) -> np.ndarray | str:
+    """(H, W) for grayscale or (H, W, 3) uint8 pixels; or the error message when the image is unreadable."""
+    try:
+        with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as image:
+            image.load()
+            gray = image.mode in ("1", "L", "LA", "I", "I;16", "F")
+            image = image.convert("L" if gray else "RGB")
+            if image_size is not None and image.size != (image_size[1], image_size[0]):
+                image = image.resize((image_size[1], image_size[0]), Image.Resampling.BILINEAR)
+            return np.asarray(image, dtype=np.uint8)
+    except _DECODE_ERRORS as err:
+        return f"{type(err).__name__}: {err}"
+
+
+def _decode_pair(item: tuple[bytes | str, tuple[int, int] | None]) -> np.ndarray | str:
+    return decode(*item)
+
+
+def decode_all(sources: Sequence[bytes | str], image_size: tuple[int, int] | None, workers: int) -> list:
+    """Decode in a forked process pool when it pays off; results keep the order of ``sources``."""
+    items = [(s, image_size) for s in sources]
+    if workers <= 1 or len(items) < _PARALLEL_FROM:
+        return [_decode_pair(item) for item in items]
+    context = multiprocessing.get_context("fork")  # no re-import of torch in the workers
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        return list(pool.map(_decode_pair, items, chunksize=512))
+
+
+def _stack(arrays: list[np.ndarray], where: str) -> np.ndarray:
+    """(N, C, H, W) uint8: L when all images are grayscale, otherwise RGB for all."""
+    sizes = {a.shape[:2] for a in arrays}
+    if len(sizes) > 1:
+        shown = ", ".join(f"{h}x{w}" for h, w in sorted(sizes)[:4])
+        raise DataError(f"images in {where} have different sizes ({shown}); pass image_size=(H, W) to resize them")
+    if all(a.ndim == 2 for a in arrays):
+        return np.stack(arrays)[:, None]
+    rgb = [np.repeat(a[:, :, None], 3, axis=2) if a.ndim == 2 else a for a in arrays]
+    return np.ascontiguousarray(np.stack(rgb).transpose(0, 3, 1, 2))
+
+
+def _decode_files(
+    files: list[ImageFile], read: object, image_size: tuple[int, int] | None, max_bad: int | None, where: str
+) -> dict:
+    sources = read(files)  # type: ignore[operator]
+    results = decode_all(sources, image_size, workers=min(4, os.cpu_count() or 1))
+    bad = [(f.source, r) for f, r in zip(files, results) if isinstance(r, str)]
+    for source, message in bad[:_MAX_LOGGED]:
+        log.warning("skipping unreadable image %s (%s)", source, message)
+    if len(bad) > _MAX_LOGGED:
+        log.warning("... and %d more unreadable images in %s", len(bad) - _MAX_LOGGED, where)
+    check_bad_count(len(bad), len(files), max_bad, where, [s for s, _ in bad])
+    good = [(f, r) for f, r in zip(files, results) if not isinstance(r, str)]
+    if not good:
+        raise DataError(f"no readable images in {where}")
+    classes = sorted({f.label for f in files if f.split == "train"})
+    index = {c: i for i, c in enumerate(classes)}
+    stray = sorted({f.label for f in files} - set(classes))
+    if stray:
+        raise DataError(f"{where}: test classes {', '.join(stray)} have no training folder; add or remove them")
+    pixels = _stack([r for _, r in good], where)
+    out: dict = {"classes": classes, "skipped": len(bad), "bad": [s for s, _ in bad[:3]]}
+    for split in SPLITS:
+        keep = [i for i, (f, _) in enumerate(good) if f.split == split]
+        if keep:
+            out[f"x_{split}"] = pixels[keep]
+            out[f"y_{split}"] = np.array([index[good[i][0].label] for i in keep], dtype=np.int64)
+    if "x_train" not in out:
+        raise DataError(f"no readable training images in {where}")
+    return out
+
+
+def check_bad_count(bad: int, total: int, max_bad: int | None, where: str, examples: Sequence[str] = ()) -> None:
+    """Fail once more than ``max_bad`` (default: max(10, 1%)) of ``total`` files were unreadable."""
+    limit = default_max_bad(total) if max_bad is None else max_bad
+    if bad > limit:
+        shown = "; ".join(examples[:3])
+        raise DataError(
+            f"{bad} of {total} images in {where} are unreadable (more than the {limit} tolerated; set "
+            f"max_bad_files to change that), e.g. {shown}"
+        )
+
+
+def load_image_tree(
+    root: Path, *, image_size: tuple[int, int] | None = None, max_bad_files: int | None = None, use_cache: bool = True
+) -> tuple[list[str], ArrayDataset, ArrayDataset | None, int]:
+    """Classes, train, test (None for a single tree) and the number of skipped files, from a folder or archive."""
+    root = root.resolve()
+    try:
+        archive = tarfile.open(root, "r:*") if root.is_file() else None
+    except (tarfile.TarError, OSError) as err:
+        raise DataError(f"{root} is not a readable tar archive of an image tree: {err}") from err
+    try:
+        if archive is not None:
+            files = scan_archive(archive)
+            stat = root.stat()
+            payload: object = {"archive": str(root), "size": stat.st_size, "mtime": stat.st_mtime_ns}
+        else:
+            files = scan_tree(root)
+            stats = [os.stat(f.source) for f in files]
+            payload = {"root": str(root), "files": [[f.source, s.st_size, s.st_mtime_ns] for f, s in zip(files, stats)]}
+        if not files:
+            raise DataError(f"no images found in {root}; expected [train|test/]CLASS/*.png|jpg|jpeg|bmp|webp")
+        key = cache.cache_key({"tree": payload, "image_size": image_size})
+        cached = cache.load_entry(cache.cache_dir(), "image-folder", key) if use_cache else None
+        if cached is not None:
+            arrays, meta = cached
+            if meta["skipped"]:
+                log.warning("%d unreadable images in %s were skipped (cached result)", meta["skipped"], root)
+            check_bad_count(meta["skipped"], meta["files"], max_bad_files, str(root), meta.get("bad", []))
+            out: dict = {**arrays, "classes": meta["classes"], "skipped": meta["skipped"]}
+        else:
+            out = _decode_files(files, _reader(archive), image_size, max_bad_files, str(root))
+            if use_cache:
+                arrays = {k: v for k, v in out.items() if k.startswith(("x_", "y_"))}
+                meta = {key_: out[key_] for key_ in ("classes", "skipped", "bad")}
+                meta.update(root=str(root), files=len(files))
+                cache.store_entry(cache.cache_dir(), "image-folder", key, arrays, meta)
+    finally:
+        if archive is not None:
+            archive.close()
+    train = ArrayDataset(torch.from_numpy(out["x_train"]), torch.from_numpy(out["y_train"]))
+    test = ArrayDataset(torch.from_numpy(out["x_test"]), torch.from_numpy(out["y_test"])) if "x_test" in out else None
+    return list(out["classes"]), train, test, int(out["skipped"])
+
+
+def _reader(archive: tarfile.TarFile | None):  # noqa: ANN202 - a small closure
+    """Sources to decode: paths for a folder (read by the workers), bytes for an archive (read here, in order)."""
+    if archive is None:
+        return lambda files: [f.source for f in files]
+
+    def read(files: list[ImageFile]) -> list[bytes]:
+        wanted = {f.source for f in files}
+        blobs = {}
+        for member in archive:  # one sequential pass over the compressed stream
+            if member.name in wanted:
+                handle = archive.extractfile(member)
+                blobs[member.name] = handle.read() if handle else b""
+        return [blobs[f.source] for f in files]
+
+    return read
