@@ -1,6 +1,7 @@
 """Model families and the registry; importing a family module registers its named variants."""
 
 from resnets.models import resnet_zoo  # noqa: F401  (registers the ResNet family)
+from resnets.models import highway  # noqa: F401  (registers the Highway networks)
 from resnets.models.base import BlockInfo, SkipNetwork
 from resnets.models.registry import ModelEntry, create_model, get_model_entry, list_models, register_model
 
