@@ -1,0 +1,96 @@
+"""Residual MLPs for vector data: fixed, learned and multiple skips (see ``resnets.layers.multi_skip``).
+
+a^0 = g(norm(W^0 x + b^0)) projects the input to ``width`` units; layers l = 1..depth compute
+a^l = g(z^l + sum_{k in skips, k <= l} W^{l-k,l} a^{l-k}), so a skip of distance k enters every layer
+that has a layer k below it (a^0 counts). The classifier reads a^depth. With ``skips=()`` the network is
+the plain twin of the same depth and width.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from resnets.layers.factory import get_act, get_norm
+from resnets.layers.multi_skip import LEARNED_INITS, SKIP_KINDS, MultiSkipLayer
+from resnets.models.base import SkipNetwork, make_classifier
+from resnets.models.registry import register_model
+
+
+@dataclass(frozen=True)
+class ResMLPConfig:
+    """Depth, width and the skip pattern of a residual MLP."""
+
+    depth: int = 20  # layers after the input projection
+    width: int = 128
+    skips: tuple[int, ...] = (2,)  # skip distances k >= 2 (distance 1 is the main path)
+    skip_kind: str = "identity"  # identity: fixed, no parameters | learned: a bias-free Linear per skip
+    learned_init: str = "identity"  # identity | zeros | random (learned skips only)
+    norm: str = "layernorm"  # on z^l; identity gives the bare formula
+    act: str = "relu"
+
+    def __post_init__(self) -> None:
+        if self.depth < 1:
+            raise ValueError(f"depth must be at least 1, got {self.depth}")
+        if any(k < 2 for k in self.skips) or len(set(self.skips)) != len(self.skips):
+            raise ValueError(f"skips must be distinct distances >= 2, got {self.skips}")
+        if self.skip_kind not in SKIP_KINDS:
+            raise ValueError(f"skip_kind must be one of {list(SKIP_KINDS)}, got {self.skip_kind!r}")
+        if self.learned_init not in LEARNED_INITS:
+            raise ValueError(f"learned_init must be one of {list(LEARNED_INITS)}, got {self.learned_init!r}")
+
+
+class ResMLP(SkipNetwork):
+    """Input projection -> ``depth`` multi-skip layers -> Linear classifier."""
+
+    input_kind = "vector"
+
+    def __init__(self, config: ResMLPConfig, *, num_classes: int = 10, in_channels: int = 784) -> None:
+        super().__init__()
+        self.config, self.num_classes, self.in_channels = config, num_classes, in_channels
+        norm, act = get_norm(config.norm), get_act(config.act)
+        self.stem = nn.Sequential(nn.Linear(in_channels, config.width), norm(config.width), act())
+        self.layers = nn.ModuleList(
+            MultiSkipLayer(
+                config.width, tuple(k for k in config.skips if k <= l),
+                kind=config.skip_kind, learned_init=config.learned_init, norm=norm, act=act,
+            )  # fmt: skip
+            for l in range(1, config.depth + 1)
+        )
+        self.num_features = config.width
+        self.fc = make_classifier(config.width, num_classes)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        keep = max(self.config.skips, default=1)
+        history = [self.stem(x)]  # a^0: (B, width)
+        for layer in self.layers:
+            history.append(layer(history))
+            del history[:-keep]  # only the last max(skips) activations can still be reached
+        return history[-1]  # a^depth: (B, width)
+
+    def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return features if pre_logits else self.fc(features)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.fc = make_classifier(self.num_features, num_classes)
+
+    def _residual_block_modules(self) -> list[tuple[str, int, nn.Module]]:
+        return [(f"layers.{i}", 1, layer) for i, layer in enumerate(self.layers)]
+
+
+MODELS: dict[str, tuple[ResMLPConfig, str]] = {
+    "resmlp_plain_20": (ResMLPConfig(skips=()), "20-layer MLP without skips: the plain twin"),
+    "resmlp_identity_20": (ResMLPConfig(), "20-layer MLP, fixed identity skips of distance 2: a^l = g(z^l + a^{l-2})"),
+    "resmlp_learned_20": (ResMLPConfig(skip_kind="learned"), "20-layer MLP, learned skip matrices W^{l-2,l} (init identity)"),
+    "resmlp_multiskip_20": (ResMLPConfig(skips=(2, 3, 4)), "20-layer MLP, fixed skips of distances 2, 3, 4 (weight 1/3 each)"),
+    "resmlp_multiskip_learned_20": (
+        ResMLPConfig(skips=(2, 3, 4), skip_kind="learned"),
+        "20-layer MLP, learned skips of distances 2, 3, 4 (init identity / 3)",
+    ),
+}
+
+for _name, (_config, _text) in MODELS.items():
+    register_model(_name, ResMLP, _config, num_classes=10, input_size=(784,), family="resmlp", description=_text)

@@ -1,0 +1,90 @@
+"""Residual MLPs: fixed skips are parameter-free and exact, learned skips follow the backpropagation rule."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from resnets import create_model
+from resnets.layers.multi_skip import IdentitySkip, LearnedSkip
+
+
+def _activations(model, x: torch.Tensor) -> list[torch.Tensor]:
+    """a^0, a^1, ..., a^depth, recorded with forward hooks."""
+    acts: list[torch.Tensor] = []
+    hooks = [model.stem.register_forward_hook(lambda m, i, out: acts.append(out))]
+    hooks += [layer.register_forward_hook(lambda m, i, out: acts.append(out)) for layer in model.layers]
+    model(x)
+    for h in hooks:
+        h.remove()
+    return acts
+
+
+def test_fixed_skips_have_no_parameters_and_nothing_changes_them() -> None:
+    plain, fixed = create_model("resmlp_plain_20"), create_model("resmlp_multiskip_20")
+    assert sum(p.numel() for p in fixed.parameters()) == sum(p.numel() for p in plain.parameters())
+    skips = [s for layer in fixed.layers for s in layer.skips.values()]
+    assert len(skips) == 0 + 1 + 2 + 3 * 17 and all(isinstance(s, IdentitySkip) for s in skips)
+    assert not any("skips" in key for key in fixed.state_dict())
+    optimizer = torch.optim.SGD(fixed.parameters(), lr=0.5, momentum=0.9, weight_decay=0.1)
+    for _ in range(2):
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(fixed(torch.randn(8, 784)), torch.randint(0, 10, (8,))).backward()
+        optimizer.step()
+    x = torch.randn(3, 128)
+    assert all(torch.equal(s(x), x / len(layer.distances)) for layer in fixed.layers for s in layer.skips.values())
+
+
+def test_identity_skip_is_exact_when_the_branch_is_zero() -> None:
+    for norm in ("identity", "layernorm"):
+        model = create_model("resmlp_identity_20", norm=norm, depth=6)
+        with torch.no_grad():
+            for layer in model.layers:
+                layer.linear.weight.zero_()
+                layer.linear.bias.zero_()
+            acts = _activations(model, torch.randn(4, 784))
+        assert torch.equal(acts[1], torch.zeros_like(acts[1])), "layer 1 has no layer two below it: g(0)"
+        for l in range(2, 7):
+            assert torch.equal(acts[l], torch.relu(acts[l - 2])), f"a^{l} = g(a^{l - 2}) exactly"
+
+
+def test_learned_skips_start_as_identity_and_are_updated() -> None:
+    model = create_model("resmlp_learned_20")
+    skip = model.layers[5].skips["k2"]
+    assert isinstance(skip, LearnedSkip) and torch.equal(skip.weight, torch.eye(128))
+    before = skip.weight.detach().clone()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    torch.nn.functional.cross_entropy(model(torch.randn(8, 784)), torch.randint(0, 10, (8,))).backward()
+    optimizer.step()
+    assert not torch.equal(skip.weight, before)
+
+
+def test_learned_skip_gradient_is_delta_times_activation_transposed() -> None:
+    """Tiny 3-layer net, bare formula: dL/dW^{l-2,l} = sum over the batch of delta^l (a^{l-2})^T."""
+    model = create_model("resmlp_learned_20", depth=3, width=5, in_channels=4, num_classes=3, norm="identity", learned_init="random")
+    x, c = torch.randn(6, 4), torch.randn(6, 3)
+    (model(x) * c).sum().backward()
+
+    with torch.no_grad():  # the forward pass, by hand
+        a0 = torch.relu(model.stem[0](x))
+        layer1, layer2, layer3 = model.layers
+        a1 = torch.relu(a0 @ layer1.linear.weight.T + layer1.linear.bias)
+        s02, s13 = layer2.skips["k2"].weight, layer3.skips["k2"].weight
+        pre2 = a1 @ layer2.linear.weight.T + layer2.linear.bias + a0 @ s02.T
+        a2 = torch.relu(pre2)
+        pre3 = a2 @ layer3.linear.weight.T + layer3.linear.bias + a1 @ s13.T
+        # backward, by hand: delta^3 = (W_fc^T c) * g'(pre^3); delta^2 = (W^{2,3})^T delta^3 * g'(pre^2)
+        delta3 = (c @ model.fc.weight) * (pre3 > 0)
+        delta2 = (delta3 @ layer3.linear.weight) * (pre2 > 0)
+        expected13, expected02 = delta3.T @ a1, delta2.T @ a0
+    assert delta3.abs().sum() > 0 and delta2.abs().sum() > 0
+    assert torch.allclose(layer3.skips["k2"].weight.grad, expected13, atol=1e-5)
+    assert torch.allclose(layer2.skips["k2"].weight.grad, expected02, atol=1e-5)
+
+
+def test_options_are_checked() -> None:
+    with pytest.raises(ValueError, match="skips"):
+        create_model("resmlp_identity_20", skips=(1,))
+    with pytest.raises(ValueError, match="skip_kind"):
+        create_model("resmlp_identity_20", skip_kind="frozen")
+    assert create_model("resmlp_identity_20", in_channels=12, num_classes=2)(torch.randn(2, 12)).shape == (2, 2)
