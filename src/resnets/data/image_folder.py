@@ -42,6 +42,7 @@ class ImageFile:
     split: str  # "train" | "test"; a single tree is all "train"
     label: str  # the class folder's name
     source: str  # file path, or member name inside an archive
+    stamp: tuple[int, int] = (0, 0)  # (size, mtime in ns) of a file on disk: part of the cache key
 
 
 def is_image(name: str) -> bool:
@@ -54,14 +55,20 @@ def default_max_bad(n_files: int) -> int:
 
 
 def _class_dirs(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    with os.scandir(folder) as entries:
+        return sorted(Path(e.path) for e in entries if e.is_dir() and not e.name.startswith("."))
+
+
+def _image_entries(folder: Path) -> list[os.DirEntry]:
+    with os.scandir(folder) as entries:  # scandir: no stat per file until asked, much faster than pathlib
+        return sorted((e for e in entries if is_image(e.name) and e.is_file()), key=lambda e: e.name)
 
 
 def looks_like_image_tree(root: Path) -> bool:
     """Whether ``root`` is a tree of class folders (directly, or under ``train/``) holding images."""
     base = root / "train" if (root / "train").is_dir() else root
     for class_dir in _class_dirs(base):
-        if any(is_image(p.name) for p in class_dir.iterdir()):
+        if _image_entries(class_dir):
             return True
     return False
 
@@ -75,13 +82,15 @@ def scan_tree(root: Path) -> list[ImageFile]:
         if not class_dirs:
             raise DataError(f"{folder} has no class folders; expected {folder}/CLASS/*.png|jpg|jpeg|bmp|webp")
         for class_dir in class_dirs:
-            names = sorted(p.name for p in class_dir.iterdir() if p.is_file() and is_image(p.name))
-            if not names:
+            entries = _image_entries(class_dir)
+            if not entries:
                 raise DataError(
                     f"class folder {class_dir} holds no images ({', '.join(IMAGE_EXTENSIONS)}); "
                     "remove it or add its images"
                 )
-            files.extend(ImageFile(split, class_dir.name, str(class_dir / n)) for n in names)
+            for entry in entries:
+                stat = entry.stat()
+                files.append(ImageFile(split, class_dir.name, entry.path, (stat.st_size, stat.st_mtime_ns)))
     return files
 
 
@@ -195,8 +204,7 @@ def load_image_tree(
             payload: object = {"archive": str(root), "size": stat.st_size, "mtime": stat.st_mtime_ns}
         else:
             files = scan_tree(root)
-            stats = [os.stat(f.source) for f in files]
-            payload = {"root": str(root), "files": [[f.source, s.st_size, s.st_mtime_ns] for f, s in zip(files, stats)]}
+            payload = {"root": str(root), "files": [[f.source, *f.stamp] for f in files]}
         if not files:
             raise DataError(f"no images found in {root}; expected [train|test/]CLASS/*.png|jpg|jpeg|bmp|webp")
         key = cache.cache_key({"tree": payload, "image_size": image_size})

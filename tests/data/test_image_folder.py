@@ -1,0 +1,115 @@
+"""Image trees: layouts, colour modes, resizing, bad files, empty classes and the decode cache."""
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from resnets.data import image_folder, load_data
+from resnets.errors import DataError
+
+from .formats import write_image, write_image_tree
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("RESNETS_CACHE_DIR", str(cache))
+    return cache
+
+
+def test_train_test_tree_sorted_classes_exact_pixels(tmp_path: Path) -> None:
+    train = write_image_tree(tmp_path / "d" / "train", {"dog": 2, "cat": 3}, seed=1)
+    write_image_tree(tmp_path / "d" / "test", {"cat": 1, "dog": 1}, seed=2)
+    bundle = load_data(tmp_path / "d")
+    assert bundle.classes == ["cat", "dog"]  # alphabetical, like torchvision ImageFolder
+    assert bundle.sample_shape == (3, 8, 6) and bundle.flip is True
+    assert bundle.train.targets.tolist() == [0, 0, 0, 1, 1] and bundle.test.targets.tolist() == [0, 1]
+    first_dog = train[tmp_path / "d" / "train" / "dog" / "000.png"]
+    assert torch.equal(bundle.train.inputs[3], torch.from_numpy(first_dog).permute(2, 0, 1))
+
+
+def test_single_tree_is_split_by_validation_fraction(tmp_path: Path) -> None:
+    write_image_tree(tmp_path / "d", {"a": 5, "b": 5})
+    bundle = load_data(tmp_path / "d", val_fraction=0.3, seed=4)
+    assert bundle.test is None and len(bundle.val) == 3 and len(bundle.train) == 7
+
+
+def test_all_grayscale_stays_one_channel_mixed_becomes_rgb(tmp_path: Path) -> None:
+    gray = write_image_tree(tmp_path / "g", {"a": 2, "b": 1}, gray=True)
+    assert load_data(tmp_path / "g").sample_shape == (1, 8, 6)
+    pixels = next(iter(gray.values()))
+    write_image_tree(tmp_path / "g", {"c": 1})  # one colour image among grey ones
+    bundle = load_data(tmp_path / "g")
+    assert bundle.sample_shape == (3, 8, 6)
+    assert torch.equal(bundle.train.inputs[0], torch.from_numpy(pixels)[None].expand(3, 8, 6))
+
+
+def test_mixed_sizes_need_image_size_then_resize(tmp_path: Path) -> None:
+    write_image_tree(tmp_path / "d", {"a": 1}, size=(8, 6))
+    write_image_tree(tmp_path / "d", {"b": 1}, size=(5, 7), ext=".jpg")
+    with pytest.raises(DataError, match=r"different sizes \(5x7, 8x6\); pass image_size"):
+        load_data(tmp_path / "d")
+    assert load_data(tmp_path / "d", image_size=4).sample_shape == (3, 4, 4)
+
+
+def test_corrupt_images_are_logged_skipped_counted(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    write_image_tree(tmp_path / "d", {"a": 3, "b": 3})
+    broken = tmp_path / "d" / "b" / "zz.jpg"
+    broken.write_bytes(b"\xff\xd8 this is not a jpeg")
+    with caplog.at_level(logging.WARNING, logger="resnets.data"):
+        bundle = load_data(tmp_path / "d")
+    assert bundle.skipped_files == 1 and len(bundle.train) == 6
+    assert str(broken) in caplog.text
+    assert "1 unreadable files skipped" in bundle.describe()
+
+
+def test_too_many_corrupt_images_fail(tmp_path: Path) -> None:
+    write_image_tree(tmp_path / "d", {"a": 2})
+    for i in range(3):
+        (tmp_path / "d" / "a" / f"bad{i}.png").write_bytes(b"nope")
+    with pytest.raises(DataError, match=r"3 of 5 images .* \(more than the 2 tolerated"):
+        load_data(tmp_path / "d", max_bad_files=2)
+    assert load_data(tmp_path / "d", max_bad_files=3).skipped_files == 3
+
+
+def test_empty_class_folder_is_named(tmp_path: Path) -> None:
+    write_image_tree(tmp_path / "d", {"a": 2})
+    (tmp_path / "d" / "empty").mkdir()
+    (tmp_path / "d" / "empty" / "notes.txt").write_text("no images here")
+    with pytest.raises(DataError, match=r"class folder .*empty holds no images"):
+        load_data(tmp_path / "d")
+
+
+def test_cache_is_reused_and_invalidated_by_changes(
+    tmp_path: Path, _private_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_image_tree(tmp_path / "d", {"a": 2, "b": 2})
+    first = load_data(tmp_path / "d")
+    entries = list((_private_cache / "image-folder").iterdir())
+    assert len(entries) == 1 and (entries[0] / "meta.json").is_file()
+    def no_decoding(*args: object) -> None:
+        raise AssertionError("a cache hit must not decode")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(image_folder, "decode_all", no_decoding)
+        again = load_data(tmp_path / "d")
+    assert torch.equal(again.train.inputs, first.train.inputs) and again.skipped_files == 0
+    write_image(tmp_path / "d" / "b" / "new.png", np.zeros((8, 6, 3), np.uint8))
+    assert len(load_data(tmp_path / "d").train) == 5
+    assert len(list((_private_cache / "image-folder").iterdir())) == 2
+
+
+def test_tar_gz_of_a_tree_loads_like_the_folder(tmp_path: Path) -> None:
+    import tarfile
+
+    write_image_tree(tmp_path / "d" / "train", {"x": 2, "y": 1})
+    write_image_tree(tmp_path / "d" / "test", {"y": 1}, seed=3)
+    with tarfile.open(tmp_path / "tree.tar.gz", "w:gz") as tar:
+        for split in ("train", "test"):
+            tar.add(tmp_path / "d" / split, arcname=split)
+    folder, archive = load_data(tmp_path / "d"), load_data(tmp_path / "tree.tar.gz")
+    assert archive.classes == ["x", "y"]
+    assert torch.equal(archive.train.inputs, folder.train.inputs) and torch.equal(archive.test.inputs, folder.test.inputs)
