@@ -1,0 +1,102 @@
+"""``resnets train``: parse options into a TrainConfig and call :func:`resnets.train.train`.
+
+Precedence, lowest first: the recipe (``--recipe``), the config file (``--config``), the dedicated
+flags (``--epochs``, ``--lr``, ...), then ``--set KEY=VALUE``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from resnets.errors import ConfigError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train a model on a data set (default: resnet20 on Fashion-MNIST)",
+        description="Train a registered model with a named recipe; writes a run directory with config, "
+        "metrics, curves and checkpoints. With no arguments: resnet20 on Fashion-MNIST, recipe 'default'.",
+    )
+    p.add_argument("--model", help="registered model name (see `resnets models`); default resnet20")
+    p.add_argument("--data", help="dataset name (fashion-mnist, mnist, cifar10, cifar100) or a path; default fashion-mnist")
+    p.add_argument("--data-dir", help="directory holding the named dataset's files")
+    p.add_argument("--recipe", help="named recipe (see --list-recipes); default 'default'")
+    p.add_argument("--config", metavar="FILE", help="YAML or TOML file of keys to override (see --print-config)")
+    p.add_argument("--epochs", type=float, help="training length in epochs")
+    p.add_argument("--max-steps", type=int, help="stop after this many optimiser steps (iterations)")
+    p.add_argument("--batch-size", type=int, help="images per optimiser step")
+    p.add_argument("--lr", type=float, help="peak learning rate")
+    p.add_argument("--seed", type=int, help="seed of the initial weights, shuffling and augmentation")
+    p.add_argument("--out", metavar="RUN_DIR", help="run directory; default runs/<model>-<data>-<timestamp>")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    p.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
+    p.add_argument("--in-channels", type=int, help="input channels the model expects (checked against the data)")
+    p.add_argument("--weights", metavar="FILE", help="initial weights (.safetensors, or .pt/.pth weights only)")
+    split = p.add_mutually_exclusive_group()
+    split.add_argument("--val-size", type=int, help="hold out N training samples for validation (seeded)")
+    split.add_argument("--val-fraction", type=float, help="hold out this fraction of the training samples")
+    p.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="model config field, e.g. drop_path_rate=0.1 (repeatable)")  # fmt: skip
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any config or recipe key, e.g. warmup_epochs=1 (repeatable; see --print-config)")  # fmt: skip
+    p.add_argument("--no-amp", action="store_true", help="no mixed precision: train in fp32")
+    p.add_argument("--no-channels-last", action="store_true", help="keep the NCHW memory format")
+    p.add_argument("--tensorboard", action="store_true", help="also write TensorBoard event files (needs tensorboard)")
+    p.add_argument("--quiet", action="store_true", help="print only the final line")
+    p.add_argument("--print-config", action="store_true", help="print the resolved configuration as YAML and exit")
+    p.add_argument("--list-recipes", action="store_true", help="list the named recipes and exit")
+    p.set_defaults(func=run)
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The keys the user gave on the command line (flags left out are not overrides)."""
+    from resnets.train import load_config_file, parse_assignment
+
+    overrides: dict[str, Any] = load_config_file(args.config) if args.config else {}
+    if args.recipe:
+        overrides["recipe"] = args.recipe
+    flags = {"model": args.model, "data": args.data, "data_dir": args.data_dir, "epochs": args.epochs,
+             "max_steps": args.max_steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
+             "out": args.out, "device": args.device, "in_channels": args.in_channels, "weights": args.weights,
+             "val_size": args.val_size, "val_fraction": args.val_fraction}  # fmt: skip
+    overrides.update({k: v for k, v in flags.items() if v is not None})
+    if args.epochs is not None and args.max_steps is None and "max_steps" not in overrides:
+        overrides["max_steps"] = None  # --epochs alone sets the length, even for a recipe counted in steps
+    if args.model_option:
+        options = dict(overrides.get("model_options") or {})
+        options.update(parse_assignment(text) for text in args.model_option)
+        overrides["model_options"] = options
+    for flag, key in ((args.no_amp, "amp"), (args.no_channels_last, "channels_last")):
+        if flag:
+            overrides[key] = False
+    if args.tensorboard:
+        overrides["tensorboard"] = True
+    if args.quiet:
+        overrides["quiet"] = True
+    overrides.update(parse_assignment(text) for text in args.set)
+    return overrides
+
+
+def run(args: argparse.Namespace) -> int:
+    from resnets.train import RECIPES, TrainConfig, apply_overrides, final_line, resume_config, train
+
+    if args.list_recipes:
+        for name, recipe in RECIPES.items():
+            print(f"{name:14s} {recipe.description}")
+        return 0
+    overrides = overrides_from_args(args)
+    if args.resume:
+        if args.out and args.out != args.resume:
+            raise ConfigError("--out and --resume name different directories; a resumed run stays in its directory")
+        overrides.pop("out", None)
+        config = resume_config(args.resume, overrides)
+    else:
+        config = apply_overrides(TrainConfig(), overrides, "the command line")
+    if args.print_config:
+        print(config.format(), end="")
+        return 0
+    summary = train(config, resume=bool(args.resume))
+    print(final_line(summary))
+    return 0

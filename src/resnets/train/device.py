@@ -1,0 +1,76 @@
+"""Where and how fast to run: the device, mixed precision and memory format.
+
+bf16 autocast is used only where the hardware computes in bf16 natively (CUDA with bf16, or a CPU with
+AVX512-BF16 / AMX); elsewhere (this AMD EPYC: AVX2 only) bf16 would be emulated and slower, so the run
+stays fp32. Master weights are always fp32: autocast casts per op, the optimiser updates fp32 tensors.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from resnets.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Precision:
+    device: torch.device
+    amp: bool  # autocast on
+    dtype: torch.dtype  # autocast dtype (bf16, or fp16 with a grad scaler on old GPUs)
+    channels_last: bool
+
+    def autocast(self) -> AbstractContextManager:
+        if not self.amp:
+            return nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.dtype)
+
+    @property
+    def needs_scaler(self) -> bool:
+        return self.amp and self.dtype == torch.float16
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was given but no CUDA GPU is available; use --device cpu")
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device {name!r} is not supported; use cpu or cuda")
+    return device
+
+
+def cpu_has_native_bf16() -> bool:
+    """AVX512-BF16 or AMX-BF16 in the CPU flags, and oneDNN able to use them."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    native = "avx512_bf16" in flags or "amx_bf16" in flags
+    try:
+        return native and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_precision(device: torch.device, amp: bool | None, channels_last: bool | None) -> Precision:
+    """Fill the "auto" (None) choices: fast where the hardware supports it, exact fp32 NCHW elsewhere."""
+    if device.type == "cuda":
+        fast = True
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    else:
+        fast = cpu_has_native_bf16()
+        dtype = torch.bfloat16
+    return Precision(
+        device=device,
+        amp=fast if amp is None else amp,
+        dtype=dtype,
+        channels_last=fast if channels_last is None else channels_last,
+    )

@@ -1,0 +1,124 @@
+"""The run directory: a run records its configuration, code version, machine, metrics and pictures.
+
+Its layout is a contract read by ``resnets eval/predict/export``::
+
+    config.json      model, model_options, num_classes, in_channels, input_kind, data{...}, recipe{...},
+                     seed, device, amp, channels_last
+    env.json         package version, git commit, python/torch versions, platform, CPU, host, start time
+    metrics.jsonl    one JSON object per epoch (METRIC_COLUMNS; errors in percent)
+    metrics.csv      the same rows as CSV
+    summary.json     test_accuracy, test_error (percent), epochs, steps, wall_time_s, best_test_error, ...
+    curves.png       train and test error (%) against epoch
+    checkpoints/     see resnets.train.checkpoint
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import platform
+import socket
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import resnets
+from resnets.train.atomic import atomic_write_text
+
+#: Columns of metrics.csv, in order; val_* only when the run has a validation split.
+METRIC_COLUMNS = ["epoch", "step", "lr", "train_loss", "train_error", "test_loss", "test_error", "images_per_s",
+                  "epoch_time_s", "wall_time_s"]  # fmt: skip
+VAL_COLUMNS = ["val_loss", "val_error"]
+
+
+class RunDir:
+    """Paths and writers of one run directory; every write is atomic."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.checkpoints = self.path / "checkpoints"
+
+    def create(self) -> None:
+        self.checkpoints.mkdir(parents=True, exist_ok=True)
+
+    def write_json(self, name: str, data: dict[str, Any]) -> None:
+        atomic_write_text(self.path / name, json.dumps(_finite(data), indent=2) + "\n")
+
+    def read_json(self, name: str) -> dict[str, Any]:
+        return json.loads((self.path / name).read_text())
+
+    def write_metrics(self, rows: list[dict[str, Any]]) -> None:
+        """Rewrite metrics.jsonl and metrics.csv from all rows (small files; a rewrite keeps them consistent)."""
+        atomic_write_text(self.path / "metrics.jsonl", "".join(json.dumps(_finite(r)) + "\n" for r in rows))
+        columns = METRIC_COLUMNS + (VAL_COLUMNS if any("val_error" in r for r in rows) else [])
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(_finite(r) for r in rows)
+        atomic_write_text(self.path / "metrics.csv", buffer.getvalue())
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        path = self.path / "metrics.jsonl"
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN: a missing measurement (no test split) is written as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def git_commit() -> str | None:
+    """The commit of the source tree the package runs from, or None outside a git checkout."""
+    source = Path(resnets.__file__).resolve().parent
+    try:
+        result = subprocess.run(
+            ["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() or None if result.returncode == 0 else None
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    """What produced the run: code version, software and machine."""
+    env: dict[str, Any] = {
+        "resnets_version": resnets.__version__,
+        "git_commit": git_commit(),
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "processor": platform.processor() or None,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "hostname": socket.gethostname(),
+        "device": str(device),
+        "start_time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    if device.type == "cuda":
+        env["cuda"] = torch.version.cuda
+        env["gpu"] = torch.cuda.get_device_name(device)
+    return env
+
+
+def default_run_path(model: str, data: str) -> Path:
+    """runs/<model>-<data>-<timestamp>, with the data's last path component when it is a path."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    data_name = Path(data.rstrip("/")).name.replace(".tar.gz", "").replace(".", "_") or "data"
+    return Path("runs") / f"{model}-{data_name}-{stamp}"

@@ -1,0 +1,137 @@
+"""The training loop on a tiny model: learning, the run directory, bit-exact resume, and its errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from resnets.errors import CheckpointError, ResnetsError, TrainingDivergedError
+from resnets.train import METRIC_COLUMNS, final_line, resume_config, train
+
+from .conftest import TINY, tiny_bundle, tiny_config
+
+
+def test_training_lowers_the_loss(tmp_path, bundle):
+    summary = train(tiny_config(tmp_path / "run", epochs=4), data=bundle)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 4
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"] - 0.05
+    assert summary["steps"] == 4 * (96 // 16) and summary["epochs"] == 4
+    assert summary["test_accuracy"] == pytest.approx(100.0 - summary["test_error"])
+
+
+def test_run_directory_holds_every_file_with_the_right_columns(tmp_path):
+    run = tmp_path / "run"
+    summary = train(tiny_config(run, epochs=2), data=tiny_bundle(val=16))
+    names = {p.relative_to(run).as_posix() for p in run.rglob("*")}
+    for name in ("config.json", "env.json", "metrics.jsonl", "metrics.csv", "summary.json", "curves.png",
+                 "checkpoints/last.safetensors", "checkpoints/best.safetensors", "checkpoints/last.state.pt",
+                 "checkpoints/last.json"):  # fmt: skip
+        assert name in names, name
+    assert not [n for n in names if n.endswith((".tmp", ".staged", ".pending"))]
+    config = json.loads((run / "config.json").read_text())
+    assert config["model"] == TINY and config["num_classes"] == 2 and config["in_channels"] == 1
+    assert config["input_kind"] == "image" and config["data"]["classes"] == ["left", "right"]
+    assert config["data"]["sample_shape"] == [1, 8, 8] and config["data"]["mean"] == [0.35]
+    assert config["recipe"]["batch_size"] == 16 and config["amp"] is False and config["device"] == "cpu"
+    env = json.loads((run / "env.json").read_text())
+    assert env["torch"] == torch.__version__ and env["resnets_version"] and "cpu_count" in env
+    with open(run / "metrics.csv") as handle:
+        reader = csv.DictReader(handle)
+        rows = list(reader)
+    assert reader.fieldnames == METRIC_COLUMNS + ["val_loss", "val_error"]
+    assert [int(r["step"]) for r in rows] == [6, 12] and float(rows[0]["images_per_s"]) > 0
+    saved = json.loads((run / "summary.json").read_text())
+    assert saved["steps"] == 12 and saved["test_error"] == summary["test_error"] and saved["params"] > 0
+    assert {"best_test_error", "best_epoch", "wall_time_s", "val_error"} <= set(saved)
+    with safe_open(str(run / "checkpoints/last.safetensors"), "pt") as handle:
+        assert handle.metadata() == {"model": TINY, "step": "12", "format": "resnets-checkpoint-1"}
+    assert (run / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert final_line(summary).startswith(f"test accuracy: {summary['test_accuracy']:.2f}% (test error ")
+
+
+@pytest.mark.parametrize("stop_at", [4, 6])  # mid-epoch and on an epoch boundary (6 steps per epoch)
+def test_resume_is_bit_exact(tmp_path, bundle, stop_at):
+    options = {"epochs": 3, "model_options": {"drop_path_rate": 0.2}}  # drop path draws from the global RNG
+    train(tiny_config(tmp_path / "whole", **options), data=bundle)
+    train(tiny_config(tmp_path / "parts", max_steps=stop_at, **options), data=bundle)
+    assert json.loads((tmp_path / "parts/summary.json").read_text())["steps"] == stop_at
+    resumed = resume_config(tmp_path / "parts", {"max_steps": None})
+    summary = train(resumed, data=bundle, resume=True)
+    assert summary["steps"] == 18
+    whole = load_file(str(tmp_path / "whole/checkpoints/last.safetensors"))
+    parts = load_file(str(tmp_path / "parts/checkpoints/last.safetensors"))
+    assert whole.keys() == parts.keys()
+    assert all(torch.equal(whole[k], parts[k]) for k in whole)
+    rows = [json.loads(line) for line in (tmp_path / "parts/metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3]  # the partial epoch's row was replaced
+
+
+def test_resume_extends_a_finished_run(tmp_path, bundle):
+    train(tiny_config(tmp_path / "run", epochs=1), data=bundle)
+    summary = train(resume_config(tmp_path / "run", {"epochs": 2}), data=bundle, resume=True)
+    assert summary["steps"] == 12 and summary["epochs"] == 2
+
+
+def test_resume_refuses_a_different_model(tmp_path, bundle):
+    train(tiny_config(tmp_path / "run", max_steps=1), data=bundle)
+    with pytest.raises(ResnetsError, match="cannot change model"):
+        resume_config(tmp_path / "run", {"model": "resnet20"})
+
+
+def test_non_finite_loss_names_the_step_and_keeps_the_checkpoint(tmp_path, bundle):
+    run = tmp_path / "run"
+    train(tiny_config(run, epochs=1), data=bundle)
+    manifest = (run / "checkpoints/last.json").read_text()
+    before = (run / "checkpoints/last.safetensors").read_bytes()
+    config = resume_config(run, {"epochs": 3, "lr": 1e6, "warmup_epochs": 0})
+    with pytest.raises(TrainingDivergedError, match=r"at step \d+ .*last good checkpoint \(step 6\)"):
+        train(config, data=bundle, resume=True)
+    assert (run / "checkpoints/last.json").read_text() == manifest
+    assert (run / "checkpoints/last.safetensors").read_bytes() == before
+
+
+def test_checksum_mismatch_is_detected_on_resume(tmp_path, bundle):
+    run = tmp_path / "run"
+    train(tiny_config(run, max_steps=2), data=bundle)
+    weights = load_file(str(run / "checkpoints/last.safetensors"))
+    weights["fc.bias"] += 1.0
+    save_file(weights, str(run / "checkpoints/last.safetensors"))
+    with pytest.raises(CheckpointError, match="last.safetensors.*sha256"):
+        train(resume_config(run, {"max_steps": 4}), data=bundle, resume=True)
+
+
+def test_explicit_in_channels_must_match_the_data(tmp_path, bundle):
+    config = replace(tiny_config(tmp_path / "run"), in_channels=3)
+    with pytest.raises(ResnetsError, match="--in-channels 3 does not match the data.*1 input channels"):
+        train(config, data=bundle)
+
+
+def test_weights_for_three_channels_are_refused_on_one_channel_data(tmp_path, bundle):
+    train(tiny_config(tmp_path / "rgb", max_steps=1), data=tiny_bundle(channels=3))
+    config = replace(tiny_config(tmp_path / "gray"), weights=str(tmp_path / "rgb/checkpoints/last.safetensors"))
+    with pytest.raises(ResnetsError, match="built for 3 input channels but the data gives the model 1"):
+        train(config, data=bundle)
+
+
+def test_an_existing_run_is_not_overwritten(tmp_path, bundle):
+    train(tiny_config(tmp_path / "run", max_steps=1), data=bundle)
+    with pytest.raises(ResnetsError, match="already holds a run"):
+        train(tiny_config(tmp_path / "run", max_steps=1), data=bundle)
+
+
+def test_the_model_input_kind_decides_the_layout():
+    from resnets.train.setup import layout_for
+
+    assert layout_for("image", "image", (3, 32, 32)) == ("image", 3)
+    assert layout_for("vector", "image", (1, 28, 28)) == ("vector", 784)
+    assert layout_for("sequence", "image", (3, 32, 32)) == ("sequence", 96)
+    assert layout_for("vector", "vector", (20,)) == ("vector", 20)
+    with pytest.raises(ResnetsError, match="tabular"):
+        layout_for("image", "vector", (20,), "resnet20")
