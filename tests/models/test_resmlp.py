@@ -32,7 +32,7 @@ def test_fixed_skips_have_no_parameters_and_nothing_changes_them() -> None:
         torch.nn.functional.cross_entropy(fixed(torch.randn(8, 784)), torch.randint(0, 10, (8,))).backward()
         optimizer.step()
     x = torch.randn(3, 128)
-    assert all(torch.equal(s(x), x / len(layer.distances)) for layer in fixed.layers for s in layer.skips.values())
+    assert all(torch.equal(s(x), x * (1.0 / len(layer.distances))) for layer in fixed.layers for s in layer.skips.values())
 
 
 def test_identity_skip_is_exact_when_the_branch_is_zero() -> None:
