@@ -1,0 +1,37 @@
+"""``resnets export``: write a run or weight file as ONNX, TorchScript or safetensors, verified."""
+
+from __future__ import annotations
+
+import argparse
+
+from resnets.export import FORMATS, export_model
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "export",
+        help="export a run directory or weight file to ONNX, TorchScript or safetensors",
+        description="Export a trained model. ONNX and TorchScript files are run on a random batch after "
+        "writing and compared with the PyTorch model; the maximum absolute difference is printed. "
+        "ONNX has a dynamic batch axis (input 'input', output 'logits').",
+    )
+    parser.add_argument("source", metavar="RUN_DIR|WEIGHTS", help="a run directory, or a .safetensors/.pth/.pt file")
+    parser.add_argument("--model", help="model name, needed for a bare weight file (see `resnets models`)")
+    parser.add_argument("--format", required=True, choices=list(FORMATS), help="what to write")
+    parser.add_argument("--out", help="output file (default: RUN_DIR/exports/MODEL.EXT, or STEM.EXT here)")
+    parser.add_argument("--opset", type=int, help="ONNX opset version (default: the exporter's)")
+    parser.add_argument("--checkpoint", choices=("best", "last"), default="best", help="which checkpoint of a run")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    result = export_model(args.source, args.format, model=args.model, out=args.out, opset=args.opset,
+                          which=args.checkpoint)  # fmt: skip
+    print(f"wrote {result.path} ({result.exporter})")
+    if result.sidecar:
+        print(f"wrote {result.sidecar} (model name and configuration)")
+    if result.max_abs_diff is not None:
+        print(f"verified: max |exported - PyTorch| = {result.max_abs_diff:.3g} on a random batch")
+    if result.note:
+        print(result.note)
+    return 0

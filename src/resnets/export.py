@@ -1,0 +1,176 @@
+"""Export a trained model to ONNX, TorchScript or safetensors, and check the file gives the same outputs.
+
+ONNX uses the torch.export-based exporter (``dynamo=True``; it needs ``onnx`` and ``onnxscript``) with a
+dynamic batch axis; the legacy TorchScript-based exporter is deprecated and used only if the new one
+fails, which the result records. TorchScript is a trace in eval mode (our models skip their Python input
+check while tracing). Safetensors is the weights with the model's name and configuration in the file's
+metadata and in a JSON sidecar, so ``load_model`` can rebuild it without ``--model``.
+
+After writing ONNX or TorchScript the exported model is run on a random batch of a size other than the
+one traced, and compared with the PyTorch model: the maximum absolute difference is returned, and a
+difference above the tolerance is an error.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from resnets.errors import ResnetsError, UnknownNameError
+from resnets.models.base import SkipNetwork
+from resnets.models.profile import default_input
+from resnets.weights import load_model
+
+FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "safetensors": ".safetensors"}
+TOLERANCE = 1e-4  # max |exported - PyTorch| on logits; float32 reordering gives ~1e-6 on our models
+TRACE_BATCH, CHECK_BATCH = 2, 3  # different sizes, so the check also proves the batch axis is dynamic
+
+
+@dataclass
+class ExportResult:
+    """What was written and how closely it reproduces the PyTorch model."""
+
+    path: Path
+    format: str
+    exporter: str  # e.g. "torch.onnx dynamo, opset 20"
+    max_abs_diff: float | None  # None when the check could not run (onnxruntime missing)
+    note: str = ""
+    sidecar: Path | None = None
+
+
+def export_model(
+    source: str | Path,
+    format: str,
+    *,
+    model: str | None = None,
+    out: str | Path | None = None,
+    opset: int | None = None,
+    which: str = "best",
+    tolerance: float = TOLERANCE,
+) -> ExportResult:
+    """Load a run directory or weight file and write it as ``format``; see the module docstring."""
+    if format not in FORMATS:
+        raise UnknownNameError("export format", format, FORMATS)
+    net, info = load_model(source, model=model, which=which)
+    net = net.float().eval()
+    path = Path(out) if out else default_output(source, info["model"], format)
+    if path.exists() and path.resolve() == Path(source).resolve():
+        raise ResnetsError(f"--out {str(path)!r} is the file being exported; choose another path")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if format == "safetensors":
+        return _export_safetensors(net, info, path)
+    if opset is not None and format != "onnx":
+        raise ResnetsError(f"--opset applies to ONNX only, not {format}")
+    x = example_input(net, info, TRACE_BATCH)
+    check = example_input(net, info, CHECK_BATCH)
+    if format == "onnx":
+        exporter = export_onnx(net, x, path, opset)
+        diff, note = _check_onnx(path, net, check)
+    else:
+        exporter = export_torchscript(net, x, path)
+        with torch.jit.optimized_execution(False):  # the graph as saved, without seconds of JIT fusion first
+            diff, note = _compare(net, _load_torchscript(path), check), ""
+    if diff is not None and not diff <= tolerance:
+        raise ResnetsError(f"the exported {format} model differs from the PyTorch model by {diff:.3g} "
+                           f"(tolerance {tolerance:g}); do not use {str(path)!r}")  # fmt: skip
+    return ExportResult(path, format, exporter, diff, note)
+
+
+def default_output(source: str | Path, model: str, format: str) -> Path:
+    """``RUN_DIR/exports/MODEL.EXT`` for a run, ``STEM.EXT`` in the current folder for a weight file."""
+    source = Path(source)
+    if source.is_dir():
+        return source / "exports" / f"{model}{FORMATS[format]}"
+    return Path(f"{source.name.split('.')[0]}{FORMATS[format]}")
+
+
+def example_input(net: SkipNetwork, info: dict[str, Any], batch: int) -> torch.Tensor:
+    """A random batch shaped like the model's training input (or its registered default size)."""
+    size = list(default_input(net, info["model"]))
+    shape = info.get("sample_shape")
+    if shape and len(shape) == 3 and net.input_kind == "image":
+        size = [int(s) for s in shape]
+    elif shape and len(shape) == 3 and net.input_kind == "sequence":
+        size = [int(shape[1]), net.in_channels]  # one image row per token
+    generator = torch.Generator().manual_seed(0)
+    return torch.randn((batch, *size), generator=generator)
+
+
+def export_onnx(net: SkipNetwork, x: torch.Tensor, path: Path, opset: int | None) -> str:
+    """Write ONNX with input "input" and output "logits", batch axis dynamic; returns the exporter used."""
+    try:
+        import onnx  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError as error:
+        raise ResnetsError(f"ONNX export needs the onnx and onnxscript packages ({error}); "
+                           "install them with: pip install 'resnets[onnx]'") from None  # fmt: skip
+    names = dict(input_names=["input"], output_names=["logits"])
+    try:
+        with torch.no_grad():
+            program = torch.onnx.export(net, (x,), str(path), dynamo=True, verbose=False, external_data=False,
+                                        dynamic_shapes=({0: torch.export.Dim("batch")},), opset_version=opset,
+                                        **names)  # fmt: skip
+        version = program.model.opset_imports.get("", opset) if program is not None else opset
+        return f"torch.onnx dynamo exporter, opset {version}"
+    except Exception as error:  # an op the new exporter cannot translate: fall back, and say so
+        failure = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the legacy exporter's deprecation and constant-folding notices
+        torch.onnx.export(net, (x,), str(path), dynamo=False, opset_version=opset or 17,
+                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, **names)  # fmt: skip
+    return f"legacy TorchScript-based ONNX exporter, opset {opset or 17} (the dynamo exporter failed: {failure})"
+
+
+def export_torchscript(net: SkipNetwork, x: torch.Tensor, path: Path) -> str:
+    """Trace in eval mode and save; returns the exporter used."""
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated in torch 2.x, still widely read
+        # check_trace re-runs the model to compare; we compare on a fresh batch size afterwards instead
+        traced = torch.jit.trace(net, (x,), check_trace=False)
+    traced.save(str(path))
+    return "torch.jit.trace"
+
+
+def _load_torchscript(path: Path) -> torch.nn.Module:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return torch.jit.load(str(path), map_location="cpu")
+
+
+def _export_safetensors(net: SkipNetwork, info: dict[str, Any], path: Path) -> ExportResult:
+    from safetensors.torch import save_file
+
+    config = {key: info.get(key) for key in ("model", "model_options", "num_classes", "in_channels", "input_kind")}
+    data = info.get("data") or {}
+    config["data"] = {key: data.get(key) for key in ("spec", "classes", "mean", "std", "sample_shape", "flip") if key in data}
+    weights = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    metadata = {"model": info["model"], "format": "resnets-checkpoint-1", "config": json.dumps(config)}
+    save_file(weights, str(path), metadata=metadata)
+    sidecar = path.with_name(path.name.removesuffix(".safetensors") + ".json")
+    sidecar.write_text(json.dumps({**config, "source": info.get("checkpoint"), "run_config": info.get("config")},
+                                  indent=2) + "\n")  # fmt: skip
+    reloaded, _ = load_model(path)
+    diff = _compare(net, reloaded, example_input(net, info, CHECK_BATCH))
+    return ExportResult(path, "safetensors", "safetensors.torch.save_file", diff, sidecar=sidecar)
+
+
+def _check_onnx(path: Path, net: SkipNetwork, x: torch.Tensor) -> tuple[float | None, str]:
+    try:
+        import onnxruntime
+    except ImportError:
+        return None, "not verified: onnxruntime is not installed (pip install 'resnets[onnx]')"
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (output,) = session.run(["logits"], {"input": x.numpy()})
+    with torch.no_grad():
+        expected = net(x)
+    return float((torch.from_numpy(output) - expected).abs().max()), ""
+
+
+@torch.no_grad()
+def _compare(net: torch.nn.Module, other: torch.nn.Module, x: torch.Tensor) -> float:
+    return float((other(x) - net(x)).abs().max())

@@ -1,0 +1,97 @@
+"""Classify image files with a trained run: the top-k labels and their probabilities.
+
+Each image is read with Pillow, converted to the run's channel count (greyscale "L" or "RGB"), resized to
+the run's sample size, and fed through the same loader as training and evaluation (same normalisation
+with the run's statistics, same layout for image, vector and sequence models), so a prediction sees
+exactly what the model saw in training.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from resnets.errors import DataError
+from resnets.weights import load_model
+
+_MODES = {1: "L", 3: "RGB"}  # channels -> Pillow mode
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The most probable classes of one image, best first, with probabilities in [0, 1]."""
+
+    path: str
+    labels: list[str]
+    probabilities: list[float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "top": [{"label": l, "probability": p} for l, p in zip(self.labels, self.probabilities)]}
+
+
+def read_image(path: str | Path, channels: int, size: tuple[int, int]) -> torch.Tensor:
+    """One image as uint8 (C, H, W) with ``channels`` channels, resized to ``size`` = (height, width)."""
+    from PIL import Image, UnidentifiedImageError
+
+    if channels not in _MODES:
+        raise DataError(f"the model takes {channels}-channel images; predict reads only 1-channel (greyscale) "
+                        "or 3-channel (RGB) images")  # fmt: skip
+    try:
+        with Image.open(path) as image:
+            image.load()
+            image = image.convert(_MODES[channels])
+    except FileNotFoundError:
+        raise DataError(f"image {str(path)!r} does not exist") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
+        raise DataError(f"cannot read image {str(path)!r}: {error}; expected a PNG, JPEG or other image "
+                        "Pillow can open") from None  # fmt: skip
+    height, width = size
+    if image.size != (width, height):
+        image = image.resize((width, height), Image.Resampling.BILINEAR)
+    array = np.asarray(image, dtype=np.uint8).reshape(height, width, channels)
+    return torch.from_numpy(array.copy()).permute(2, 0, 1)  # (C, H, W)
+
+
+def predict_images(
+    source: str | Path,
+    images: Sequence[str | Path],
+    *,
+    top_k: int = 5,
+    batch_size: int = 64,
+    device: str = "cpu",
+    which: str = "best",
+) -> list[Prediction]:
+    """The ``top_k`` labels of each image under the model of a run directory (or a safetensors export)."""
+    from resnets.data import ArrayDataset, BatchLoader
+
+    if top_k < 1:
+        raise DataError(f"--top-k must be at least 1, got {top_k}")
+    net, info = load_model(source, which=which)
+    shape = info.get("sample_shape")
+    if not shape or info.get("mean") is None or info.get("std") is None:
+        raise DataError(f"{str(source)!r} does not record the training data's sample shape and statistics; "
+                        "predict needs a run directory (or a safetensors file exported from one)")  # fmt: skip
+    if len(shape) != 3:
+        raise DataError(f"the model was trained on vectors of shape {tuple(shape)}, not images; predict reads images")
+    channels, height, width = (int(s) for s in shape)
+    inputs = torch.stack([read_image(path, channels, (height, width)) for path in images])  # (N, C, H, W) uint8
+    dataset = ArrayDataset(inputs, torch.zeros(len(images), dtype=torch.int64))
+    loader = BatchLoader(dataset, batch_size, shuffle=False, seed=0, mean=info["mean"], std=info["std"],
+                         layout=net.input_kind, device=device)  # fmt: skip
+    classes = [str(c) for c in info.get("classes") or range(net.num_classes)]
+    k = min(top_k, net.num_classes)
+    net = net.to(device).eval()
+    probabilities = []
+    with torch.no_grad():
+        for x, _ in loader.epoch_batches(0):
+            probabilities.append(net(x).float().softmax(dim=1).cpu())
+    top = torch.cat(probabilities).topk(k, dim=1)
+    return [
+        Prediction(str(path), [classes[i] for i in indices.tolist()], values.tolist())
+        for path, values, indices in zip(images, top.values, top.indices)
+    ]
