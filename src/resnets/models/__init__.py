@@ -4,6 +4,7 @@ from resnets.models import resnet_zoo  # noqa: F401  (registers the ResNet famil
 from resnets.models import highway  # noqa: F401  (registers the Highway networks)
 from resnets.models import densenet  # noqa: F401  (registers the DenseNets)
 from resnets.models import resmlp  # noqa: F401  (registers the residual MLPs)
+from resnets.models import transformer  # noqa: F401  (registers the residual Transformers)
 from resnets.models.base import BlockInfo, SkipNetwork
 from resnets.models.registry import ModelEntry, create_model, get_model_entry, list_models, register_model
 
