@@ -49,6 +49,22 @@ def _looks_like_csv(path: Path) -> bool:
     return "," in first
 
 
+def _sniff_tar(path: Path, limit: int = 200) -> str | None:
+    """The format inside a tar archive, from its first members only (reading all of a big .tar.gz is slow)."""
+    with tarfile.open(path, "r:*") as archive:
+        for count, member in enumerate(archive):
+            base = Path(member.name).name
+            if member.isfile() and (base == "batches.meta" or base.startswith("data_batch_")):
+                return "cifar10"
+            if member.isfile() and base in ("meta", "train", "test"):
+                return "cifar100"
+            if member.isfile() and image_folder.is_image(base):
+                return "image-folder"
+            if count >= limit:
+                break
+    return None
+
+
 def detect_format(path: Path) -> tuple[str, Path]:
     """The format of ``path`` and the path to load it from (an IDX file's folder, for one)."""
     if path.is_dir():
@@ -68,12 +84,9 @@ def detect_format(path: Path) -> tuple[str, Path]:
         if head[:1] == b"\x80" and cifar.cifar_variant(path.parent):  # one pickled batch: load its folder
             return cifar.cifar_variant(path.parent) or "", path.parent
         if tarfile.is_tarfile(path):
-            variant = cifar.cifar_variant(path)
-            if variant:
-                return variant, path
-            with tarfile.open(path, "r:*") as archive:
-                if any(image_folder.is_image(m.name) for m in archive.getmembers()):
-                    return "image-folder", path
+            fmt = _sniff_tar(path)
+            if fmt:
+                return fmt, path
         elif _looks_like_csv(path):
             return "csv", path
     raise DataError(f"cannot tell the format of {path}; supported: {_SUPPORTED}")

@@ -193,41 +193,51 @@ def load_image_tree(
 ) -> tuple[list[str], ArrayDataset, ArrayDataset | None, int]:
     """Classes, train, test (None for a single tree) and the number of skipped files, from a folder or archive."""
     root = root.resolve()
-    try:
-        archive = tarfile.open(root, "r:*") if root.is_file() else None
-    except (tarfile.TarError, OSError) as err:
-        raise DataError(f"{root} is not a readable tar archive of an image tree: {err}") from err
-    try:
-        if archive is not None:
-            files = scan_archive(archive)
-            stat = root.stat()
-            payload: object = {"archive": str(root), "size": stat.st_size, "mtime": stat.st_mtime_ns}
-        else:
-            files = scan_tree(root)
-            payload = {"root": str(root), "files": [[f.source, *f.stamp] for f in files]}
-        if not files:
-            raise DataError(f"no images found in {root}; expected [train|test/]CLASS/*.png|jpg|jpeg|bmp|webp")
-        key = cache.cache_key({"tree": payload, "image_size": image_size})
-        cached = cache.load_entry(cache.cache_dir(), "image-folder", key) if use_cache else None
-        if cached is not None:
-            arrays, meta = cached
-            if meta["skipped"]:
-                log.warning("%d unreadable images in %s were skipped (cached result)", meta["skipped"], root)
-            check_bad_count(meta["skipped"], meta["files"], max_bad_files, str(root), meta.get("bad", []))
-            out: dict = {**arrays, "classes": meta["classes"], "skipped": meta["skipped"]}
-        else:
-            out = _decode_files(files, _reader(archive), image_size, max_bad_files, str(root))
-            if use_cache:
-                arrays = {k: v for k, v in out.items() if k.startswith(("x_", "y_"))}
-                meta = {key_: out[key_] for key_ in ("classes", "skipped", "bad")}
-                meta.update(root=str(root), files=len(files))
-                cache.store_entry(cache.cache_dir(), "image-folder", key, arrays, meta)
-    finally:
-        if archive is not None:
-            archive.close()
+    if root.is_file():  # an archive is keyed by its own size and mtime: a cache hit never opens it
+        stat = root.stat()
+        files: list[ImageFile] | None = None
+        payload: object = {"archive": str(root), "size": stat.st_size, "mtime": stat.st_mtime_ns}
+    else:
+        files = scan_tree(root)
+        payload = {"root": str(root), "files": [[f.source, *f.stamp] for f in files]}
+    key = cache.cache_key({"tree": payload, "image_size": image_size})
+    cached = cache.load_entry(cache.cache_dir(), "image-folder", key) if use_cache else None
+    if cached is not None:
+        arrays, meta = cached
+        if meta["skipped"]:
+            log.warning("%d unreadable images in %s were skipped (cached result)", meta["skipped"], root)
+        check_bad_count(meta["skipped"], meta["files"], max_bad_files, str(root), meta.get("bad", []))
+        out: dict = {**arrays, "classes": meta["classes"], "skipped": meta["skipped"]}
+    else:
+        out, n_files = _decode_tree(root, files, image_size, max_bad_files)
+        if use_cache:
+            arrays = {k: v for k, v in out.items() if k.startswith(("x_", "y_"))}
+            meta = {name: out[name] for name in ("classes", "skipped", "bad")}
+            meta.update(root=str(root), files=n_files)
+            cache.store_entry(cache.cache_dir(), "image-folder", key, arrays, meta)
     train = ArrayDataset(torch.from_numpy(out["x_train"]), torch.from_numpy(out["y_train"]))
     test = ArrayDataset(torch.from_numpy(out["x_test"]), torch.from_numpy(out["y_test"])) if "x_test" in out else None
     return list(out["classes"]), train, test, int(out["skipped"])
+
+
+def _decode_tree(
+    root: Path, files: list[ImageFile] | None, image_size: tuple[int, int] | None, max_bad_files: int | None
+) -> tuple[dict, int]:
+    """Decode a scanned folder (``files``) or, when ``files`` is None, the archive at ``root``."""
+    archive = None
+    try:
+        if files is None:
+            try:
+                archive = tarfile.open(root, "r:*")
+            except (tarfile.TarError, OSError) as err:
+                raise DataError(f"{root} is not a readable tar archive of an image tree: {err}") from err
+            files = scan_archive(archive)
+        if not files:
+            raise DataError(f"no images found in {root}; expected [train|test/]CLASS/*.png|jpg|jpeg|bmp|webp")
+        return _decode_files(files, _reader(archive), image_size, max_bad_files, str(root)), len(files)
+    finally:
+        if archive is not None:
+            archive.close()
 
 
 def _reader(archive: tarfile.TarFile | None):  # noqa: ANN202 - a small closure
