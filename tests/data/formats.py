@@ -80,15 +80,18 @@ def write_cifar10(folder: Path, per_batch: int = 4, n_test: int = 3) -> dict:
     """cifar-10-batches-py: data_batch_1..5, test_batch, batches.meta; returns what was written."""
     folder.mkdir(parents=True, exist_ok=True)
     names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-    (folder / "batches.meta").write_bytes(py2_pickle({"label_names": names, "num_vis": 3072, "num_cases_per_batch": per_batch}))
+    meta = {"label_names": names, "num_vis": 3072, "num_cases_per_batch": per_batch}
+    (folder / "batches.meta").write_bytes(py2_pickle(meta))
     written = {"names": names, "train": [], "test": None}
     for i in range(1, 6):
         data, labels = cifar_arrays(per_batch, 10, seed=i)
-        batch = {"batch_label": f"training batch {i} of 5", "labels": labels, "data": data, "filenames": ["x.png"] * per_batch}
+        batch = {"batch_label": f"training batch {i} of 5", "labels": labels, "data": data,
+                 "filenames": ["x.png"] * per_batch}
         (folder / f"data_batch_{i}").write_bytes(py2_pickle(batch))
         written["train"].append((data, labels))
     data, labels = cifar_arrays(n_test, 10, seed=99)
-    (folder / "test_batch").write_bytes(py2_pickle({"batch_label": "testing batch 1 of 1", "labels": labels, "data": data}))
+    test = {"batch_label": "testing batch 1 of 1", "labels": labels, "data": data}
+    (folder / "test_batch").write_bytes(py2_pickle(test))
     written["test"] = (data, labels)
     return written
 
@@ -97,7 +100,8 @@ def write_cifar100(folder: Path, n_train: int = 6, n_test: int = 4) -> dict:
     """cifar-100-python: train, test, meta (fine and coarse label names)."""
     folder.mkdir(parents=True, exist_ok=True)
     fine = [f"fine{i:03d}" for i in range(100)]
-    (folder / "meta").write_bytes(py2_pickle({"fine_label_names": fine, "coarse_label_names": [f"c{i}" for i in range(20)]}))
+    meta = {"fine_label_names": fine, "coarse_label_names": [f"c{i}" for i in range(20)]}
+    (folder / "meta").write_bytes(py2_pickle(meta))
     written = {"names": fine}
     for split, n, seed in (("train", n_train, 1), ("test", n_test, 2)):
         data, labels = cifar_arrays(n, 100, seed)

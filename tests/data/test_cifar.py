@@ -19,11 +19,8 @@ def test_cifar10_folder_and_archive_give_the_written_images(tmp_path: Path, arch
     written = write_cifar10(tmp_path / "cifar-10-batches-py")
     if archived:
         tar_gz(tmp_path / "cifar-10-batches-py", tmp_path / "cifar-10-python.tar.gz")
-        (tmp_path / "cifar-10-batches-py").rename(tmp_path / "moved-away")
-        data_dir = tmp_path
-    else:
-        data_dir = tmp_path
-    bundle = load_data("cifar10", data_dir)
+        (tmp_path / "cifar-10-batches-py").rename(tmp_path / "moved-away")  # only the archive is found
+    bundle = load_data("cifar10", tmp_path)
     assert bundle.classes == written["names"] and bundle.flip is True
     assert len(bundle.train) == 20 and len(bundle.test) == 3 and bundle.sample_shape == (3, 32, 32)
     first = torch.from_numpy(written["train"][0][0][1].reshape(3, 32, 32))

@@ -29,7 +29,7 @@ def test_mnist_folder_round_trips_pixels_and_labels(tmp_path: Path, compress: bo
 
 
 def test_fashion_mnist_name_reads_data_dir_with_fashion_classes(tmp_path: Path) -> None:
-    write_mnist_folder(tmp_path / "f", n_train=10, n_test=0 + 2)
+    write_mnist_folder(tmp_path / "f", n_train=10, n_test=2)
     bundle = load_data("fashion-mnist", tmp_path / "f")
     assert bundle.name == "fashion-mnist"
     assert bundle.classes[0] == "T-shirt/top" and bundle.classes[9] == "Ankle boot" and len(bundle.classes) == 10
@@ -65,7 +65,7 @@ def test_missing_train_files_say_what_is_expected(tmp_path: Path) -> None:
         load_data("mnist", tmp_path)
 
 
-@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(), reason="dataset-fashion-mnist not installed")
+@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(), reason="needs dataset-fashion-mnist")
 @pytest.mark.slow
 def test_installed_fashion_mnist_has_the_published_sizes_and_statistics() -> None:
     bundle = load_data("fashion-mnist", val_size=5000)

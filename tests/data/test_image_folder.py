@@ -112,4 +112,5 @@ def test_tar_gz_of_a_tree_loads_like_the_folder(tmp_path: Path) -> None:
             tar.add(tmp_path / "d" / split, arcname=split)
     folder, archive = load_data(tmp_path / "d"), load_data(tmp_path / "tree.tar.gz")
     assert archive.classes == ["x", "y"]
-    assert torch.equal(archive.train.inputs, folder.train.inputs) and torch.equal(archive.test.inputs, folder.test.inputs)
+    assert torch.equal(archive.train.inputs, folder.train.inputs)
+    assert torch.equal(archive.test.inputs, folder.test.inputs)

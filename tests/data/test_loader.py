@@ -22,7 +22,8 @@ def test_unshuffled_batches_are_normalised_inputs_in_order() -> None:
     assert len(loader) == 3 and [len(y) for _, y in batches] == [4, 4, 2]
     x, y = batches[0]
     assert x.dtype == torch.float32 and y.dtype == torch.int64 and y.tolist() == [0, 1, 2, 3]
-    expected = (data.inputs[:4].float() / 255 - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
+    mean, std = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)
+    expected = (data.inputs[:4].float() / 255 - mean) / std
     assert torch.allclose(x, expected, atol=1e-6)
     assert len(BatchLoader(data, 4, shuffle=False, seed=0, mean=MEAN, std=STD, drop_last=True)) == 2
 

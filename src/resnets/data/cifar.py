@@ -141,7 +141,9 @@ def load_cifar(path: Path, variant: str) -> tuple[list[str], ArrayDataset, Array
                 f"{path} is not a complete {variant} python-version folder or archive: missing {', '.join(missing)}"
             )
         meta = safe_unpickle(source.read(files["meta"]), f"{path}/{files['meta']}")
-        names_key, label_key = ("label_names", "labels") if variant == "cifar10" else ("fine_label_names", "fine_labels")
+        names_key, label_key = (
+            ("label_names", "labels") if variant == "cifar10" else ("fine_label_names", "fine_labels")
+        )
         try:
             classes = _text(list(_key(meta, names_key)))
         except (KeyError, TypeError) as err:

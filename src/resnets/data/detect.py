@@ -3,7 +3,8 @@
 Names: ``fashion-mnist`` (default folder: Debian's dataset-fashion-mnist), ``mnist``, ``cifar10``, ``cifar100``
 (these three read from ``data_dir``). A path is sniffed: IDX magic bytes, CIFAR meta files, a tree of class
 folders, a CSV, an .npz (zip magic), or a tar archive holding CIFAR or an image tree. Extensions are not
-trusted, because downloads are often renamed.
+trusted, because downloads are often renamed. An IDX folder given as a path gets Fashion-MNIST's class names
+(and flips) when its path contains "fashion", else the digits "0".."9" (and no flips).
 """
 
 from __future__ import annotations
@@ -102,7 +103,9 @@ def _resolve_name(name: str, data_dir: Path | None) -> tuple[str, Path]:
             )
         return "idx", folder
     if data_dir is None:
-        raise DataError(f"dataset {name!r} is read from data_dir; pass data_dir=<folder holding it> (nothing is downloaded)")
+        raise DataError(
+            f"dataset {name!r} is read from data_dir; pass data_dir=<folder holding it> (nothing is downloaded)"
+        )
     if not data_dir.exists():
         raise DataError(f"data_dir {data_dir} for dataset {name!r} does not exist")
     if name == "mnist":

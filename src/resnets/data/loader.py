@@ -63,7 +63,9 @@ class BatchLoader:
             )
         channels = dataset.inputs.shape[1]
         if len(mean) != channels or len(std) != channels:
-            raise ConfigError(f"mean and std need {channels} values (one per channel/feature), got {len(mean)}, {len(std)}")
+            raise ConfigError(
+                f"mean and std need {channels} values (one per channel/feature), got {len(mean)}, {len(std)}"
+            )
         self.device = torch.device(device)
         self.inputs = dataset.inputs.to(self.device)  # uint8 images stay small: CIFAR-10 is 150 MB
         self.targets = dataset.targets.to(self.device)

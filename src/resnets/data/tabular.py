@@ -87,7 +87,9 @@ def _npz_inputs(x: np.ndarray, where: str) -> tuple[str, torch.Tensor]:
     if x.dtype == np.uint8 and x.ndim in (3, 4):
         images = x[:, None] if x.ndim == 3 else x
         return "image", torch.from_numpy(np.ascontiguousarray(images))
-    raise DataError(f"{where}: expected features (N, D), or uint8 images (N, H, W) / (N, C, H, W); got {x.dtype} {x.shape}")
+    raise DataError(
+        f"{where}: expected features (N, D), or uint8 images (N, H, W) / (N, C, H, W); got {x.dtype} {x.shape}"
+    )
 
 
 def load_npz(path: Path) -> tuple[str, list[str], ArrayDataset, ArrayDataset | None]:
