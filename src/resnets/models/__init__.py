@@ -5,6 +5,8 @@ from resnets.models import highway  # noqa: F401  (registers the Highway network
 from resnets.models import densenet  # noqa: F401  (registers the DenseNets)
 from resnets.models import resmlp  # noqa: F401  (registers the residual MLPs)
 from resnets.models import transformer  # noqa: F401  (registers the residual Transformers)
+from resnets.models import multires  # noqa: F401  (registers the multi-residual networks)
+from resnets.models import plain_ll  # noqa: F401  (registers the looks-linear plain networks)
 from resnets.models.base import BlockInfo, SkipNetwork
 from resnets.models.registry import ModelEntry, create_model, get_model_entry, list_models, register_model
 
