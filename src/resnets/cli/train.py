@@ -41,6 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="model config field, e.g. drop_path_rate=0.1 (repeatable)")  # fmt: skip
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any config or recipe key, e.g. warmup_epochs=1 (repeatable; see --print-config)")  # fmt: skip
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: one per core; 1 can be faster on a busy machine)")
     p.add_argument("--no-amp", action="store_true", help="no mixed precision: train in fp32")
     p.add_argument("--no-channels-last", action="store_true", help="keep the NCHW memory format")
     p.add_argument("--tensorboard", action="store_true", help="also write TensorBoard event files (needs tensorboard)")
@@ -60,7 +61,7 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     flags = {"model": args.model, "data": args.data, "data_dir": args.data_dir, "epochs": args.epochs,
              "max_steps": args.max_steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
              "out": args.out, "device": args.device, "in_channels": args.in_channels, "weights": args.weights,
-             "val_size": args.val_size, "val_fraction": args.val_fraction}  # fmt: skip
+             "val_size": args.val_size, "val_fraction": args.val_fraction, "threads": args.threads}  # fmt: skip
     overrides.update({k: v for k, v in flags.items() if v is not None})
     if args.epochs is not None and args.max_steps is None and "max_steps" not in overrides:
         overrides["max_steps"] = None  # --epochs alone sets the length, even for a recipe counted in steps

@@ -40,6 +40,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool | None = None  # None: bf16 autocast on CUDA and on CPUs with native bf16, fp32 elsewhere
     channels_last: bool | None = None  # None: on where it is faster (CUDA, bf16 CPUs)
+    threads: int | None = None  # torch intra-op CPU threads; None keeps torch's default (one per core)
     out: str | None = None  # run directory; default runs/<model>-<data>-<timestamp>
     quiet: bool = False
     tensorboard: bool = False

@@ -8,18 +8,14 @@ with samples, done with whole batches), so the global batch is W times the recip
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TypeVar
 
 import torch
 import torch.distributed as torch_dist
 from torch import nn
 
 from resnets.errors import ConfigError
-
-T = TypeVar("T")
-
 
 @dataclass
 class Distributed:
@@ -64,10 +60,14 @@ class Distributed:
     def unwrap(model: nn.Module) -> nn.Module:
         return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
-    def shard(self, batches: Iterable[T]) -> Iterator[T]:
-        for index, batch in enumerate(batches):
-            if index % self.world_size == self.rank:
-                yield batch
+    def batches(self, loader, epoch: int, start: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """This rank's batches of ``epoch`` from its ``start``-th on; only those are built (and augmented)."""
+        if not self.active:
+            yield from loader.epoch_batches(epoch, start=start)
+            return
+        order = loader.order(epoch)
+        for index in range(start * self.world_size + self.rank, len(loader), self.world_size):
+            yield loader.batch(epoch, index, order)
 
     def close(self) -> None:
         if self.active and torch_dist.is_initialized():

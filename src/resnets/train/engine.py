@@ -27,6 +27,7 @@ from resnets.train.schedule import LRSchedule, weighted_depth
 from resnets.train.session import Session
 from resnets.train.signals import StopRequests, TrainingInterrupted
 from resnets.train.state import TrainState, rng_state, set_rng_state
+from resnets.train.tensorboard import TensorBoard
 
 #: Settings that a resumed run cannot change without breaking what its checkpoint means.
 FROZEN_ON_RESUME = ("model", "model_options", "data", "data_dir", "val_size", "val_fraction", "image_size",
@@ -69,6 +70,8 @@ def train(config: TrainConfig, *, data=None, resume: bool = False) -> dict[str, 
     loaded. With ``resume``, ``config.out`` is an existing run directory whose last checkpoint is continued
     (build the config with :func:`resume_config`).
     """
+    if config.threads:
+        torch.set_num_threads(config.threads)
     dist = Distributed.from_env()
     device = resolve_device(config.device) if not dist.active else dist.device(config.device)
     precision = resolve_precision(device, config.amp, config.channels_last)
@@ -128,6 +131,7 @@ def train(config: TrainConfig, *, data=None, resume: bool = False) -> dict[str, 
             row["val_loss"], row["val_error"] = evaluate(model, session.val_loader, precision)
         return row
 
+    board = TensorBoard.open(run.path / "tensorboard") if config.tensorboard and dist.is_main else None
     progress = Progress(config.quiet or not dist.is_main, total_epochs, steps_per_epoch)
     session_start = time.perf_counter()
     model.train()
@@ -137,7 +141,7 @@ def train(config: TrainConfig, *, data=None, resume: bool = False) -> dict[str, 
                 state.start_epoch()
             progress.start_epoch(state.epoch, state.batch)
             tick = time.perf_counter()
-            for x, y in dist.shard(loader.epoch_batches(state.epoch, start=state.batch * dist.world_size)):
+            for x, y in dist.batches(loader, state.epoch, state.batch):
                 lr = schedule.lr(state.step)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
@@ -183,6 +187,8 @@ def train(config: TrainConfig, *, data=None, resume: bool = False) -> dict[str, 
                     if dist.is_main:
                         run.write_metrics(rows)
                         progress.write_epoch(row)
+                        if board is not None:
+                            board.write(row)
                         _plot(run, rows)
                     save(best=best)
             if stop.requested:
@@ -200,6 +206,8 @@ def train(config: TrainConfig, *, data=None, resume: bool = False) -> dict[str, 
             run.write_metrics(rows)
             _plot(run, rows)
         save()
+    if board is not None:
+        board.close()
     summary = _summary(config, session, state, rows, run, steps_per_epoch)
     if dist.is_main:
         run.write_json("summary.json", summary)

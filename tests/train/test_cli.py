@@ -1,0 +1,87 @@
+"""``resnets train`` end to end on a tiny image-folder tree: a run, a resume through the CLI, and signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from resnets.cli import main
+from resnets.train import TrainingInterrupted, resume_config, train
+
+from .conftest import TINY, tiny_bundle, tiny_config
+
+
+@pytest.fixture
+def tree(tmp_path, monkeypatch):
+    """root/{train,test}/{left,right}/*.png: gray 8x8 images, bright on the side that names the class."""
+    monkeypatch.setenv("RESNETS_CACHE_DIR", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 24), ("test", 8)):
+        for label, cls in enumerate(("left", "right")):
+            (tmp_path / "tree" / split / cls).mkdir(parents=True)
+            for i in range(count):
+                image = rng.integers(0, 90, (8, 8)).astype(np.uint8)
+                image[:, 4 * label : 4 * label + 4] += 120
+                Image.fromarray(image, mode="L").save(tmp_path / "tree" / split / cls / f"{i}.png")
+    return tmp_path / "tree"
+
+
+def test_cli_trains_resumes_and_prints_the_final_line(tmp_path, tree, capsys):
+    run = tmp_path / "run"
+    common = ["--model", TINY, "--data", str(tree), "--recipe", "fast", "--epochs", "2", "--batch-size", "8",
+              "--lr", "0.05", "--device", "cpu", "--quiet"]  # fmt: skip
+    assert main(["train", *common, "--max-steps", "5", "--out", str(run)]) == 0
+    out = capsys.readouterr().out.strip()
+    assert out.startswith("test accuracy: ") and out.endswith(f"run dir: {run}")
+    assert ", 5 steps, " in out and len(out.splitlines()) == 1  # --quiet: the final line only
+    assert main(["train", "--resume", str(run), "--max-steps", "12", "--quiet"]) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == 12 and summary["epochs"] == 2  # 48 images / 8 = 6 steps per epoch
+    config = json.loads((run / "config.json").read_text())
+    assert config["data"]["spec"] == str(tree) and config["data"]["classes"] == ["left", "right"]
+    assert config["in_channels"] == 1 and config["recipe"]["max_steps"] == 12
+
+
+def test_cli_channel_mismatch_is_one_clear_line(tmp_path, tree, capsys):
+    code = main(["train", "--model", TINY, "--data", str(tree), "--in-channels", "3", "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and "--in-channels 3 does not match the data" in err and "Traceback" not in err
+
+
+def test_cli_refuses_to_change_the_model_on_resume(tmp_path, tree, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--model", TINY, "--data", str(tree), "--batch-size", "8", "--max-steps", "1", "--quiet",
+                 "--out", str(run)]) == 0
+    assert main(["train", "--resume", str(run), "--model", "resnet20"]) == 2
+    assert "cannot change model" in capsys.readouterr().err
+
+
+def test_sigterm_saves_a_resumable_checkpoint_at_the_current_step(tmp_path, monkeypatch):
+    from resnets.train import progress
+
+    bundle = tiny_bundle()
+    original = progress.Progress.update
+
+    def update_and_signal(self, state, lr):
+        original(self, state, lr)
+        if state.step == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(progress.Progress, "update", update_and_signal)
+    with pytest.raises(TrainingInterrupted, match="at step 3.*--resume"):
+        train(tiny_config(tmp_path / "parts", epochs=2), data=bundle)
+    monkeypatch.undo()
+    assert json.loads((tmp_path / "parts/checkpoints/last.json").read_text())["step"] == 3
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handler is removed again
+    train(resume_config(tmp_path / "parts"), data=bundle, resume=True)
+    train(tiny_config(tmp_path / "whole", epochs=2), data=bundle)
+    whole = load_file(str(tmp_path / "whole/checkpoints/last.safetensors"))
+    parts = load_file(str(tmp_path / "parts/checkpoints/last.safetensors"))
+    assert all(torch.equal(whole[k], parts[k]) for k in whole)
