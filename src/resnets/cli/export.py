@@ -31,7 +31,8 @@ def run(args: argparse.Namespace) -> int:
     if result.sidecar:
         print(f"wrote {result.sidecar} (model name and configuration)")
     if result.max_abs_diff is not None:
-        print(f"verified: max |exported - PyTorch| = {result.max_abs_diff:.3g} on a random batch")
+        print(f"verified: max |exported - PyTorch| = {result.max_abs_diff:.3g} on a random batch "
+              f"(logits up to {result.max_abs_output:.3g})")
     if result.note:
         print(result.note)
     return 0
