@@ -127,10 +127,12 @@ def evaluate_source(
         raise DataError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
     net, info = load_model(source, model=model, which=which)
     config = info.get("config") or {}
+    saved = {**config, **(config.get("data") or {})}  # split settings live under "data" (top level in older runs)
     from_run = "run_dir" in info
     if image_size is None and from_run:
-        image_size = config.get("image_size")
-    split_options = dict(val_fraction=config.get("val_fraction") or 0.0, val_size=config.get("val_size"),
+        image_size = saved.get("image_size")
+    # the run's own seeded validation split, so that "val" means the images it did not train on
+    split_options = dict(val_fraction=saved.get("val_fraction") or 0.0, val_size=saved.get("val_size"),
                          seed=int(config.get("seed") or 0)) if from_run else {}  # fmt: skip
     bundle = load_data(data, data_dir, image_size=image_size, **split_options)
     dataset = {"test": bundle.test, "val": bundle.val, "train": bundle.train}[split]

@@ -21,6 +21,7 @@ def write_run(
     std: tuple[float, ...] = (0.25,),
     checkpoints: tuple[str, ...] = ("best", "last"),
     model_options: dict | None = None,
+    val_size: int | None = None,
 ) -> Path:
     """A run directory with config.json and random-init checkpoints (the same weights in each)."""
     options = model_options or {}
@@ -29,9 +30,10 @@ def write_run(
     (root / "checkpoints").mkdir(parents=True)
     config = {
         "model": model, "model_options": options, "num_classes": len(classes), "in_channels": in_channels,
-        "input_kind": net.input_kind, "seed": 0, "recipe": {"name": "test"}, "image_size": None,
+        "input_kind": net.input_kind, "seed": 0, "recipe": {"name": "test"},
         "data": {"spec": "test-data", "data_dir": None, "classes": list(classes), "mean": list(mean),
-                 "std": list(std), "sample_shape": list(sample_shape), "flip": False},
+                 "std": list(std), "sample_shape": list(sample_shape), "flip": False, "image_size": None,
+                 "val_size": val_size, "val_fraction": 0.0},
     }  # fmt: skip
     (root / "config.json").write_text(json.dumps(config))
     weights = {k: v.contiguous() for k, v in net.state_dict().items()}

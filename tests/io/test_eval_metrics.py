@@ -119,6 +119,13 @@ def test_eval_cli_on_a_run(make_run, tmp_path: Path, no_cache, capsys: pytest.Ca
     assert (run / "eval-test" / "confusion.png").stat().st_size > 1000
 
 
+def test_eval_uses_the_runs_validation_split(make_run, tmp_path: Path, no_cache) -> None:
+    run = make_run(tmp_path / "run", val_size=2)
+    data = write_image_tree(tmp_path / "images", ("ant", "bee", "cat"), per_class=3)
+    assert main(["eval", str(run), "--data", str(data), "--split", "val", "--out", str(tmp_path / "ev")]) == 0
+    assert json.loads((tmp_path / "ev" / "eval.json").read_text())["n"] == 2  # 2 of the 9 training images
+
+
 def test_eval_cli_errors(make_run, tmp_path: Path, no_cache, capsys: pytest.CaptureFixture) -> None:
     run = make_run(tmp_path / "run")
     two = write_image_tree(tmp_path / "two", ("ant", "bee"))
