@@ -51,7 +51,8 @@ class MetricAccumulator:
     def update(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
         """Add one batch: ``logits`` (B, num_classes), ``targets`` (B,) class indices."""
         if logits.dim() != 2 or logits.shape[1] != self.num_classes:
-            raise DataError(f"the model gave outputs of shape {tuple(logits.shape)}; expected (batch, {self.num_classes})")
+            raise DataError(f"the model gave outputs of shape {tuple(logits.shape)}; "
+                            f"expected (batch, {self.num_classes})")
         logits, targets = logits.detach().float().cpu(), targets.detach().long().cpu()
         if targets.numel() and (targets.min() < 0 or targets.max() >= self.num_classes):
             raise DataError(f"labels range over [{int(targets.min())}, {int(targets.max())}] but the model has "
@@ -174,9 +175,10 @@ def check_compatible(
     run_classes = info.get("classes")
     if not run_classes:
         return [str(c) for c in classes]
-    if list(map(str, run_classes)) != list(map(str, classes)) and sorted(map(str, run_classes)) == sorted(map(str, classes)):
-        raise DataError(f"{name} has the run's classes in a different order ({', '.join(map(str, classes[:5]))}, ...) "
-                        f"than the run ({', '.join(map(str, run_classes[:5]))}, ...); the labels would not match")  # fmt: skip
+    ours, theirs = [str(c) for c in run_classes], [str(c) for c in classes]
+    if ours != theirs and sorted(ours) == sorted(theirs):
+        raise DataError(f"{name} has the run's classes in a different order ({', '.join(theirs[:5])}, ...) "
+                        f"than the run ({', '.join(ours[:5])}, ...); the labels would not match")  # fmt: skip
     return [str(c) for c in run_classes]
 
 

@@ -149,7 +149,8 @@ def _export_safetensors(net: SkipNetwork, info: dict[str, Any], path: Path) -> E
 
     config = {key: info.get(key) for key in ("model", "model_options", "num_classes", "in_channels", "input_kind")}
     data = info.get("data") or {}
-    config["data"] = {key: data.get(key) for key in ("spec", "classes", "mean", "std", "sample_shape", "flip") if key in data}
+    kept = ("spec", "classes", "mean", "std", "sample_shape", "flip")
+    config["data"] = {key: data[key] for key in kept if key in data}
     weights = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     metadata = {"model": info["model"], "format": "resnets-checkpoint-1", "config": json.dumps(config)}
     save_file(weights, str(path), metadata=metadata)

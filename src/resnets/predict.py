@@ -31,7 +31,8 @@ class Prediction:
     probabilities: list[float]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "top": [{"label": l, "probability": p} for l, p in zip(self.labels, self.probabilities)]}
+        top = [{"label": label, "probability": p} for label, p in zip(self.labels, self.probabilities)]
+        return {"path": self.path, "top": top}
 
 
 def read_image(path: str | Path, channels: int, size: tuple[int, int]) -> torch.Tensor:

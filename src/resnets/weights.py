@@ -253,9 +253,10 @@ def load_model(
             f"{str(path)!r} does not exist; expected a run directory (with config.json) or a weight file "
             f"({', '.join(SUPPORTED_SUFFIXES)})"
         )
-    if path.suffix == ".safetensors" and path.parent.name == "checkpoints" and (path.parent.parent / "config.json").is_file():
+    run_dir = path.parent.parent
+    if path.suffix == ".safetensors" and path.parent.name == "checkpoints" and (run_dir / "config.json").is_file():
         # a checkpoint inside a run directory: its config says how the model was built
-        return _load_run(path.parent.parent, model=model, num_classes=num_classes, in_channels=in_channels,
+        return _load_run(run_dir, model=model, num_classes=num_classes, in_channels=in_channels,
                          which=path.name.removesuffix(path.suffix))
     state = load_state_dict_file(path)
     meta = read_safetensors_metadata(path)

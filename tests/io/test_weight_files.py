@@ -55,7 +55,7 @@ def test_pickled_object_is_refused_without_running_it(tmp_path: Path) -> None:
     marker = tmp_path / "marker"
     torch.save({"fc.weight": torch.zeros(2, 2), "payload": WritesMarker(marker)}, tmp_path / "evil.pth")
     assert not marker.exists()  # saving does not call it; only unpickling would
-    with pytest.raises(CheckpointError, match="refers to io.open.*only tensors-only checkpoints are accepted.*safetensors"):
+    with pytest.raises(CheckpointError, match="refers to io.open.*only tensors-only checkpoints are accepted"):
         load_state_dict_file(tmp_path / "evil.pth")
     assert not marker.exists()
 
@@ -102,7 +102,7 @@ def test_classifier_size_mismatch_says_how_many_classes(tmp_path: Path) -> None:
 
 
 def test_wrong_architecture_lists_keys() -> None:
-    with pytest.raises(CheckpointError, match=r"72 unexpected keys in the file \(layer1\.3\.conv1\.weight, .*Check that --model"):
+    with pytest.raises(CheckpointError, match=r"72 unexpected keys in the file \(layer1\.3\.conv1\.weight, .*--model"):
         load_weights_into(create_model("resnet20"), create_model("resnet32").state_dict())
     with pytest.raises(CheckpointError, match=r"72 keys missing from the file .*Check that --model"):
         load_weights_into(create_model("resnet32"), create_model("resnet20").state_dict())
