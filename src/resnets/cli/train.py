@@ -7,6 +7,7 @@ flags (``--epochs``, ``--lr``, ...), then ``--set KEY=VALUE``.
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from resnets.errors import ConfigError
@@ -81,7 +82,7 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from resnets.train import RECIPES, TrainConfig, apply_overrides, final_line, resume_config, train
+    from resnets.train import RECIPES, TrainConfig, TrainingInterrupted, apply_overrides, final_line, resume_config, train
 
     if args.list_recipes:
         for name, recipe in RECIPES.items():
@@ -98,6 +99,10 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(config.format(), end="")
         return 0
-    summary = train(config, resume=bool(args.resume))
+    try:
+        summary = train(config, resume=bool(args.resume))
+    except TrainingInterrupted as stopped:
+        print(f"resnets train: {stopped}", file=sys.stderr)
+        return 130
     print(final_line(summary))
     return 0

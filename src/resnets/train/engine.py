@@ -59,6 +59,8 @@ def resume_config(run_dir: str | Path, overrides: dict[str, Any] | None = None) 
                 f"start a new run with --out instead"
             )
         overrides.pop(key, None)
+    # How this session reports is not part of the run: quiet and threads come from this command only.
+    config = replace(config, quiet=False, threads=None)
     config = apply_overrides(config, overrides, "--resume options")
     return replace(config, out=str(run.path))
 
