@@ -6,6 +6,7 @@ at each epoch end: evaluate, write the metrics and curves, save the last (and be
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import replace
@@ -72,154 +73,185 @@ def train(config: TrainConfig, *, data=None, resume: bool = False) -> dict[str, 
     loaded. With ``resume``, ``config.out`` is an existing run directory whose last checkpoint is continued
     (build the config with :func:`resume_config`).
     """
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    dist = Distributed.from_env()
-    device = resolve_device(config.device) if not dist.active else dist.device(config.device)
-    precision = resolve_precision(device, config.amp, config.channels_last)
-    session = Session.build(config, data, precision, dist)
-    model, loader = session.model, session.train_loader
-    steps_per_epoch = len(loader) // dist.world_size
-    if steps_per_epoch == 0:
-        raise ResnetsError(
-            f"the training split has {len(session.bundle.train.targets)} samples, fewer than one batch of "
-            f"{config.recipe.batch_size} per process; lower --batch-size"
-        )
-    last_step = stop_step(config, steps_per_epoch)
-    total_epochs = math.ceil(last_step / steps_per_epoch)
-    r = config.recipe
-    optimizer = torch.optim.SGD(model.parameters(), lr=r.lr, momentum=r.momentum, nesterov=r.nesterov,
-                                weight_decay=r.weight_decay)  # fmt: skip
-    schedule = LRSchedule(r, steps_per_epoch=steps_per_epoch, total_steps=last_step, depth=weighted_depth(model))
-    scaler = torch.amp.GradScaler(device.type, enabled=precision.needs_scaler)
+    return Trainer(config, data, resume).run()
 
-    run = RunDir(config.out or default_run_path(config.model, config.data))
-    state, rows = TrainState(), []
-    if resume:
-        saved = load_checkpoint(run.checkpoints, model)
-        optimizer.load_state_dict(saved["optimizer"])
-        schedule.load_state_dict(saved["schedule"])
-        if "scaler" in saved and precision.needs_scaler:
-            scaler.load_state_dict(saved["scaler"])
-        state = TrainState(**saved["train"])
+
+class Trainer:
+    """One training session of a run: set up (or restore), loop over steps, record each epoch."""
+
+    def __init__(self, config: TrainConfig, data: Any, resume: bool) -> None:
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        self.config, r = config, config.recipe
+        self.dist = dist = Distributed.from_env()
+        device = dist.device(config.device) if dist.active else resolve_device(config.device)
+        self.precision = resolve_precision(device, config.amp, config.channels_last)
+        self.session = session = Session.build(config, data, self.precision, dist)
+        self.steps_per_epoch = len(session.train_loader) // dist.world_size
+        if self.steps_per_epoch == 0:
+            raise ResnetsError(
+                f"the training split has {len(session.bundle.train)} samples, fewer than one batch of "
+                f"{r.batch_size} per process; lower --batch-size"
+            )
+        self.last_step = stop_step(config, self.steps_per_epoch)
+        model = session.model
+        self.optimizer = torch.optim.SGD(model.parameters(), lr=r.lr, momentum=r.momentum, nesterov=r.nesterov,
+                                         weight_decay=r.weight_decay)  # fmt: skip
+        self.schedule = LRSchedule(r, steps_per_epoch=self.steps_per_epoch, total_steps=self.last_step,
+                                   depth=weighted_depth(model))  # fmt: skip
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision.needs_scaler)
+        self.run_dir = RunDir(config.out or default_run_path(config.model, config.data))
+        self.state, self.rows = TrainState(), []
+        if resume:
+            self._restore()
+        elif (self.run_dir.checkpoints / "last.json").exists():
+            raise ConfigError(
+                f"{str(self.run_dir.path)!r} already holds a run; continue it with --resume {self.run_dir.path} "
+                f"or choose another --out"
+            )
+        if dist.is_main:
+            self.run_dir.create()
+            self.run_dir.write_json("config.json", session.run_config(config, device, self.precision))
+            if not (self.run_dir.path / "env.json").exists():
+                self.run_dir.write_json("env.json", environment(device))
+        self.model = dist.wrap(model)
+        self.board = TensorBoard.open(self.run_dir.path / "tensorboard") if config.tensorboard and dist.is_main else None
+        total_epochs = math.ceil(self.last_step / self.steps_per_epoch)
+        self.progress = Progress(config.quiet or not dist.is_main, total_epochs, self.steps_per_epoch)
+        self.session_start = time.perf_counter()
+
+    def _restore(self) -> None:
+        saved = load_checkpoint(self.run_dir.checkpoints, self.session.model)
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.schedule.load_state_dict(saved["schedule"])
+        if "scaler" in saved and self.precision.needs_scaler:
+            self.scaler.load_state_dict(saved["scaler"])
+        self.state = state = TrainState(**saved["train"])
         set_rng_state(saved["rng"])
-        # Rows after the checkpoint (a kill between the two writes) and a partial epoch's row go: they are redone.
-        rows = [row for row in run.read_metrics() if row["step"] < state.step or (row["step"] == state.step and state.batch == 0)]
-    elif (run.checkpoints / "last.json").exists():
-        raise ConfigError(f"{str(run.path)!r} already holds a run; continue it with --resume {run.path} or choose another --out")
-    if dist.is_main:
-        run.create()
-        run.write_json("config.json", session.run_config(config, device, precision))
-        if not (run.path / "env.json").exists():
-            run.write_json("env.json", environment(device))
-    model = dist.wrap(model)
+        # Rows after the checkpoint (a kill between two writes) and a partial epoch's row go: they are redone.
+        self.rows = [row for row in self.run_dir.read_metrics()
+                     if row["step"] < state.step or (row["step"] == state.step and state.batch == 0)]  # fmt: skip
 
-    def save(best: bool = False) -> None:
-        if dist.is_main:
-            payload = {"optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(), "rng": rng_state(),
-                       "train": state.to_dict(), "step": state.step, "epoch": state.epoch, "batch": state.batch}  # fmt: skip
-            if precision.needs_scaler:
-                payload["scaler"] = scaler.state_dict()
-            save_checkpoint(run.checkpoints, dist.unwrap(model), config.model, payload, best=best)
-
-    def evaluate_and_record() -> dict[str, Any]:
-        test_loss, test_error = evaluate(model, session.test_loader, precision) if session.test_loader else (math.nan, math.nan)
-        row = {"epoch": state.epoch if state.batch == 0 else round(state.epoch + state.batch / steps_per_epoch, 4),
-               "step": state.step, "lr": schedule.lr(max(0, state.step - 1)), "train_loss": state.train_loss,
-               "train_error": state.train_error, "test_loss": test_loss, "test_error": test_error,
-               "images_per_s": state.seen / max(state.epoch_time_s, 1e-9), "epoch_time_s": state.epoch_time_s,
-               "wall_time_s": state.wall_time_s + (time.perf_counter() - session_start)}  # fmt: skip
-        if session.val_loader is not None:
-            row["val_loss"], row["val_error"] = evaluate(model, session.val_loader, precision)
-        return row
-
-    board = TensorBoard.open(run.path / "tensorboard") if config.tensorboard and dist.is_main else None
-    progress = Progress(config.quiet or not dist.is_main, total_epochs, steps_per_epoch)
-    session_start = time.perf_counter()
-    model.train()
-    with StopRequests() as stop:
-        while state.step < last_step:
-            if state.batch == 0:
-                state.start_epoch()
-            progress.start_epoch(state.epoch, state.batch)
-            tick = time.perf_counter()
-            for x, y in dist.batches(loader, state.epoch, state.batch):
-                lr = schedule.lr(state.step)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                with precision.autocast():
-                    logits = model(x)
-                    loss = F.cross_entropy(logits.float(), y, label_smoothing=r.label_smoothing)
-                loss_value = loss.item()
-                if not math.isfinite(loss_value):
-                    progress.close()
-                    kept = f"the last good checkpoint (step {_saved_step(run)}) is kept in {run.checkpoints}" if _saved_step(run) is not None else "no checkpoint had been saved yet"
-                    raise TrainingDivergedError(
-                        f"the loss became {loss_value} at step {state.step + 1} (epoch {state.epoch + 1}, lr {lr:g}); "
-                        f"{kept}; lower the learning rate (--lr) or add a warm-up (--set warmup_epochs=1)"
+    def run(self) -> dict[str, Any]:
+        state = self.state
+        self.model.train()
+        with StopRequests() as stop:
+            while state.step < self.last_step:
+                if state.batch == 0:
+                    state.start_epoch()
+                self._train_until_break(stop)
+                if state.batch >= self.steps_per_epoch:
+                    state.epoch, state.batch = state.epoch + 1, 0
+                    if state.epoch % self.config.recipe.eval_every == 0 or state.step >= self.last_step:
+                        self._record()
+                if stop.requested:
+                    self._clock()
+                    self._save(best=False)
+                    raise TrainingInterrupted(
+                        f"stopped by signal {stop.signal} at step {state.step}; checkpoint saved, continue with "
+                        f"`resnets train --resume {self.run_dir.path}`"
                     )
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                batch_errors = (logits.detach().argmax(1) != y).sum().item()
-                schedule.observe(100.0 * batch_errors / y.numel())
-                state.step, state.batch = state.step + 1, state.batch + 1
-                state.loss_sum += loss_value * y.numel()
-                state.errors += batch_errors
-                state.seen += y.numel()
-                now = time.perf_counter()
-                state.epoch_time_s += now - tick
-                tick = now
-                progress.update(state, lr)
-                if stop.requested or state.step >= last_step or state.batch >= steps_per_epoch:
-                    break
-            progress.close()
-            if state.batch >= steps_per_epoch:
-                state.epoch, state.batch = state.epoch + 1, 0
-                if state.epoch % r.eval_every == 0 or state.step >= last_step:
-                    state.wall_time_s += time.perf_counter() - session_start
-                    session_start = time.perf_counter()
-                    row = evaluate_and_record()
-                    rows.append(row)
-                    selection = row.get("val_error", row["test_error"])
-                    best = selection is not None and math.isfinite(selection) and selection < state.best_error
-                    if best:
-                        state.best_error, state.best_epoch = selection, state.epoch
-                    if dist.is_main:
-                        run.write_metrics(rows)
-                        progress.write_epoch(row)
-                        if board is not None:
-                            board.write(row)
-                        _plot(run, rows)
-                    save(best=best)
-            if stop.requested:
-                state.wall_time_s += time.perf_counter() - session_start
-                save()
-                raise TrainingInterrupted(
-                    f"stopped by signal {stop.signal} at step {state.step}; checkpoint saved, continue with "
-                    f"`resnets train --resume {run.path}`"
-                )
-    state.wall_time_s += time.perf_counter() - session_start
-    session_start = time.perf_counter()
-    if state.batch != 0:  # stopped mid-epoch (max_steps): evaluate and save where it stands
-        rows.append(evaluate_and_record())
-        if dist.is_main:
-            run.write_metrics(rows)
-            _plot(run, rows)
-        save()
-    if board is not None:
-        board.close()
-    summary = _summary(config, session, state, rows, run, steps_per_epoch)
-    if dist.is_main:
-        run.write_json("summary.json", summary)
-    dist.close()
-    return summary
+        if state.batch != 0:  # stopped inside an epoch (max_steps): evaluate and save where it stands
+            self._record()
+        self._clock()
+        if self.board is not None:
+            self.board.close()
+        summary = _summary(self.config, self.session, state, self.rows, self.run_dir, self.steps_per_epoch)
+        if self.dist.is_main:
+            self.run_dir.write_json("summary.json", summary)
+        self.dist.close()
+        return summary
+
+    def _train_until_break(self, stop: StopRequests) -> None:
+        """Steps of the current epoch until it ends, the run's last step, or a stop request."""
+        state, r, precision = self.state, self.config.recipe, self.precision
+        self.progress.start_epoch(state.epoch, state.batch)
+        tick = time.perf_counter()
+        for x, y in self.dist.batches(self.session.train_loader, state.epoch, state.batch):
+            lr = self.schedule.lr(state.step)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            with precision.autocast():
+                logits = self.model(x)
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=r.label_smoothing)
+            loss_value = loss.item()
+            if not math.isfinite(loss_value):
+                self.progress.close()
+                raise self._diverged(loss_value, lr)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            batch_errors = (logits.detach().argmax(1) != y).sum().item()
+            self.schedule.observe(100.0 * batch_errors / y.numel())
+            state.step, state.batch = state.step + 1, state.batch + 1
+            state.loss_sum += loss_value * y.numel()
+            state.errors += batch_errors
+            state.seen += y.numel()
+            now = time.perf_counter()
+            state.epoch_time_s, tick = state.epoch_time_s + (now - tick), now
+            self.progress.update(state, lr)
+            if stop.requested or state.step >= self.last_step or state.batch >= self.steps_per_epoch:
+                break
+        self.progress.close()
+
+    def _diverged(self, loss_value: float, lr: float) -> TrainingDivergedError:
+        saved = _saved_step(self.run_dir)
+        kept = (f"the last good checkpoint (step {saved}) is kept in {self.run_dir.checkpoints}" if saved is not None
+                else "no checkpoint had been saved yet")  # fmt: skip
+        return TrainingDivergedError(
+            f"the loss became {loss_value} at step {self.state.step + 1} (epoch {self.state.epoch + 1}, lr {lr:g}); "
+            f"{kept}; lower the learning rate (--lr) or add a warm-up (--set warmup_epochs=1)"
+        )
+
+    def _clock(self) -> None:
+        """Move this session's elapsed time into the run's wall time (kept across resumes)."""
+        now = time.perf_counter()
+        self.state.wall_time_s += now - self.session_start
+        self.session_start = now
+
+    def _record(self) -> None:
+        """Evaluate, append a metrics row, update the best result, write files, save the checkpoints."""
+        self._clock()
+        state, session, precision = self.state, self.session, self.precision
+        test_loss, test_error = (math.nan, math.nan)
+        if session.test_loader is not None:
+            test_loss, test_error = evaluate(self.model, session.test_loader, precision)
+        epoch = state.epoch if state.batch == 0 else round(state.epoch + state.batch / self.steps_per_epoch, 4)
+        row = {"epoch": epoch, "step": state.step, "lr": self.schedule.lr(max(0, state.step - 1)),
+               "train_loss": state.train_loss, "train_error": state.train_error, "test_loss": test_loss,
+               "test_error": test_error, "images_per_s": state.seen / max(state.epoch_time_s, 1e-9),
+               "epoch_time_s": state.epoch_time_s, "wall_time_s": state.wall_time_s}  # fmt: skip
+        if session.val_loader is not None:
+            row["val_loss"], row["val_error"] = evaluate(self.model, session.val_loader, precision)
+        self.rows.append(row)
+        selection = row.get("val_error", test_error)  # select on validation when there is one
+        best = math.isfinite(selection) and selection < state.best_error
+        if best:
+            state.best_error, state.best_epoch = selection, epoch
+        if self.dist.is_main:
+            self.run_dir.write_metrics(self.rows)
+            self.progress.write_epoch(row)
+            if self.board is not None:
+                self.board.write(row)
+            _plot(self.run_dir, self.rows)
+        self._save(best=best or not (self.run_dir.checkpoints / "best.safetensors").exists())
+
+    def _save(self, best: bool) -> None:
+        if not self.dist.is_main:
+            return
+        state = self.state
+        payload = {"optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
+                   "rng": rng_state(), "train": state.to_dict(), "step": state.step, "epoch": state.epoch,
+                   "batch": state.batch}  # fmt: skip
+        if self.precision.needs_scaler:
+            payload["scaler"] = self.scaler.state_dict()
+        save_checkpoint(self.run_dir.checkpoints, self.dist.unwrap(self.model), self.config.model, payload, best=best)
 
 
 def _saved_step(run: RunDir) -> int | None:
     path = run.checkpoints / "last.json"
-    return RunDir(run.checkpoints).read_json("last.json")["step"] if path.exists() else None
+    return json.loads(path.read_text())["step"] if path.exists() else None
 
 
 def _plot(run: RunDir, rows: list[dict[str, Any]]) -> None:
