@@ -21,7 +21,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "metrics, curves and checkpoints. With no arguments: resnet20 on Fashion-MNIST, recipe 'default'.",
     )
     p.add_argument("--model", help="registered model name (see `resnets models`); default resnet20")
-    p.add_argument("--data", help="dataset name (fashion-mnist, mnist, cifar10, cifar100) or a path; default fashion-mnist")
+    p.add_argument(
+        "--data", help="dataset name (fashion-mnist, mnist, cifar10, cifar100) or a path; default fashion-mnist"
+    )
     p.add_argument("--data-dir", help="directory holding the named dataset's files")
     p.add_argument("--recipe", help="named recipe (see --list-recipes); default 'default'")
     p.add_argument("--config", metavar="FILE", help="YAML or TOML file of keys to override (see --print-config)")
@@ -42,7 +44,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="model config field, e.g. drop_path_rate=0.1 (repeatable)")  # fmt: skip
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any config or recipe key, e.g. warmup_epochs=1 (repeatable; see --print-config)")  # fmt: skip
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: one per core; 1 can be faster on a busy machine)")
+    p.add_argument(
+        "--threads", type=int, help="torch CPU threads (default: one per core; 1 can be faster on a busy machine)"
+    )
     p.add_argument("--no-amp", action="store_true", help="no mixed precision: train in fp32")
     p.add_argument("--no-channels-last", action="store_true", help="keep the NCHW memory format")
     p.add_argument("--tensorboard", action="store_true", help="also write TensorBoard event files (needs tensorboard)")
@@ -82,7 +86,9 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from resnets.train import RECIPES, TrainConfig, TrainingInterrupted, apply_overrides, final_line, resume_config, train
+    from resnets.train import (
+        RECIPES, TrainConfig, TrainingInterrupted, apply_overrides, final_line, resume_config, train,
+    )  # fmt: skip
 
     if args.list_recipes:
         for name, recipe in RECIPES.items():

@@ -75,7 +75,9 @@ def _read_manifest(path: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError) as error:
-        raise CheckpointError(f"checkpoint manifest {str(path)!r} cannot be read ({error}); the run cannot resume") from None
+        raise CheckpointError(
+            f"checkpoint manifest {str(path)!r} cannot be read ({error}); the run cannot resume"
+        ) from None
 
 
 def verify(directory: str | Path) -> dict[str, Any]:
@@ -122,5 +124,7 @@ def load_checkpoint(directory: str | Path, model: nn.Module) -> dict[str, Any]:
     except Exception as error:  # noqa: BLE001  (any unpickling failure means an unusable file)
         raise CheckpointError(f"{directory / 'last.state.pt'} cannot be read safely: {error}") from None
     if state.get("format") != STATE_FORMAT:
-        raise CheckpointError(f"{directory / 'last.state.pt'} has format {state.get('format')!r}, expected {STATE_FORMAT!r}")
+        raise CheckpointError(
+            f"{directory / 'last.state.pt'} has format {state.get('format')!r}, expected {STATE_FORMAT!r}"
+        )
     return state

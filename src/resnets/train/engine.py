@@ -115,7 +115,9 @@ class Trainer:
             if not (self.run_dir.path / "env.json").exists():
                 self.run_dir.write_json("env.json", environment(device))
         self.model = dist.wrap(model)
-        self.board = TensorBoard.open(self.run_dir.path / "tensorboard") if config.tensorboard and dist.is_main else None
+        self.board = None
+        if config.tensorboard and dist.is_main:
+            self.board = TensorBoard.open(self.run_dir.path / "tensorboard")
         total_epochs = math.ceil(self.last_step / self.steps_per_epoch)
         self.progress = Progress(config.quiet or not dist.is_main, total_epochs, self.steps_per_epoch)
         self.session_start = time.perf_counter()

@@ -29,7 +29,9 @@ class Progress:
         self.bar.update(1)
         if state.batch % REFRESH_STEPS == 0:
             rate = state.seen / max(state.epoch_time_s, 1e-9)
-            self.bar.set_postfix_str(f"loss {state.train_loss:.3f} err {state.train_error:.1f}% lr {lr:.3g} {rate:.0f} img/s")
+            self.bar.set_postfix_str(
+                f"loss {state.train_loss:.3f} err {state.train_error:.1f}% lr {lr:.3g} {rate:.0f} img/s"
+            )
 
     def close(self) -> None:
         if self.bar is not None:

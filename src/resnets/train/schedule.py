@@ -50,8 +50,8 @@ class LRSchedule:
         """Feed the train error (%) of the last batch; ends the deep warm-up once its average is low."""
         if not self.deep_warmup:
             return
-        ema = batch_error if self.error_ema is None else EMA_MOMENTUM * self.error_ema + (1 - EMA_MOMENTUM) * batch_error
-        self.error_ema = ema
+        previous = batch_error if self.error_ema is None else self.error_ema
+        self.error_ema = ema = EMA_MOMENTUM * previous + (1 - EMA_MOMENTUM) * batch_error
         if ema < self.recipe.deep_warmup_until_error:
             self.deep_warmup = False
 

@@ -31,8 +31,10 @@ class Session:
         from resnets.data.augment import BatchAugment
 
         if bundle is None:
-            bundle = load_data(config.data, config.data_dir, val_fraction=config.val_fraction, val_size=config.val_size,
-                               seed=config.seed, image_size=config.image_size, max_bad_files=config.max_bad_files)  # fmt: skip
+            bundle = load_data(
+                config.data, config.data_dir, val_fraction=config.val_fraction, val_size=config.val_size,
+                seed=config.seed, image_size=config.image_size, max_bad_files=config.max_bad_files,
+            )
         layout, in_channels = input_layout(config.model, bundle.kind, bundle.sample_shape)
         check_channels(config.model, config.in_channels, in_channels, bundle.name, bundle.sample_shape)
         torch.manual_seed(config.seed)  # the initial weights are a function of the seed
@@ -40,7 +42,8 @@ class Session:
                             in_channels=in_channels, weights=config.weights)  # fmt: skip
         channels_last = precision.channels_last and layout == "image"
         model.to(precision.device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
-        augment = BatchAugment(flip=bundle.flip) if config.recipe.augment and layout == "image" and bundle.kind == "image" else None
+        augmented = config.recipe.augment and layout == "image" and bundle.kind == "image"
+        augment = BatchAugment(flip=bundle.flip) if augmented else None
         common = dict(mean=bundle.mean, std=bundle.std, layout=layout, channels_last=channels_last,
                       device=precision.device)  # fmt: skip
         train_loader = BatchLoader(bundle.train, config.recipe.batch_size, shuffle=True, seed=config.seed,

@@ -78,6 +78,9 @@ def load_initial_weights(model: SkipNetwork, path: str) -> None:
     bad = [k for k in own if k in state and state[k].shape != own[k].shape]
     missing = [k for k in own if k not in state]
     if bad or missing:
-        detail = f"shape mismatch at {bad[0]}: file {tuple(state[bad[0]].shape)} vs model {tuple(own[bad[0]].shape)}" if bad else f"missing {missing[0]}"
+        if bad:
+            detail = f"shape mismatch at {bad[0]}: file {tuple(state[bad[0]].shape)}, model {tuple(own[bad[0]].shape)}"
+        else:
+            detail = f"missing {missing[0]}"
         raise CheckpointError(f"weights file {path!r} does not fit {type(model).__name__}: {detail}")
     model.load_state_dict({k: state[k] for k in own}, strict=True)

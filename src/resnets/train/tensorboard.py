@@ -19,7 +19,9 @@ class TensorBoard:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            raise ConfigError("--tensorboard needs the tensorboard package: pip install 'resnets[tensorboard]'") from None
+            raise ConfigError(
+                "--tensorboard needs the tensorboard package: pip install 'resnets[tensorboard]'"
+            ) from None
         return cls(SummaryWriter(log_dir=str(directory)))
 
     def write(self, row: dict[str, Any]) -> None:
