@@ -83,6 +83,9 @@ def test_resume_refuses_a_different_model(tmp_path, bundle):
     train(tiny_config(tmp_path / "run", max_steps=1), data=bundle)
     with pytest.raises(ResnetsError, match="cannot change model"):
         resume_config(tmp_path / "run", {"model": "resnet20"})
+    with pytest.raises(ResnetsError, match="cannot switch recipe"):
+        resume_config(tmp_path / "run", {"recipe": "he2015-cifar"})
+    assert resume_config(tmp_path / "run", {"recipe": "fast", "lr": 0.01}).recipe.lr == 0.01
 
 
 def test_non_finite_loss_names_the_step_and_keeps_the_checkpoint(tmp_path, bundle):

@@ -86,3 +86,12 @@ def test_list_recipes(capsys):
     assert main(["train", "--list-recipes"]) == 0
     out = capsys.readouterr().out
     assert all(name in out for name in ("he2015-cifar", "fast", "default"))
+
+
+def test_cli_reads_a_config_file_and_flags_win_over_it(tmp_path, capsys):
+    path = tmp_path / "run.toml"
+    path.write_text('recipe = "fast"\nlr = 0.3\nbatch_size = 64\nseed = 5\n')
+    assert main(["train", "--config", str(path), "--batch-size", "32", "--print-config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["recipe"]["name"] == "fast" and printed["recipe"]["lr"] == 0.3
+    assert printed["recipe"]["batch_size"] == 32 and printed["seed"] == 5

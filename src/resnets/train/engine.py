@@ -52,6 +52,12 @@ def resume_config(run_dir: str | Path, overrides: dict[str, Any] | None = None) 
     saved = run.read_json("config.json")
     config = config_from_dict(saved["train"])
     overrides = dict(overrides or {})
+    if overrides.get("recipe") not in (None, config.recipe.name):
+        raise ConfigError(
+            f"cannot switch recipe when resuming {str(run.path)!r} (saved {config.recipe.name!r}, given "
+            f"{overrides['recipe']!r}); override single keys (--lr, --epochs, --set KEY=VALUE) instead"
+        )
+    overrides.pop("recipe", None)
     for key in FROZEN_ON_RESUME:
         old = getattr(config.recipe, key) if key == "batch_size" else getattr(config, key)
         if key in overrides and overrides[key] is not None and overrides[key] != old:
