@@ -39,7 +39,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool | None = None  # None: bf16 autocast on CUDA and on CPUs with native bf16, fp32 elsewhere
-    channels_last: bool | None = None  # None: on where it is faster (CUDA, bf16 CPUs)
+    channels_last: bool | None = None  # None: on (image models; faster on CUDA and on CPUs alike)
     threads: int | None = None  # torch intra-op CPU threads; None keeps torch's default (one per core)
     out: str | None = None  # run directory; default runs/<model>-<data>-<timestamp>
     quiet: bool = False

@@ -43,7 +43,7 @@ class Session:
         channels_last = precision.channels_last and layout == "image"
         model.to(precision.device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
         augmented = config.recipe.augment and layout == "image" and bundle.kind == "image"
-        augment = BatchAugment(flip=bundle.flip) if augmented else None
+        augment = BatchAugment(pad=config.recipe.crop_padding, flip=bundle.flip) if augmented else None
         common = dict(mean=bundle.mean, std=bundle.std, layout=layout, channels_last=channels_last,
                       device=precision.device)  # fmt: skip
         train_loader = BatchLoader(bundle.train, config.recipe.batch_size, shuffle=True, seed=config.seed,
