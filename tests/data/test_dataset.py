@@ -48,6 +48,6 @@ def test_bundle_stats_come_from_train_after_the_split_and_describe() -> None:
                          flip=True, val_size=4, seed=0)
     assert bundle.mean[0] == pytest.approx(bundle.train.inputs.mean().item())
     assert bundle.flip is False  # never for vectors
-    assert bundle.describe() == "toy: vector 1, 2 classes (a, b); train 6, val 4, test 0"
+    assert bundle.describe() == "toy: vector 1, 2 classes (a, b); train 4, val 4, test 2"  # a fifth held out as test
     with pytest.raises(DataError, match=r"3 inputs but 2 targets"):
         ArrayDataset(torch.zeros(3, 1), torch.zeros(2, dtype=torch.long))

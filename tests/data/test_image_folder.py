@@ -31,18 +31,22 @@ def test_train_test_tree_sorted_classes_exact_pixels(tmp_path: Path) -> None:
     assert torch.equal(bundle.train.inputs[3], torch.from_numpy(first_dog).permute(2, 0, 1))
 
 
-def test_single_tree_is_split_by_validation_fraction(tmp_path: Path) -> None:
+def test_single_tree_holds_out_a_seeded_test_fifth_then_the_validation_fraction(tmp_path: Path) -> None:
     write_image_tree(tmp_path / "d", {"a": 5, "b": 5})
     bundle = load_data(tmp_path / "d", val_fraction=0.3, seed=4)
-    assert bundle.test is None and len(bundle.val) == 3 and len(bundle.train) == 7
+    assert (len(bundle.train), len(bundle.val), len(bundle.test)) == (6, 2, 2)  # 10 -> 2 test; 8 -> 2 val
+    images = [tuple(map(bytes, split.inputs.flatten(1).numpy())) for split in (bundle.train, bundle.val, bundle.test)]
+    assert sum(len(set(part)) for part in images) == 10  # the three splits are disjoint and cover the tree
+    again = load_data(tmp_path / "d", val_fraction=0.3, seed=4)
+    assert torch.equal(again.test.inputs, bundle.test.inputs)  # the same seed holds out the same images
 
 
 def test_all_grayscale_stays_one_channel_mixed_becomes_rgb(tmp_path: Path) -> None:
     gray = write_image_tree(tmp_path / "g", {"a": 2, "b": 1}, gray=True)
-    assert load_data(tmp_path / "g").sample_shape == (1, 8, 6)
+    assert load_data(tmp_path / "g", test_fraction=0).sample_shape == (1, 8, 6)
     pixels = next(iter(gray.values()))
     write_image_tree(tmp_path / "g", {"c": 1})  # one colour image among grey ones
-    bundle = load_data(tmp_path / "g")
+    bundle = load_data(tmp_path / "g", test_fraction=0)
     assert bundle.sample_shape == (3, 8, 6)
     assert torch.equal(bundle.train.inputs[0], torch.from_numpy(pixels)[None].expand(3, 8, 6))
 
@@ -60,7 +64,7 @@ def test_corrupt_images_are_logged_skipped_counted(tmp_path: Path, caplog: pytes
     broken = tmp_path / "d" / "b" / "zz.jpg"
     broken.write_bytes(b"\xff\xd8 this is not a jpeg")
     with caplog.at_level(logging.WARNING, logger="resnets.data"):
-        bundle = load_data(tmp_path / "d")
+        bundle = load_data(tmp_path / "d", test_fraction=0)
     assert bundle.skipped_files == 1 and len(bundle.train) == 6
     assert str(broken) in caplog.text
     assert "1 unreadable files skipped" in bundle.describe()
@@ -80,14 +84,14 @@ def test_empty_class_folder_is_named(tmp_path: Path) -> None:
     (tmp_path / "d" / "empty").mkdir()
     (tmp_path / "d" / "empty" / "notes.txt").write_text("no images here")
     with pytest.raises(DataError, match=r"class folder .*empty holds no images"):
-        load_data(tmp_path / "d")
+        load_data(tmp_path / "d", test_fraction=0)
 
 
 def test_cache_is_reused_and_invalidated_by_changes(
     tmp_path: Path, _private_cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     write_image_tree(tmp_path / "d", {"a": 2, "b": 2})
-    first = load_data(tmp_path / "d")
+    first = load_data(tmp_path / "d", test_fraction=0)
     entries = list((_private_cache / "image-folder").iterdir())
     assert len(entries) == 1 and (entries[0] / "meta.json").is_file()
     def no_decoding(*args: object) -> None:
@@ -95,10 +99,10 @@ def test_cache_is_reused_and_invalidated_by_changes(
 
     with monkeypatch.context() as patch:
         patch.setattr(image_folder, "decode_all", no_decoding)
-        again = load_data(tmp_path / "d")
+        again = load_data(tmp_path / "d", test_fraction=0)
     assert torch.equal(again.train.inputs, first.train.inputs) and again.skipped_files == 0
     write_image(tmp_path / "d" / "b" / "new.png", np.zeros((8, 6, 3), np.uint8))
-    assert len(load_data(tmp_path / "d").train) == 5
+    assert len(load_data(tmp_path / "d", test_fraction=0).train) == 5
     assert len(list((_private_cache / "image-folder").iterdir())) == 2
 
 

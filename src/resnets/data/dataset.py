@@ -13,6 +13,7 @@ import torch
 from resnets.errors import ConfigError, DataError
 
 KINDS = ("image", "vector")
+HOLDOUT_FRACTION = 0.2  # of a data set that comes without a test split (a CSV, an npz of x/y, a single tree)
 
 
 @dataclass
@@ -134,8 +135,13 @@ def make_bundle(
     val_size: int | None = None,
     seed: int = 0,
     skipped_files: int = 0,
+    test_fraction: float = HOLDOUT_FRACTION,
 ) -> DataBundle:
-    """Split off validation, check labels against the classes, and compute the statistics of what trains."""
+    """Split off test (when the data has none) and validation, check labels, and compute the train statistics.
+
+    A data set without a test split loses a seeded ``test_fraction`` of its samples to one (0 keeps them all);
+    the validation split, if asked for, then comes out of the rest.
+    """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     for split_name, split in (("train", train), ("test", test)):
@@ -146,6 +152,9 @@ def make_bundle(
             raise DataError(
                 f"{name}: {split_name} labels range over [{low}, {high}] but there are {len(classes)} classes"
             )
+    if test is None and test_fraction and len(train) >= 2:
+        # no test split given: hold out a seeded fifth, so that every run reports an error on unseen data
+        train, test = split_validation(train, val_fraction=test_fraction, seed=seed)
     train, val = split_validation(train, val_fraction=val_fraction, val_size=val_size, seed=seed)
     mean, std = channel_stats(train.inputs, kind)
     return DataBundle(name, kind, list(classes), train, test, val, mean, std, flip and kind == "image", skipped_files)

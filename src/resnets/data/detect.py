@@ -15,7 +15,7 @@ import zipfile
 from pathlib import Path
 
 from resnets.data import cifar, idx, image_folder, tabular
-from resnets.data.dataset import DataBundle, make_bundle
+from resnets.data.dataset import HOLDOUT_FRACTION, DataBundle, make_bundle
 from resnets.errors import DataError
 
 DATASET_NAMES = ("fashion-mnist", "mnist", "cifar10", "cifar100")
@@ -129,12 +129,14 @@ def load_data(
     seed: int = 0,
     image_size: int | tuple[int, int] | None = None,
     max_bad_files: int | None = None,
+    test_fraction: float = HOLDOUT_FRACTION,
 ) -> DataBundle:
     """Load a data set fully into memory, hold out a seeded validation split, and compute train statistics.
 
     ``spec`` is one of :data:`DATASET_NAMES` or a path. ``val_size=5000`` on CIFAR-10 gives the 45k/5k split of
     He et al. (2015). ``image_size`` resizes image-folder images; ``max_bad_files`` bounds the unreadable images
-    tolerated there (default max(10, 1% of the files)).
+    tolerated there (default max(10, 1% of the files)). Data without a test split (a CSV, an npz of x/y only, a
+    tree without test/) has a seeded ``test_fraction`` held out as its test split.
     """
     folder = Path(data_dir).expanduser() if data_dir is not None else None
     if str(spec) in DATASET_NAMES:
@@ -149,7 +151,7 @@ def load_data(
         name = str(spec)
         fmt, path = detect_format(path)
     size = (image_size, image_size) if isinstance(image_size, int) else image_size
-    split = {"val_fraction": val_fraction, "val_size": val_size, "seed": seed}
+    split = {"val_fraction": val_fraction, "val_size": val_size, "seed": seed, "test_fraction": test_fraction}
     if fmt == "idx":
         train, test = idx.load_idx_folder(path)
         classes, flip = _idx_identity(name, path)
