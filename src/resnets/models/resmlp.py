@@ -2,8 +2,9 @@
 
 a^0 = g(norm(W^0 x + b^0)) projects the input to ``width`` units; layers l = 1..depth compute
 a^l = g(z^l + sum_{k in skips, k <= l} W^{l-k,l} a^{l-k}), so a skip of distance k enters every layer
-that has a layer k below it (a^0 counts). The classifier reads a^depth. With ``skips=()`` the network is
-the plain twin of the same depth and width.
+that has a layer k below it (a^0 counts). The classifier reads norm(a^depth): identity skips add up, so
+a^depth grows with depth, and a final norm (as in pre-norm Transformers) keeps the first logits small. With
+``skips=()`` the network is the plain twin of the same depth and width.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ class ResMLPConfig:
 
 
 class ResMLP(SkipNetwork):
-    """Input projection -> ``depth`` multi-skip layers -> Linear classifier."""
+    """Input projection -> ``depth`` multi-skip layers -> final norm -> Linear classifier."""
 
     input_kind = "vector"
 
@@ -59,6 +60,7 @@ class ResMLP(SkipNetwork):
             )  # fmt: skip
             for l in range(1, config.depth + 1)
         )
+        self.final_norm = norm(config.width)
         self.num_features = config.width
         self.fc = make_classifier(config.width, num_classes)
 
@@ -68,7 +70,7 @@ class ResMLP(SkipNetwork):
         for layer in self.layers:
             history.append(layer(history))
             del history[:-keep]  # only the last max(skips) activations can still be reached
-        return history[-1]  # a^depth: (B, width)
+        return self.final_norm(history[-1])  # norm(a^depth): (B, width)
 
     def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         return features if pre_logits else self.fc(features)
