@@ -95,3 +95,18 @@ def test_cli_reads_a_config_file_and_flags_win_over_it(tmp_path, capsys):
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["recipe"]["name"] == "fast" and printed["recipe"]["lr"] == 0.3
     assert printed["recipe"]["batch_size"] == 32 and printed["seed"] == 5
+
+
+def test_optimizer_field_picks_sgd_or_adamw_and_refuses_others():
+    import torch
+
+    from resnets.train.optim import make_optimizer
+
+    model = torch.nn.Linear(3, 2)
+    sgd = make_optimizer(model, get_recipe("fast"))
+    assert isinstance(sgd, torch.optim.SGD) and sgd.defaults["nesterov"] and sgd.defaults["weight_decay"] == 5e-4
+    adamw = make_optimizer(model, apply_overrides(TrainConfig(), {"optimizer": "adamw", "lr": 1e-3}).recipe)
+    assert isinstance(adamw, torch.optim.AdamW) and adamw.defaults["betas"] == (0.9, 0.999)
+    assert adamw.defaults["lr"] == 1e-3
+    with pytest.raises(ConfigError, match="optimizer must be one of .*sgd.*adamw"):
+        apply_overrides(TrainConfig(), {"optimizer": "lion"})

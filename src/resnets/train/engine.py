@@ -1,6 +1,6 @@
 """The training loop: one loop for CPU and CUDA, resumable bit for bit, stopping cleanly on signals.
 
-data -> BatchLoader -> model -> loss -> SGD step with a per-iteration learning rate -> running metrics;
+data -> BatchLoader -> model -> loss -> SGD/AdamW step with a per-iteration learning rate -> running metrics;
 at each epoch end: evaluate, write the metrics and curves, save the last (and best) checkpoint.
 """
 
@@ -26,13 +26,15 @@ from resnets.train.progress import Progress
 from resnets.train.run_dir import RunDir, default_run_path, environment
 from resnets.train.schedule import LRSchedule, weighted_depth
 from resnets.train.session import Session
+from resnets.train.optim import make_optimizer
 from resnets.train.signals import StopRequests, TrainingInterrupted
 from resnets.train.state import TrainState, rng_state, set_rng_state
 from resnets.train.tensorboard import TensorBoard
 
 #: Settings that a resumed run cannot change without breaking what its checkpoint means.
 FROZEN_ON_RESUME = ("model", "model_options", "data", "data_dir", "val_size", "val_fraction", "image_size",
-                    "seed", "batch_size", "in_channels")  # fmt: skip
+                    "seed", "batch_size", "optimizer", "in_channels")  # fmt: skip
+RECIPE_KEYS_FROZEN = ("batch_size", "optimizer")
 
 
 def stop_step(config: TrainConfig, steps_per_epoch: int) -> int:
@@ -59,7 +61,7 @@ def resume_config(run_dir: str | Path, overrides: dict[str, Any] | None = None) 
         )
     overrides.pop("recipe", None)
     for key in FROZEN_ON_RESUME:
-        old = getattr(config.recipe, key) if key == "batch_size" else getattr(config, key)
+        old = getattr(config.recipe, key) if key in RECIPE_KEYS_FROZEN else getattr(config, key)
         if key in overrides and overrides[key] is not None and overrides[key] != old:
             raise ConfigError(
                 f"cannot change {key} when resuming {str(run.path)!r} (saved {old!r}, given {overrides[key]!r}); "
@@ -101,8 +103,7 @@ class Trainer:
             )
         self.last_step = stop_step(config, self.steps_per_epoch)
         model = session.model
-        self.optimizer = torch.optim.SGD(model.parameters(), lr=r.lr, momentum=r.momentum, nesterov=r.nesterov,
-                                         weight_decay=r.weight_decay)  # fmt: skip
+        self.optimizer = make_optimizer(model, r)
         self.schedule = LRSchedule(r, steps_per_epoch=self.steps_per_epoch, total_steps=self.last_step,
                                    depth=weighted_depth(model))  # fmt: skip
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision.needs_scaler)

@@ -16,6 +16,7 @@ from resnets.errors import UnknownNameError
 DEFAULT_EPOCHS = 6
 
 SCHEDULES = ("step", "cosine", "onecycle", "constant")
+OPTIMIZERS = ("sgd", "adamw")
 
 
 @dataclass(frozen=True)
@@ -24,8 +25,9 @@ class Recipe:
 
     name: str = "custom"
     description: str = ""
-    lr: float = 0.1  # peak learning rate (per step, SGD)
-    momentum: float = 0.9
+    optimizer: str = "sgd"  # sgd (He et al. 2015) | adamw (Loshchilov & Hutter 2019; Transformers train better with it)
+    lr: float = 0.1  # peak learning rate (per step)
+    momentum: float = 0.9  # SGD momentum; AdamW's beta1
     nesterov: bool = False
     weight_decay: float = 1e-4  # L2 coefficient, applied to every parameter as in He et al. 2015
     batch_size: int = 128  # images per optimiser step (per process under DDP)
@@ -46,6 +48,8 @@ class Recipe:
     eval_every: int = 1  # epochs between test evaluations and checkpoints
 
     def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {list(SCHEDULES)}, got {self.schedule!r}")
         if self.epochs is None and self.max_steps is None:
