@@ -65,6 +65,7 @@ def test_registry_is_not_empty_and_has_the_papers_models() -> None:
     names = set(list_models())
     assert set(EXPECTED_PARAMS) - {"densenet_bc_100_12", "densenet121"} <= names
     assert list_models("resnet2*") == ["resnet20"]
+    assert list_models("resnet110") == ["resnet110", "preact_resnet110"]  # no wildcard: a substring match
 
 
 @pytest.mark.parametrize("name", [n for n in list_models() if n in EXPECTED_PARAMS or n in APPROX_PARAMS])

@@ -51,12 +51,14 @@ def run_models(args: argparse.Namespace) -> int:
         for row in rows:
             print(json.dumps(row))
         return 0
-    header = f"{'model':<22} {'family':<17} {'params':>9} {'MACs':>9} {'input':<12} description"
+    width = max(len("model"), *(len(r["name"]) for r in rows))
+    fam = max(len("family"), *(len(r["family"]) for r in rows))
+    header = f"{'model':<{width}} {'family':<{fam}} {'params':>9} {'MACs':>9} {'input':<12} description"
     print(header)
     print("-" * len(header))
     for r in rows:
         size = "x".join(map(str, r["input_size"]))
-        print(f"{r['name']:<22} {r['family']:<17} {format_count(r['params']):>9} {format_count(r['macs']):>9} "
+        print(f"{r['name']:<{width}} {r['family']:<{fam}} {format_count(r['params']):>9} {format_count(r['macs']):>9} "
               f"{size:<12} {r['description']}")  # fmt: skip
     return 0
 

@@ -61,7 +61,12 @@ def register_model(
 
 
 def list_models(pattern: str = "*") -> list[str]:
-    """Registered names matching a shell-style ``pattern`` (``resnet*``, ``*wide*``), in registration order."""
+    """Registered names matching a shell-style ``pattern`` (``resnet*``, ``*wide*``), in registration order.
+
+    A pattern without wildcards matches as a substring (``wide`` finds every Wide ResNet).
+    """
+    if not any(c in pattern for c in "*?["):
+        pattern = f"*{pattern}*"
     return [name for name in _REGISTRY if fnmatch.fnmatch(name, pattern)]
 
 
