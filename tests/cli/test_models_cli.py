@@ -51,3 +51,19 @@ def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
         with pytest.raises(SystemExit) as exit_info:
             main([name, "--help"])
         assert exit_info.value.code == 0
+
+
+@pytest.mark.slow
+def test_every_registered_model_is_listed_with_its_computed_size(capsys: pytest.CaptureFixture[str]) -> None:
+    from resnets import list_models
+    from resnets.models.profile import build_meta, count_parameters
+
+    assert main(["models", "--json"]) == 0
+    rows = {row["name"]: row for row in map(json.loads, capsys.readouterr().out.splitlines())}
+    assert list(rows) == list_models()
+    for family in ("highway", "densenet", "resmlp", "transformer", "multires", "looks-linear"):
+        assert any(row["family"] == family for row in rows.values()), family
+    for name in ("highway_fc_10", "densenet_bc_100_12", "resmlp_learned_20", "seq_encoder_pre_6"):
+        assert rows[name]["params"] == count_parameters(build_meta(name))
+        assert rows[name]["macs"] > 0
+    assert rows["densenet_bc_100_12"]["params"] == 769_162
