@@ -19,7 +19,9 @@ def test_models_table_shows_computed_sizes(capsys: pytest.CaptureFixture[str]) -
 
 def test_models_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["models", "resnet50", "--json"]) == 0
-    row = json.loads(capsys.readouterr().out)
+    rows = {r["name"]: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
+    assert {"resnet50", "resnet50d", "se_resnet50", "wide_resnet50_2"} <= set(rows)  # a word matches as a substring
+    row = rows["resnet50"]
     assert row["params"] == 25_557_032 and round(row["macs"] / 1e9, 2) == 4.09
 
 
