@@ -7,6 +7,7 @@ flags (``--epochs``, ``--lr``, ...), then ``--set KEY=VALUE``.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
@@ -110,5 +111,6 @@ def run(args: argparse.Namespace) -> int:
     except TrainingInterrupted as stopped:
         print(f"resnets train: {stopped}", file=sys.stderr)
         return 130
-    print(final_line(summary))
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for the run
+        print(final_line(summary))
     return 0
