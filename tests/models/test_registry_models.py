@@ -118,6 +118,9 @@ def test_shared_interface(name: str) -> None:
     with torch.no_grad():
         assert model(x).shape == (2, 3)
     assert model.num_classes == 3
+    model.reset_classifier(0)  # features only, as in timm
+    with torch.no_grad():
+        assert model(x).shape == (2, model.num_features)
 
 
 @pytest.mark.parametrize("name", [n for n in list_models() if get_model_entry(n).input_kind == "image"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from resnets.errors import InputShapeError
@@ -34,10 +35,12 @@ class SkipNetwork(nn.Module):
     """Base class of every model in the registry.
 
     Subclasses set ``in_channels``, ``num_classes``, ``num_features`` and ``input_kind``, and implement
-    ``forward_features``, ``forward_head``, ``reset_classifier`` and ``_residual_block_modules``.
+    ``forward_features`` and ``_residual_block_modules``; ``forward_head`` and ``reset_classifier`` work on
+    the Linear named ``classifier_name`` unless a family pools differently.
     """
 
     input_kind: str = "image"
+    classifier_name: str = "fc"  # the attribute holding the last Linear (torchvision's name for the family)
     in_channels: int
     num_classes: int
     num_features: int
@@ -50,10 +53,14 @@ class SkipNetwork(nn.Module):
         raise NotImplementedError
 
     def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        raise NotImplementedError
+        """Global average pool of feature maps (vectors pass as they are), then the classifier."""
+        x = torch.flatten(F.adaptive_avg_pool2d(features, 1), 1) if features.dim() == 4 else features
+        return x if pre_logits else getattr(self, self.classifier_name)(x)  # (B, num_classes)
 
     def reset_classifier(self, num_classes: int) -> None:
-        raise NotImplementedError
+        """A fresh classifier for ``num_classes`` (0: features only) on the same trunk."""
+        self.num_classes = num_classes
+        setattr(self, self.classifier_name, make_classifier(self.num_features, num_classes))
 
     def _residual_block_modules(self) -> list[tuple[str, int, nn.Module]]:
         """(qualified name, stage, module) of each residual unit, in forward order."""

@@ -54,6 +54,8 @@ class DenseNetConfig:
 class DenseNet(SkipNetwork):
     """features (stem, dense blocks and transitions, norm5) -> ReLU -> global average pool -> classifier."""
 
+    classifier_name = "classifier"
+
     def __init__(self, config: DenseNetConfig, *, num_classes: int = 1000, in_channels: int = 3) -> None:
         super().__init__()
         self.config, self.num_classes, self.in_channels = config, num_classes, in_channels
@@ -104,13 +106,8 @@ class DenseNet(SkipNetwork):
         # norm5 is the last BN; the ReLU after it belongs to the trunk (torchvision applies it in forward).
         return F.relu(self.features(x))  # (B, num_features, h, w)
 
-    def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = torch.flatten(F.adaptive_avg_pool2d(features, 1), 1)  # (B, num_features)
-        return x if pre_logits else self.classifier(x)
-
     def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.classifier = make_classifier(self.num_features, num_classes)
+        super().reset_classifier(num_classes)
         if isinstance(self.classifier, nn.Linear):
             nn.init.zeros_(self.classifier.bias)
 

@@ -66,13 +66,6 @@ class HighwayMLP(SkipNetwork):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(self.stem(x))  # (B, width)
 
-    def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return features if pre_logits else self.fc(features)
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.fc = make_classifier(self.num_features, num_classes)
-
     def _residual_block_modules(self) -> list[tuple[str, int, nn.Module]]:
         return [(f"layers.{i}", 1, layer) for i, layer in enumerate(self.layers)]
 
@@ -119,7 +112,6 @@ class HighwayConvNet(SkipNetwork):
             for num, width in zip(config.layers, config.widths)
         )
         self.num_features = config.widths[-1]
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = make_classifier(self.num_features, num_classes)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -129,14 +121,6 @@ class HighwayConvNet(SkipNetwork):
                 x = self.transitions[index - 1](x)  # (B, widths[index], H / 2^index, W / 2^index)
             x = stage(x)
         return x  # (B, widths[-1], h, w)
-
-    def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = torch.flatten(self.avgpool(features), 1)  # (B, num_features)
-        return x if pre_logits else self.fc(x)
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.fc = make_classifier(self.num_features, num_classes)
 
     def _residual_block_modules(self) -> list[tuple[str, int, nn.Module]]:
         return [

@@ -72,7 +72,6 @@ class MultiResNet(SkipNetwork):
             self.add_module(f"layer{index + 1}", nn.Sequential(*blocks))
             self.stage_names.append(f"layer{index + 1}")
         self.num_features = channels
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = make_classifier(channels, num_classes)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
@@ -83,14 +82,6 @@ class MultiResNet(SkipNetwork):
         for name in self.stage_names:
             x = getattr(self, name)(x)
         return x  # (B, widths[-1], H / 4, W / 4)
-
-    def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = torch.flatten(self.avgpool(features), 1)  # (B, num_features)
-        return x if pre_logits else self.fc(x)
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.fc = make_classifier(self.num_features, num_classes)
 
     def _residual_block_modules(self) -> list[tuple[str, int, nn.Module]]:
         return [

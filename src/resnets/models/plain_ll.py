@@ -65,7 +65,6 @@ class PlainLLNet(SkipNetwork):
             self.add_module(f"layer{index + 1}", nn.Sequential(*units))
             self.stage_names.append(f"layer{index + 1}")
         self.num_features = channels
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = make_classifier(channels, num_classes)
         self._init_weights()
 
@@ -89,13 +88,8 @@ class PlainLLNet(SkipNetwork):
             x = getattr(self, name)(x)
         return x  # (B, 2 * widths[-1], H / 4, W / 4)
 
-    def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = torch.flatten(self.avgpool(features), 1)  # (B, num_features)
-        return x if pre_logits else self.fc(x)
-
     def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.fc = make_classifier(self.num_features, num_classes)
+        super().reset_classifier(num_classes)
         self._init_classifier()
 
     def _residual_block_modules(self) -> list[tuple[str, int, nn.Module]]:

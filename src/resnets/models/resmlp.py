@@ -72,13 +72,6 @@ class ResMLP(SkipNetwork):
             del history[:-keep]  # only the last max(skips) activations can still be reached
         return self.final_norm(history[-1])  # norm(a^depth): (B, width)
 
-    def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return features if pre_logits else self.fc(features)
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.fc = make_classifier(self.num_features, num_classes)
-
     def _residual_block_modules(self) -> list[tuple[str, int, nn.Module]]:
         return [(f"layers.{i}", 1, layer) for i, layer in enumerate(self.layers)]
 

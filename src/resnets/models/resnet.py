@@ -112,7 +112,6 @@ class ResNet(SkipNetwork):
         self.num_features = channels
         # Pre-activation nets end with the BN-ReLU that the last block's sum did not get.
         self.bn_final = norm(channels) if config.preact else None
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = make_classifier(channels, num_classes)
         self._init_weights(config.zero_init_last)
 
@@ -160,14 +159,6 @@ class ResNet(SkipNetwork):
         if self.bn_final is not None:
             x = self.relu(self.bn_final(x))
         return x  # (B, num_features, h, w)
-
-    def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = torch.flatten(self.avgpool(features), 1)  # (B, num_features)
-        return x if pre_logits else self.fc(x)
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.fc = make_classifier(self.num_features, num_classes)
 
     def _residual_block_modules(self) -> list[tuple[str, int, nn.Module]]:
         return [

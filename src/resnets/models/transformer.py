@@ -63,6 +63,8 @@ class TransformerConfig:
 class _TransformerClassifier(SkipNetwork):
     """Tokens -> [class token] + position embedding -> blocks -> final norm (pre) -> pool -> Linear."""
 
+    classifier_name = "head"
+
     def __init__(self, config: TransformerConfig, num_tokens: int, num_classes: int) -> None:
         super().__init__()
         self.config, self.num_classes = config, num_classes
@@ -106,10 +108,6 @@ class _TransformerClassifier(SkipNetwork):
     def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = features[:, 0] if self.cls_token is not None else features.mean(dim=1)  # (B, D)
         return x if pre_logits else self.head(x)
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.head = make_classifier(self.num_features, num_classes)
 
     def _residual_block_modules(self) -> list[tuple[str, int, nn.Module]]:
         units = []

@@ -22,11 +22,11 @@ from resnets.train.config import TrainConfig, apply_overrides, config_from_dict
 from resnets.train.device import resolve_device, resolve_precision
 from resnets.train.distributed import Distributed
 from resnets.train.evaluate import evaluate
+from resnets.train.optim import make_optimizer
 from resnets.train.progress import Progress
 from resnets.train.run_dir import RunDir, default_run_path, environment
 from resnets.train.schedule import LRSchedule, weighted_depth
 from resnets.train.session import Session
-from resnets.train.optim import make_optimizer
 from resnets.train.signals import StopRequests, TrainingInterrupted
 from resnets.train.state import TrainState, rng_state, set_rng_state
 from resnets.train.tensorboard import TensorBoard
