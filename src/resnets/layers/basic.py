@@ -55,9 +55,7 @@ class BasicBlock(ResidualUnit):
         out = self.bn2(self.conv2(out))
         if self.se is not None:
             out = self.se(out)
-        if not self.has_shortcut:
-            return out, None
-        return out, x if self.downsample is None else self.downsample(x)
+        return out, self.skip(x)
 
     def post(self, y: torch.Tensor) -> torch.Tensor:
         return self.relu(y)

@@ -62,9 +62,7 @@ class Bottleneck(ResidualUnit):
         out = self.bn3(self.conv3(out))
         if self.se is not None:
             out = self.se(out)
-        if not self.has_shortcut:
-            return out, None
-        return out, x if self.downsample is None else self.downsample(x)
+        return out, self.skip(x)
 
     def post(self, y: torch.Tensor) -> torch.Tensor:
         return self.relu(y)

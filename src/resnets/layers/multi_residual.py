@@ -51,9 +51,7 @@ class MultiResidualBlock(ResidualUnit):
         out = self.branches[0](x)  # (B, planes, H / stride, W / stride)
         for branch in self.branches[1:]:
             out = out + branch(x)
-        if not self.has_shortcut:
-            return out, None
-        return out, x if self.downsample is None else self.downsample(x)
+        return out, self.skip(x)
 
     def post(self, y: torch.Tensor) -> torch.Tensor:
         return self.relu(y)

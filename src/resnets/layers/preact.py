@@ -33,9 +33,7 @@ class _PreActUnit(ResidualUnit):
         out = self.branch_after_preact(pre)
         if self.se is not None:
             out = self.se(out)
-        if not self.has_shortcut:
-            return out, None
-        return out, x if self.downsample is None else self.downsample(pre)
+        return out, self.skip(x, projected_from=pre)
 
 
 class PreActBasicBlock(_PreActUnit):

@@ -31,6 +31,16 @@ class ResidualUnit(nn.Module):
         """F(x) and the shortcut's output (None in plain mode)."""
         raise NotImplementedError
 
+    def skip(self, x: torch.Tensor, projected_from: torch.Tensor | None = None) -> torch.Tensor | None:
+        """The shortcut's output: None in plain mode, ``x`` for identity, else ``downsample`` applied to
+        ``projected_from`` (pre-activation units project their activated input) or to ``x``."""
+        if not self.has_shortcut:
+            return None
+        downsample = getattr(self, "downsample", None)
+        if downsample is None:
+            return x
+        return downsample(x if projected_from is None else projected_from)
+
     def post(self, y: torch.Tensor) -> torch.Tensor:
         """What follows the sum: ReLU for post-activation blocks, nothing for pre-activation ones."""
         return y
