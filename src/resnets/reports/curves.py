@@ -13,7 +13,7 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from resnets.train.atomic import atomic_write
+from resnets.io.atomic import atomic_write
 
 
 def plot_curves(rows: Sequence[dict[str, Any]], path: str | Path, *, title: str = "") -> Path:

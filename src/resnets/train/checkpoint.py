@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from resnets.errors import CheckpointError
-from resnets.train.atomic import atomic_write_text, fsync_dir, fsync_file, sha256_file
+from resnets.io.atomic import atomic_write_text, fsync_dir, fsync_file, sha256_file
 
 FORMAT = "resnets-checkpoint-1"
 STATE_FORMAT = "resnets-train-state-1"

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 import resnets
-from resnets.train.atomic import atomic_write_text
+from resnets.io.atomic import atomic_write_text
 
 #: Columns of metrics.csv, in order; val_* only when the run has a validation split.
 METRIC_COLUMNS = ["epoch", "step", "lr", "train_loss", "train_error", "test_loss", "test_error", "images_per_s",

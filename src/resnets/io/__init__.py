@@ -1,0 +1,1 @@
+"""Files: atomic writes and checksums, and the one reader of weight files."""
