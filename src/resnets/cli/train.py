@@ -38,6 +38,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
     p.add_argument("--in-channels", type=int, help="input channels the model expects (checked against the data)")
     p.add_argument("--weights", metavar="FILE", help="initial weights (.safetensors, or .pt/.pth weights only)")
+    p.add_argument("--reset-head", action="store_true",
+                   help="with --weights: drop the file's classifier and train a fresh one (fine-tuning)")  # fmt: skip
     split = p.add_mutually_exclusive_group()
     split.add_argument("--val-size", type=int, help="hold out N training samples for validation (seeded)")
     split.add_argument("--val-fraction", type=float, help="hold out this fraction of the training samples")
@@ -80,6 +82,8 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
             overrides[key] = False
     if args.tensorboard:
         overrides["tensorboard"] = True
+    if args.reset_head:
+        overrides["reset_head"] = True
     if args.quiet:
         overrides["quiet"] = True
     overrides.update(parse_assignment(text) for text in args.set)
@@ -103,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
         config = resume_config(args.resume, overrides)
     else:
         config = apply_overrides(TrainConfig(), overrides, "the command line")
+        if config.reset_head and not config.weights:
+            raise ConfigError("--reset-head replaces the classifier of a weight file; give the file with --weights")
     if args.print_config:
         print(config.format(), end="")
         return 0

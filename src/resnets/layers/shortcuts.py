@@ -40,6 +40,8 @@ def projection(
     if avg_pool and stride > 1:
         layers.append(nn.AvgPool2d(stride, stride, ceil_mode=True, count_include_pad=False))
         stride = 1
+    elif avg_pool:
+        layers.append(nn.Identity())  # nothing to pool; keeps conv at index 1 and norm at 2, as timm's keys have
     layers.append(nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False))
     if norm is not None:
         layers.append(norm(out_channels))

@@ -35,6 +35,7 @@ class TrainConfig:
     max_bad_files: int | None = None  # corrupt images tolerated in an image folder
     in_channels: int | None = None  # must match the data when given
     weights: str | None = None  # initial weights (safetensors, or .pt/.pth read with weights_only=True)
+    reset_head: bool = False  # with weights: drop the file's classifier and train a fresh one (fine-tuning)
     recipe: Recipe = field(default_factory=lambda: get_recipe("default"))
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N

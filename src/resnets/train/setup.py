@@ -1,39 +1,19 @@
 """From a config to a model that fits the data: layout, channel count, class count, initial weights.
 
-The model's input kind decides how images reach it: image models take (B, C, H, W); vector models
-(MLPs) take the flattened image, so in_channels = C*H*W; sequence models (transformers) read each image
-row as a token, (B, H, C*W), so in_channels = C*W.
+How samples reach each kind of model is decided in one place, ``resnets.data.layout``.
 """
 
 from __future__ import annotations
 
-import math
-from pathlib import Path
-
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
-
+from resnets.data.layout import layout_for
 from resnets.errors import CheckpointError, ResnetsError
+from resnets.io.weight_files import load_weights, read_weight_file
 from resnets.models import SkipNetwork, create_model, get_model_entry
 
 
 def input_layout(model_name: str, data_kind: str, sample_shape: tuple[int, ...]) -> tuple[str, int]:
     """(loader layout, in_channels) for feeding data of ``sample_shape`` to the model ``model_name``."""
     return layout_for(get_model_entry(model_name).input_kind, data_kind, sample_shape, model_name)
-
-
-def layout_for(kind: str, data_kind: str, sample_shape: tuple[int, ...], model_name: str = "") -> tuple[str, int]:
-    """(loader layout, in_channels) for a model taking ``kind`` input (image | vector | sequence)."""
-    if kind == "vector":
-        return "vector", math.prod(sample_shape)
-    if data_kind != "image" or len(sample_shape) != 3:
-        raise ResnetsError(
-            f"model {model_name!r} takes {kind} input but the data holds {data_kind} samples of shape "
-            f"{tuple(sample_shape)}; use a vector model (an MLP) for tabular data"
-        )
-    channels, _, width = sample_shape
-    return ("image", channels) if kind == "image" else ("sequence", channels * width)
 
 
 def check_channels(model_name: str, given: int | None, derived: int, data_name: str, shape: tuple[int, ...]) -> None:
@@ -45,42 +25,23 @@ def check_channels(model_name: str, given: int | None, derived: int, data_name: 
 
 
 def build_model(
-    model_name: str, options: dict, *, num_classes: int, in_channels: int, weights: str | None = None
+    model_name: str,
+    options: dict,
+    *,
+    num_classes: int,
+    in_channels: int,
+    weights: str | None = None,
+    reset_head: bool = False,
 ) -> SkipNetwork:
+    """The model to train, started from ``weights`` when given, through the loader that eval and predict use.
+
+    ``reset_head`` keeps the file's trunk and trains a fresh classifier for this data's classes (fine-tuning).
+    """
     model = create_model(model_name, num_classes=num_classes, in_channels=in_channels, **options)
     if weights:
-        load_initial_weights(model, weights)
+        state = read_weight_file(weights)  # its errors name the file already
+        try:
+            load_weights(model, state, reset_head=reset_head)
+        except CheckpointError as error:
+            raise CheckpointError(f"weights file {weights!r}: {error}") from None
     return model
-
-
-def load_initial_weights(model: SkipNetwork, path: str) -> None:
-    """Start from a weight file; shapes must match, and a channel mismatch is named as such."""
-    file = Path(path)
-    if not file.is_file():
-        raise CheckpointError(f"weights file {path!r} does not exist")
-    try:
-        if file.suffix == ".safetensors":
-            state = load_file(str(file))
-        elif file.suffix in (".pt", ".pth"):
-            state = torch.load(file, map_location="cpu", weights_only=True)  # never a pickle fallback
-            state = state.get("state_dict", state) if isinstance(state, dict) else state
-        else:
-            raise CheckpointError(f"weights file {path!r}: use .safetensors, .pt or .pth")
-    except (SafetensorError, RuntimeError, OSError) as error:
-        raise CheckpointError(f"weights file {path!r} cannot be read safely: {error}") from None
-    own = model.state_dict()
-    first = next(k for k, v in own.items() if v.dim() >= 2)  # the stem's weight: its dim 1 is the input channels
-    if first in state and state[first].dim() == own[first].dim() and state[first].shape[1] != own[first].shape[1]:
-        raise ResnetsError(
-            f"weights file {path!r} was built for {state[first].shape[1]} input channels but the data gives "
-            f"the model {own[first].shape[1]}; use weights trained on {own[first].shape[1]}-channel data"
-        )
-    bad = [k for k in own if k in state and state[k].shape != own[k].shape]
-    missing = [k for k in own if k not in state]
-    if bad or missing:
-        if bad:
-            detail = f"shape mismatch at {bad[0]}: file {tuple(state[bad[0]].shape)}, model {tuple(own[bad[0]].shape)}"
-        else:
-            detail = f"missing {missing[0]}"
-        raise CheckpointError(f"weights file {path!r} does not fit {type(model).__name__}: {detail}")
-    model.load_state_dict({k: state[k] for k in own}, strict=True)
