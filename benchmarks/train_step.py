@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 from resnets import create_model
 from resnets.data import ArrayDataset, BatchLoader
 from resnets.data.augment import BatchAugment
-from resnets.train.device import resolve_precision
+from resnets.device import resolve_precision
 
 MEAN, STD = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)  # CIFAR-10-like statistics, in [0, 1] units
 

@@ -3,8 +3,8 @@
 ONNX uses the torch.export-based exporter (``dynamo=True``; it needs ``onnx`` and ``onnxscript``) with a
 dynamic batch axis; the legacy TorchScript-based exporter is deprecated and used only if the new one
 fails, which the result records. TorchScript is a trace in eval mode (our models skip their Python input
-check while tracing). Safetensors is the weights with the model's name and configuration in the file's
-metadata and in a JSON sidecar, so ``load_model`` can rebuild it without ``--model``.
+check while tracing). Safetensors is the weights with the run record in the file's metadata and in a JSON
+sidecar, so ``open_run`` rebuilds it, data settings included, without ``--model``.
 
 After writing ONNX or TorchScript the exported model is run on a random batch of a size other than the
 one traced, and compared with the PyTorch model: the maximum absolute difference is returned, and a
@@ -18,14 +18,14 @@ import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from resnets.errors import ResnetsError, UnknownNameError
 from resnets.models.base import SkipNetwork
 from resnets.models.profile import default_input
-from resnets.weights import load_model
+from resnets.runs.open import Run, open_run
+from resnets.runs.record import RunRecord
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "safetensors": ".safetensors"}
 TOLERANCE = 1e-4  # max |exported - PyTorch| on logits, times max(1, max |logits|): float32 reordering gives ~1e-6
@@ -52,24 +52,25 @@ def export_model(
     model: str | None = None,
     out: str | Path | None = None,
     opset: int | None = None,
-    which: str = "best",
+    checkpoint: str | None = None,
     tolerance: float = TOLERANCE,
 ) -> ExportResult:
-    """Load a run directory or weight file and write it as ``format``; see the module docstring."""
+    """Open a run directory or weight file and write it as ``format``; see the module docstring."""
     if format not in FORMATS:
         raise UnknownNameError("export format", format, FORMATS)
-    net, info = load_model(source, model=model, which=which)
-    net = net.float().eval()
-    path = Path(out) if out else default_output(source, info["model"], format)
+    run = open_run(source, model=model, checkpoint=checkpoint)
+    net = run.model.float().to(memory_format=torch.contiguous_format).eval()
+    record = run.record
+    path = Path(out) if out else default_output(source, record.model, format)
     if path.exists() and path.resolve() == Path(source).resolve():
         raise ResnetsError(f"--out {str(path)!r} is the file being exported; choose another path")
     path.parent.mkdir(parents=True, exist_ok=True)
     if format == "safetensors":
-        return _export_safetensors(net, info, path)
+        return _export_safetensors(net, run, path)
     if opset is not None and format != "onnx":
         raise ResnetsError(f"--opset applies to ONNX only, not {format}")
-    x = example_input(net, info, TRACE_BATCH)
-    check = example_input(net, info, CHECK_BATCH)
+    x = example_input(net, record, TRACE_BATCH)
+    check = example_input(net, record, CHECK_BATCH)
     if format == "onnx":
         exporter = export_onnx(net, x, path, opset)
         (diff, scale), note = _check_onnx(path, net, check)
@@ -91,10 +92,10 @@ def default_output(source: str | Path, model: str, format: str) -> Path:
     return Path(f"{source.name.split('.')[0]}{FORMATS[format]}")
 
 
-def example_input(net: SkipNetwork, info: dict[str, Any], batch: int) -> torch.Tensor:
+def example_input(net: SkipNetwork, record: RunRecord, batch: int) -> torch.Tensor:
     """A random batch shaped like the model's training input (or its registered default size)."""
-    size = list(default_input(net, info["model"]))
-    shape = info.get("sample_shape")
+    size = list(default_input(net, record.model))
+    shape = record.data.sample_shape if record.data else None
     if shape and len(shape) == 3 and net.input_kind == "image":
         size = [int(s) for s in shape]
     elif shape and len(shape) == 3 and net.input_kind == "sequence":
@@ -144,21 +145,17 @@ def _load_torchscript(path: Path) -> torch.nn.Module:
         return torch.jit.load(str(path), map_location="cpu")
 
 
-def _export_safetensors(net: SkipNetwork, info: dict[str, Any], path: Path) -> ExportResult:
+def _export_safetensors(net: SkipNetwork, run: Run, path: Path) -> ExportResult:
     from safetensors.torch import save_file
 
-    config = {key: info.get(key) for key in ("model", "model_options", "num_classes", "in_channels", "input_kind")}
-    data = info.get("data") or {}
-    kept = ("spec", "classes", "mean", "std", "sample_shape", "flip")
-    config["data"] = {key: data[key] for key in kept if key in data}
+    record = run.record.to_dict()
     weights = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    metadata = {"model": info["model"], "format": "resnets-checkpoint-1", "config": json.dumps(config)}
+    metadata = {"model": run.record.model, "format": "resnets-checkpoint-1", "record": json.dumps(record)}
     save_file(weights, str(path), metadata=metadata)
     sidecar = path.with_name(path.name.removesuffix(".safetensors") + ".json")
-    sidecar.write_text(json.dumps({**config, "source": info.get("checkpoint"), "run_config": info.get("config")},
-                                  indent=2) + "\n")  # fmt: skip
-    reloaded, _ = load_model(path)
-    diff, scale = _compare(net, reloaded, example_input(net, info, CHECK_BATCH))
+    sidecar.write_text(json.dumps({"source": str(run.checkpoint), "record": record}, indent=2) + "\n")
+    reloaded = open_run(path).model.to(memory_format=torch.contiguous_format)
+    diff, scale = _compare(net, reloaded, example_input(net, run.record, CHECK_BATCH))
     return ExportResult(path, "safetensors", "safetensors.torch.save_file", diff, scale, sidecar=sidecar)
 
 

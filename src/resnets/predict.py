@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from resnets.errors import DataError
-from resnets.weights import load_model
+from resnets.runs.open import measurement_loader, open_run
 
 _MODES = {1: "L", 3: "RGB"}  # channels -> Pillow mode
 
@@ -63,36 +63,38 @@ def predict_images(
     images: Sequence[str | Path],
     *,
     top_k: int = 5,
-    batch_size: int = 64,
     device: str = "cpu",
-    which: str = "best",
+    checkpoint: str | None = None,
 ) -> list[Prediction]:
     """The ``top_k`` labels of each image under the model of a run directory (or a safetensors export)."""
-    from resnets.data import ArrayDataset, BatchLoader
+    from resnets.data import ArrayDataset
 
     if top_k < 1:
         raise DataError(f"--top-k must be at least 1, got {top_k}")
-    net, info = load_model(source, which=which)
-    shape = info.get("sample_shape")
-    if not shape or info.get("mean") is None or info.get("std") is None:
-        raise DataError(f"{str(source)!r} does not record the training data's sample shape and statistics; "
-                        "predict needs a run directory (or a safetensors file exported from one)")  # fmt: skip
-    if len(shape) != 3:
-        raise DataError(f"the model was trained on vectors of shape {tuple(shape)}, not images; predict reads images")
-    channels, height, width = (int(s) for s in shape)
+    run = open_run(source, checkpoint=checkpoint, device=device)
+    recorded = run.record.data
+    if recorded is None:
+        raise DataError(
+            f"{str(source)!r} does not record the training data's sample shape and statistics; predict needs a run "
+            "directory (or a safetensors file exported from one)"
+        )
+    if len(recorded.sample_shape) != 3:
+        raise DataError(
+            f"the model was trained on vectors of shape {tuple(recorded.sample_shape)}, not images; predict reads images"
+        )
+    channels, height, width = (int(s) for s in recorded.sample_shape)
     inputs = torch.stack([read_image(path, channels, (height, width)) for path in images])  # (N, C, H, W) uint8
     dataset = ArrayDataset(inputs, torch.zeros(len(images), dtype=torch.int64))
-    loader = BatchLoader(dataset, batch_size, shuffle=False, seed=0, mean=info["mean"], std=info["std"],
-                         layout=net.input_kind, device=device)  # fmt: skip
-    classes = [str(c) for c in info.get("classes") or range(net.num_classes)]
-    k = min(top_k, net.num_classes)
-    net = net.to(device).eval()
+    loader = measurement_loader(dataset, mean=recorded.mean, std=recorded.std, layout=recorded.layout,
+                                precision=run.precision, batch_size=run.record.eval_batch_size)  # fmt: skip
+    k = min(top_k, run.record.num_classes)
     probabilities = []
     with torch.no_grad():
         for x, _ in loader.epoch_batches(0):
-            probabilities.append(net(x).float().softmax(dim=1).cpu())
+            with run.precision.autocast():
+                probabilities.append(run.model(x).float().softmax(dim=1).cpu())
     top = torch.cat(probabilities).topk(k, dim=1)
     return [
-        Prediction(str(path), [classes[i] for i in indices.tolist()], values.tolist())
+        Prediction(str(path), [run.classes[i] for i in indices.tolist()], values.tolist())
         for path, values, indices in zip(images, top.values, top.indices)
     ]

@@ -1,54 +1,79 @@
-"""Tiny run directories in the format `resnets train` writes, built without the training engine."""
+"""Real run directories, made by `resnets train` itself on tiny image folders, for eval/predict/export tests.
+
+Each distinct run is trained once per test session (two steps of resnet20 on 8x8 images: about a second)
+and every test gets its own copy, so a test may write into it or damage it.
+"""
 
 from __future__ import annotations
 
-import json
+import os
+import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
-from safetensors.torch import save_file
+from PIL import Image
 
-from resnets import create_model
+from resnets.cli import main
+
+CLASSES = ("ant", "bee", "cat")
 
 
-def write_run(
-    root: Path,
-    *,
-    model: str = "resnet20",
-    classes: tuple[str, ...] = ("ant", "bee", "cat"),
-    sample_shape: tuple[int, ...] = (1, 8, 8),
-    mean: tuple[float, ...] = (0.5,),
-    std: tuple[float, ...] = (0.25,),
-    checkpoints: tuple[str, ...] = ("best", "last"),
-    model_options: dict | None = None,
-    val_size: int | None = None,
-) -> Path:
-    """A run directory with config.json and random-init checkpoints (the same weights in each)."""
-    options = model_options or {}
-    in_channels = sample_shape[0]
-    net = create_model(model, num_classes=len(classes), in_channels=in_channels, **options)
-    (root / "checkpoints").mkdir(parents=True)
-    config = {
-        "model": model, "model_options": options, "num_classes": len(classes), "in_channels": in_channels,
-        "input_kind": net.input_kind, "seed": 0, "recipe": {"name": "test"},
-        "data": {"spec": "test-data", "data_dir": None, "classes": list(classes), "mean": list(mean),
-                 "std": list(std), "sample_shape": list(sample_shape), "flip": False, "image_size": None,
-                 "val_size": val_size, "val_fraction": 0.0},
-    }  # fmt: skip
-    (root / "config.json").write_text(json.dumps(config))
-    weights = {k: v.contiguous() for k, v in net.state_dict().items()}
-    for name in checkpoints:
-        save_file(weights, str(root / "checkpoints" / f"{name}.safetensors"),
-                  metadata={"model": model, "step": "0", "format": "resnets-checkpoint-1"})  # fmt: skip
+def write_image_tree(
+    root: Path, classes: tuple[str, ...] = CLASSES, *, size: int = 8, channels: int = 1, per_class: int = 4,
+    seed: int = 0,
+) -> Path:  # fmt: skip
+    """root/{train,test}/CLASS/*.png in the image-folder format the data package reads."""
+    rng = np.random.default_rng(seed)
+    mode = {1: "L", 3: "RGB"}[channels]
+    for split in ("train", "test"):
+        for name in classes:
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                shape = (size, size) if channels == 1 else (size, size, channels)
+                Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode).save(folder / f"{i}.png")
     return root
 
 
-@pytest.fixture
-def make_run():
-    """``make_run(path, **options)`` writes a run directory (see ``write_run``)."""
-    return write_run
+def train_run(root: Path, *, channels: int = 1, size: int = 8, args: tuple[str, ...] = ()) -> Path:
+    """Train a two-step resnet20 run with the CLI on a fresh image tree under ``root``; returns the run dir."""
+    data = write_image_tree(root / "data", size=size, channels=channels)
+    run = root / "run"
+    command = ["train", "--model", "resnet20", "--data", str(data), "--out", str(run), "--max-steps", "2",
+               "--batch-size", "4", "--device", "cpu", "--quiet", *args]  # fmt: skip
+    assert main(command) == 0
+    return run
+
+
+@pytest.fixture(scope="session")
+def _run_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    previous = os.environ.get("RESNETS_CACHE_DIR")
+    os.environ["RESNETS_CACHE_DIR"] = str(tmp_path_factory.mktemp("decoded-cache"))
+    yield {"root": tmp_path_factory.mktemp("runs"), "runs": {}}
+    if previous is None:
+        os.environ.pop("RESNETS_CACHE_DIR", None)
+    else:
+        os.environ["RESNETS_CACHE_DIR"] = previous
 
 
 @pytest.fixture
-def run_dir(tmp_path: Path) -> Path:
-    return write_run(tmp_path / "run")
+def trained_run(_run_cache: dict, tmp_path: Path) -> Callable[..., Path]:
+    """``trained_run(channels=1, size=8, args=("--val-size", "3"))``: a copy of a real run directory."""
+
+    def make(*, channels: int = 1, size: int = 8, args: tuple[str, ...] = ()) -> Path:
+        key = (channels, size, tuple(args))
+        if key not in _run_cache["runs"]:
+            root = _run_cache["root"] / f"run{len(_run_cache['runs'])}"
+            _run_cache["runs"][key] = train_run(root, channels=channels, size=size, args=tuple(args))
+        copy = tmp_path / f"run-{len(list(tmp_path.glob('run-*')))}"
+        shutil.copytree(_run_cache["runs"][key], copy)
+        return copy
+
+    return make
+
+
+@pytest.fixture
+def run_dir(trained_run: Callable[..., Path]) -> Path:
+    return trained_run()

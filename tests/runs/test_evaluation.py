@@ -1,18 +1,21 @@
-"""Evaluation: metrics on hand-built cases with known answers, the report files, and `resnets eval` end to end."""
+"""Evaluation: metrics on hand-built cases with known answers, the report files, and `resnets eval` on real runs."""
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from resnets.cli import main
 from resnets.errors import DataError
-from resnets.evaluate import MetricAccumulator, evaluate_model, format_table, write_eval_report
+from resnets.evaluation import write_eval_report
+from resnets.metrics import MetricAccumulator, evaluate, format_table
+
+from .conftest import write_image_tree
 
 
 class FixedLogits(torch.nn.Module):
@@ -46,8 +49,11 @@ def test_metrics_on_a_known_case() -> None:
     table = torch.stack([ranked(order, 7) for _, order in samples])
     batches = [(torch.tensor([0, 1, 2]), torch.tensor([0, 0, 1])), (torch.tensor([3, 4]), torch.tensor([1, 2]))]
     classes = [f"c{i}" for i in range(7)]
-    result = evaluate_model(FixedLogits(table), batches, classes)
+    result = evaluate(FixedLogits(table), batches, 7, classes=classes)
     assert result.n == 5
+    # cross-entropy by hand: log(sum_j e^{z_j}) - z_target, averaged over the 5 samples
+    expected = [math.log(sum(math.exp(float(z)) for z in row)) - float(row[t]) for (t, _), row in zip(samples, table)]
+    assert result.loss == pytest.approx(sum(expected) / 5, rel=1e-6)
     assert result.top1_error == pytest.approx(60.0)  # 2 of 5 right
     assert result.top5_error == pytest.approx(20.0)  # only sample 2 misses its top 5
     assert result.per_class_accuracy["c0"] == pytest.approx(50.0)
@@ -90,53 +96,47 @@ def test_report_files(tmp_path: Path) -> None:
         assert image.format == "PNG" and image.size[0] > 200
 
 
-def write_image_tree(root: Path, classes: tuple[str, ...], size: int = 8, per_class: int = 2) -> Path:
-    """root/{train,test}/CLASS/*.png, greyscale, in the image-folder format the data package reads."""
-    rng = np.random.default_rng(0)
-    for split in ("train", "test"):
-        for name in classes:
-            folder = root / split / name
-            folder.mkdir(parents=True)
-            for i in range(per_class):
-                Image.fromarray(rng.integers(0, 256, (size, size), dtype=np.uint8), "L").save(folder / f"{i}.png")
-    return root
-
-
-@pytest.fixture
-def no_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("RESNETS_CACHE_DIR", str(tmp_path / "cache"))
-
-
-def test_eval_cli_on_a_run(make_run, tmp_path: Path, no_cache, capsys: pytest.CaptureFixture) -> None:
-    run = make_run(tmp_path / "run")
-    data = write_image_tree(tmp_path / "images", ("ant", "bee", "cat"))
-    assert main(["eval", str(run), "--data", str(data), "--batch-size", "4"]) == 0
+def test_eval_needs_nothing_but_the_run_and_prints_its_recorded_test_error(
+    trained_run, capsys: pytest.CaptureFixture
+) -> None:
+    run = trained_run()
+    assert main(["eval", str(run)]) == 0
     out = capsys.readouterr().out
-    assert "top-1 error" in out and "normalised with the run's statistics" in out
+    recorded = json.loads((run / "summary.json").read_text())["test_error"]
+    assert f"top-1 error {recorded:.2f}%" in out and "normalised with the run's statistics" in out
     report = json.loads((run / "eval-test" / "eval.json").read_text())
-    assert report["n"] == 6 and report["mean"] == [0.5] and report["top5_error"] is None
-    assert sum(map(sum, report["confusion"])) == 6
+    assert report["top1_error"] == recorded  # the same number, not a close one
+    assert report["n"] == 12 and report["checkpoint"].endswith("last.safetensors") and report["top5_error"] is None
+    assert report["mean"] == json.loads((run / "config.json").read_text())["data"]["mean"]
+    assert sum(map(sum, report["confusion"])) == 12
     assert (run / "eval-test" / "confusion.png").stat().st_size > 1000
 
 
-def test_eval_uses_the_runs_validation_split(make_run, tmp_path: Path, no_cache) -> None:
-    run = make_run(tmp_path / "run", val_size=2)
-    data = write_image_tree(tmp_path / "images", ("ant", "bee", "cat"), per_class=3)
-    assert main(["eval", str(run), "--data", str(data), "--split", "val", "--out", str(tmp_path / "ev")]) == 0
-    assert json.loads((tmp_path / "ev" / "eval.json").read_text())["n"] == 2  # 2 of the 9 training images
+def test_eval_uses_the_runs_validation_split_and_its_best_checkpoint(trained_run, tmp_path: Path) -> None:
+    run = trained_run(args=("--val-size", "3"))
+    summary = json.loads((run / "summary.json").read_text())
+    assert main(["eval", str(run), "--split", "val", "--out", str(tmp_path / "ev")]) == 0
+    report = json.loads((tmp_path / "ev" / "eval.json").read_text())
+    assert report["n"] == 3 and report["checkpoint"].endswith("best.safetensors")  # 3 of the 12 training images
+    assert report["top1_error"] == summary["best"]["val_error"]
+    assert main(["eval", str(run), "--out", str(tmp_path / "test")]) == 0
+    assert json.loads((tmp_path / "test" / "eval.json").read_text())["top1_error"] == summary["best"]["test_error"]
 
 
-def test_eval_cli_errors(make_run, tmp_path: Path, no_cache, capsys: pytest.CaptureFixture) -> None:
-    run = make_run(tmp_path / "run")
+def test_eval_cli_errors(trained_run, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    run = trained_run()
     two = write_image_tree(tmp_path / "two", ("ant", "bee"))
     assert main(["eval", str(run), "--data", str(two)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "has 2 classes but the model has 3" in err[0]
-    rgb = make_run(tmp_path / "rgb", sample_shape=(3, 8, 8), mean=(0.5,) * 3, std=(0.2,) * 3)
-    grey = write_image_tree(tmp_path / "grey", ("ant", "bee", "cat"))
+    rgb = trained_run(channels=3)
+    grey = write_image_tree(tmp_path / "grey")
     assert main(["eval", str(rgb), "--data", str(grey)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "give the model 1 input channels, but it was built for 3" in err[0]
+    assert main(["eval", str(run), "--checkpoint", "best"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "has no best checkpoint" in err[0] and "validation split" in err[0]
     assert main(["eval", str(tmp_path / "w.pth"), "--data", str(grey)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "does not exist" in err[0]

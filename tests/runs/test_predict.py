@@ -13,7 +13,7 @@ from PIL import Image
 from resnets.cli import main
 from resnets.errors import DataError
 from resnets.predict import predict_images, read_image
-from resnets.weights import load_model
+from resnets.runs import open_run
 
 
 def write_pngs(folder: Path, count: int = 2) -> list[Path]:
@@ -34,15 +34,17 @@ def test_read_image_converts_and_resizes(tmp_path: Path) -> None:
     assert read_image(path, 3, (12, 10)).shape == (3, 12, 10)
 
 
-def test_predictions_match_the_model(make_run, tmp_path: Path) -> None:
-    run = make_run(tmp_path / "run")
+def test_predictions_match_the_model(run_dir: Path, tmp_path: Path) -> None:
     paths = write_pngs(tmp_path / "images")
-    predictions = predict_images(run, paths, top_k=2)
+    predictions = predict_images(run_dir, paths, top_k=2)
     assert [p.path for p in predictions] == [str(p) for p in paths]
-    net, _ = load_model(run)
+    config = json.loads((run_dir / "config.json").read_text())
+    (mean,), (std,) = config["data"]["mean"], config["data"]["std"]  # the run's training statistics
+    assert 0.3 < mean < 0.7 and std > 0.1
+    net = open_run(run_dir).model
     x = torch.stack([read_image(p, 1, (8, 8)) for p in paths]).float() / 255
     with torch.no_grad():
-        expected = net((x - 0.5) / 0.25).softmax(dim=1)  # the run's mean 0.5 and std 0.25
+        expected = net((x - mean) / std).softmax(dim=1)
     for prediction, row in zip(predictions, expected):
         assert len(prediction.labels) == 2
         assert prediction.labels[0] == ["ant", "bee", "cat"][int(row.argmax())]
@@ -50,8 +52,8 @@ def test_predictions_match_the_model(make_run, tmp_path: Path) -> None:
         assert prediction.probabilities[0] >= prediction.probabilities[1]
 
 
-def test_predict_cli(make_run, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    run = make_run(tmp_path / "run")
+def test_predict_cli(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    run = run_dir
     paths = write_pngs(tmp_path / "images")
     assert main(["predict", str(run), *map(str, paths), "--top-k", "5", "--json"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
@@ -62,8 +64,8 @@ def test_predict_cli(make_run, tmp_path: Path, capsys: pytest.CaptureFixture) ->
     assert "%" in capsys.readouterr().out
 
 
-def test_unreadable_image_names_the_path(make_run, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    run = make_run(tmp_path / "run")
+def test_unreadable_image_names_the_path(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    run = run_dir
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
     assert main(["predict", str(run), str(bad)]) == 2

@@ -10,8 +10,8 @@ import torch
 
 from resnets import create_model
 from resnets.errors import CheckpointError
-from resnets.train import checkpoint as ckpt
-from resnets.train.checkpoint import load_checkpoint, save_checkpoint, verify
+from resnets.runs import checkpoint as ckpt
+from resnets.runs.checkpoint import load_checkpoint, save_checkpoint, verify
 
 from .conftest import TINY
 

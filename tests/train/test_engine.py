@@ -12,7 +12,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from resnets.errors import CheckpointError, ResnetsError, TrainingDivergedError
-from resnets.train import METRIC_COLUMNS, final_line, resume_config, train
+from resnets.runs import METRIC_COLUMNS
+from resnets.train import final_line, resume_config, train
 
 from .conftest import TINY, tiny_bundle, tiny_config
 
@@ -26,7 +27,9 @@ def test_training_lowers_the_loss(tmp_path, bundle):
     assert summary["test_accuracy"] == pytest.approx(100.0 - summary["test_error"])
 
 
-def test_run_directory_holds_every_file_with_the_right_columns(tmp_path):
+@pytest.mark.parametrize("native_bf16", [False, True])  # both precision branches, whatever this CPU has
+def test_run_directory_holds_every_file_with_the_right_columns(tmp_path, monkeypatch, native_bf16):
+    monkeypatch.setattr("resnets.device.cpu_has_native_bf16", lambda: native_bf16)
     run = tmp_path / "run"
     summary = train(tiny_config(run, epochs=2), data=tiny_bundle(val=16))
     names = {p.relative_to(run).as_posix() for p in run.rglob("*")}
@@ -39,7 +42,8 @@ def test_run_directory_holds_every_file_with_the_right_columns(tmp_path):
     assert config["model"] == TINY and config["num_classes"] == 2 and config["in_channels"] == 1
     assert config["input_kind"] == "image" and config["data"]["classes"] == ["left", "right"]
     assert config["data"]["sample_shape"] == [1, 8, 8] and config["data"]["mean"] == [0.35]
-    assert config["recipe"]["batch_size"] == 16 and config["amp"] is False and config["device"] == "cpu"
+    assert config["recipe"]["batch_size"] == 16 and config["device"] == "cpu"
+    assert config["amp"] is native_bf16 and config["amp_dtype"] == "bfloat16" and config["selection"] == "val"
     env = json.loads((run / "env.json").read_text())
     assert env["torch"] == torch.__version__ and env["resnets_version"] and "cpu_count" in env
     with open(run / "metrics.csv") as handle:
@@ -49,11 +53,25 @@ def test_run_directory_holds_every_file_with_the_right_columns(tmp_path):
     assert [int(r["step"]) for r in rows] == [6, 12] and float(rows[0]["images_per_s"]) > 0
     saved = json.loads((run / "summary.json").read_text())
     assert saved["steps"] == 12 and saved["test_error"] == summary["test_error"] and saved["params"] > 0
-    assert {"best_test_error", "best_epoch", "wall_time_s", "val_error"} <= set(saved)
+    assert {"wall_time_s", "val_error", "best"} <= set(saved) and saved["checkpoint"] == "best"
+    assert not {"best_test_error", "best_epoch"} & set(saved)  # no figure chosen on the test split
+    chosen = min(rows, key=lambda r: (float(r["val_error"]), float(r["epoch"])))
+    assert saved["best"]["epoch"] == float(chosen["epoch"])
+    assert saved["best"]["test_error"] == pytest.approx(float(chosen["test_error"]))
     with safe_open(str(run / "checkpoints/last.safetensors"), "pt") as handle:
         assert handle.metadata() == {"model": TINY, "step": "12", "format": "resnets-checkpoint-1"}
     assert (run / "curves.png").read_bytes()[:4] == b"\x89PNG"
     assert final_line(summary).startswith(f"test accuracy: {summary['test_accuracy']:.2f}% (test error ")
+
+
+def test_without_a_validation_split_there_is_no_best_checkpoint(tmp_path, bundle):
+    """Choosing a "best" epoch on the test split would bias the test error: such runs keep only "last"."""
+    run = tmp_path / "run"
+    summary = train(tiny_config(run, epochs=3), data=bundle)
+    assert (run / "checkpoints/last.safetensors").exists() and not (run / "checkpoints/best.safetensors").exists()
+    assert summary["checkpoint"] == "last" and "best" not in summary
+    assert json.loads((run / "config.json").read_text())["selection"] is None
+    assert "best.safetensors" not in json.loads((run / "checkpoints/last.json").read_text())["files"]
 
 
 @pytest.mark.parametrize("stop_at", [4, 6])  # mid-epoch and on an epoch boundary (6 steps per epoch)
@@ -130,7 +148,7 @@ def test_an_existing_run_is_not_overwritten(tmp_path, bundle):
 
 
 def test_the_model_input_kind_decides_the_layout():
-    from resnets.train.setup import layout_for
+    from resnets.data.layout import layout_for
 
     assert layout_for("image", "image", (3, 32, 32)) == ("image", 3)
     assert layout_for("vector", "image", (1, 28, 28)) == ("vector", 784)

@@ -1,6 +1,7 @@
 """Checkpoints of a run: weights in safetensors, the rest of the training state in a weights-only torch file.
 
-``checkpoints/`` holds ``last.safetensors`` and ``best.safetensors`` (the model's state dict, metadata
+``checkpoints/`` holds ``last.safetensors`` and, in runs with a validation split, ``best.safetensors`` (the
+model's state dict chosen on that split; metadata
 ``{"model", "step", "format": "resnets-checkpoint-1"}``), ``last.state.pt`` (optimizer, schedule, RNG,
 step and position, running metrics; read back only with ``torch.load(weights_only=True)``) and
 ``last.json``, the sha256 of each file, checked before resuming.
@@ -128,3 +129,26 @@ def load_checkpoint(directory: str | Path, model: nn.Module) -> dict[str, Any]:
             f"{directory / 'last.state.pt'} has format {state.get('format')!r}, expected {STATE_FORMAT!r}"
         )
     return state
+
+
+def check_file(directory: str | Path, name: str) -> None:
+    """For readers: ``name`` must match the sha256 that the committed manifest records for it.
+
+    A flipped byte in a weight file would otherwise give NaN predictions with exit status 0. A commit in
+    progress (a pending manifest) is accepted when the file matches it; nothing is written here.
+    """
+    directory = Path(directory)
+    if not (directory / MANIFEST).exists():
+        return  # a checkpoint folder made by hand (no manifest): nothing to check against
+    recorded = {_read_manifest(directory / MANIFEST)["files"].get(name)}
+    if (directory / PENDING).exists():
+        recorded.add(_read_manifest(directory / PENDING)["files"].get(name))
+    recorded.discard(None)
+    if not recorded:
+        raise CheckpointError(f"{str(directory / name)!r} is not listed in {MANIFEST}; it was not written by training")
+    actual = sha256_file(directory / name)
+    if actual not in recorded:
+        raise CheckpointError(
+            f"checkpoint file {str(directory / name)!r} is corrupt or was changed: its sha256 {actual[:16]}... is "
+            f"not the one in {MANIFEST}; restore it or train again"
+        )

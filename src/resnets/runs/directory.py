@@ -1,15 +1,16 @@
 """The run directory: a run records its configuration, code version, machine, metrics and pictures.
 
-Its layout is a contract read by ``resnets eval/predict/export``::
+Its layout is a contract read by resume, ``resnets eval/predict/export`` and the instruments::
 
-    config.json      model, model_options, num_classes, in_channels, input_kind, data{...}, recipe{...},
-                     seed, device, amp, channels_last
+    config.json      the run record (resnets.runs.record): model and options, data and how it is fed,
+                     precision, evaluation batch, checkpoint selection, recipe, the full train config
     env.json         package version, git commit, python/torch versions, platform, CPU, host, start time
     metrics.jsonl    one JSON object per epoch (METRIC_COLUMNS; errors in percent)
     metrics.csv      the same rows as CSV
-    summary.json     test_accuracy, test_error (percent), epochs, steps, wall_time_s, best_test_error, ...
+    summary.json     test_accuracy, test_error (percent), epochs, steps, wall_time_s; with a validation
+                     split also the validation-selected epoch and its errors (never a test-selected figure)
     curves.png       train and test error (%) against epoch
-    checkpoints/     see resnets.train.checkpoint
+    checkpoints/     see resnets.runs.checkpoint
 """
 
 from __future__ import annotations

@@ -1,20 +1,17 @@
-"""Training: recipes, the resumable training loop, checkpoints and run directories.
+"""Training: recipes, the resumable training loop, and what it writes into a run directory.
 
 >>> from resnets.train import TrainConfig, get_recipe, train
 >>> summary = train(TrainConfig(model="resnet20", data="fashion-mnist", recipe=get_recipe("fast")))
 """
 
-from resnets.train.checkpoint import load_checkpoint, save_checkpoint, verify
 from resnets.train.config import TrainConfig, apply_overrides, load_config_file, parse_assignment, valid_keys
 from resnets.train.engine import final_line, resume_config, stop_step, train
 from resnets.train.recipes import DEFAULT_EPOCHS, RECIPES, Recipe, get_recipe, list_recipes
-from resnets.train.run_dir import METRIC_COLUMNS, RunDir
 from resnets.train.schedule import LRSchedule, weighted_depth
 from resnets.train.signals import TrainingInterrupted
 
 __all__ = [
-    "DEFAULT_EPOCHS", "METRIC_COLUMNS", "RECIPES", "LRSchedule", "Recipe", "RunDir", "TrainConfig",
-    "TrainingInterrupted", "apply_overrides", "final_line", "get_recipe", "list_recipes", "load_checkpoint",
-    "load_config_file", "parse_assignment", "resume_config", "save_checkpoint", "stop_step", "train", "valid_keys",
-    "verify", "weighted_depth",
+    "DEFAULT_EPOCHS", "RECIPES", "LRSchedule", "Recipe", "TrainConfig", "TrainingInterrupted", "apply_overrides",
+    "final_line", "get_recipe", "list_recipes", "load_config_file", "parse_assignment", "resume_config", "stop_step",
+    "train", "valid_keys", "weighted_depth",
 ]  # fmt: skip

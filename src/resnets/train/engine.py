@@ -17,14 +17,15 @@ import torch
 import torch.nn.functional as F
 
 from resnets.errors import ConfigError, ResnetsError, TrainingDivergedError
-from resnets.train.checkpoint import load_checkpoint, save_checkpoint
+from resnets.device import resolve_device, resolve_precision
+from resnets.metrics import evaluate
+from resnets.runs.checkpoint import load_checkpoint, save_checkpoint
+from resnets.runs.directory import RunDir, default_run_path, environment
+from resnets.runs.record import RECORD_FILE, read_record
 from resnets.train.config import TrainConfig, apply_overrides, config_from_dict
-from resnets.train.device import resolve_device, resolve_precision
 from resnets.train.distributed import Distributed
-from resnets.train.evaluate import evaluate
 from resnets.train.optim import make_optimizer
 from resnets.train.progress import Progress
-from resnets.train.run_dir import RunDir, default_run_path, environment
 from resnets.train.schedule import LRSchedule, weighted_depth
 from resnets.train.session import Session
 from resnets.train.signals import StopRequests, TrainingInterrupted
@@ -49,10 +50,9 @@ def stop_step(config: TrainConfig, steps_per_epoch: int) -> int:
 def resume_config(run_dir: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """The saved configuration of ``run_dir`` with ``overrides`` (e.g. a larger max_steps) applied."""
     run = RunDir(run_dir)
-    if not (run.path / "config.json").exists():
-        raise ConfigError(f"{str(run.path)!r} is not a run directory (no config.json); give the --out of a run")
-    saved = run.read_json("config.json")
-    config = config_from_dict(saved["train"])
+    if not (run.path / RECORD_FILE).exists():
+        raise ConfigError(f"{str(run.path)!r} is not a run directory (no {RECORD_FILE}); give the --out of a run")
+    config = config_from_dict(read_record(run.path).train)
     overrides = dict(overrides or {})
     if overrides.get("recipe") not in (None, config.recipe.name):
         raise ConfigError(
@@ -94,7 +94,7 @@ class Trainer:
         self.dist = dist = Distributed.from_env()
         device = dist.device(config.device) if dist.active else resolve_device(config.device)
         self.precision = resolve_precision(device, config.amp, config.channels_last)
-        self.session = session = Session.build(config, data, self.precision, dist)
+        self.session = session = Session.build(config, data, self.precision, resume=resume)
         self.steps_per_epoch = len(session.train_loader) // dist.world_size
         if self.steps_per_epoch == 0:
             raise ResnetsError(
@@ -118,7 +118,7 @@ class Trainer:
             )
         if dist.is_main:
             self.run_dir.create()
-            self.run_dir.write_json("config.json", session.run_config(config, device, self.precision))
+            self.run_dir.write_json(RECORD_FILE, session.record.to_dict())
             if not (self.run_dir.path / "env.json").exists():
                 self.run_dir.write_json("env.json", environment(device))
         self.model = dist.wrap(model)
@@ -222,19 +222,20 @@ class Trainer:
     def _record(self) -> None:
         """Evaluate, append a metrics row, update the best result, write files, save the checkpoints."""
         self._clock()
-        state, session, precision = self.state, self.session, self.precision
+        state, session = self.state, self.session
         test_loss, test_error = (math.nan, math.nan)
         if session.test_loader is not None:
-            test_loss, test_error = evaluate(self.model, session.test_loader, precision)
+            test_loss, test_error = self._measure(session.test_loader)
         epoch = state.epoch if state.batch == 0 else round(state.epoch + state.batch / self.steps_per_epoch, 4)
         row = {"epoch": epoch, "step": state.step, "lr": self.schedule.lr(max(0, state.step - 1)),
                "train_loss": state.train_loss, "train_error": state.train_error, "test_loss": test_loss,
                "test_error": test_error, "images_per_s": state.seen / max(state.epoch_time_s, 1e-9),
                "epoch_time_s": state.epoch_time_s, "wall_time_s": state.wall_time_s}  # fmt: skip
         if session.val_loader is not None:
-            row["val_loss"], row["val_error"] = evaluate(self.model, session.val_loader, precision)
+            row["val_loss"], row["val_error"] = self._measure(session.val_loader)
         self.rows.append(row)
-        selection = row.get("val_error", test_error)  # select on validation when there is one
+        # Only a validation split chooses a "best" checkpoint: choosing on the test split would bias its error.
+        selection = row.get("val_error", math.nan)
         best = math.isfinite(selection) and selection < state.best_error
         if best:
             state.best_error, state.best_epoch = selection, epoch
@@ -244,7 +245,13 @@ class Trainer:
             if self.board is not None:
                 self.board.write(row)
             _plot(self.run_dir, self.rows)
-        self._save(best=best or not (self.run_dir.checkpoints / "best.safetensors").exists())
+        self._save(best=best)
+
+    def _measure(self, loader: Any) -> tuple[float, float]:
+        """(loss, top-1 error %) of a split, measured as ``resnets eval`` measures it after the run."""
+        result = evaluate(self.model, loader.epoch_batches(0), self.session.record.num_classes,
+                          precision=self.session.record.precision(self.precision.device))  # fmt: skip
+        return result.loss, result.top1_error
 
     def _save(self, best: bool) -> None:
         if not self.dist.is_main:
@@ -270,11 +277,13 @@ def _plot(run: RunDir, rows: list[dict[str, Any]]) -> None:
 
 
 def _summary(config, session, state: TrainState, rows, run: RunDir, steps_per_epoch: int) -> dict[str, Any]:
+    """summary.json: the final figures; with a validation split also the epoch it chose and that epoch's errors.
+
+    No figure here is chosen on the test split (a minimum over epochs of the test error would be biased low).
+    """
     last = rows[-1] if rows else {}
     test_error = last.get("test_error", math.nan)
     test_error = math.nan if test_error is None else test_error
-    tested = [(row["test_error"], row["epoch"]) for row in rows if row.get("test_error") is not None]
-    best_test = min(tested) if tested else (math.nan, None)
     summary = {
         "model": config.model,
         "data": session.bundle.name,
@@ -287,13 +296,14 @@ def _summary(config, session, state: TrainState, rows, run: RunDir, steps_per_ep
         "steps": state.step,
         "wall_time_s": state.wall_time_s,
         "images_per_s": sum(r["images_per_s"] for r in rows) / len(rows) if rows else math.nan,
-        "best_test_error": best_test[0],
-        "best_epoch": best_test[1],
+        "checkpoint": session.record.default_checkpoint,  # what eval, predict and export use by default
         "run_dir": str(run.path),
     }
     if "val_error" in last:
+        chosen = next((row for row in rows if row["epoch"] == state.best_epoch), {})
         summary["val_error"] = last["val_error"]
-        summary["best_val_error"], summary["best_val_epoch"] = state.best_error, state.best_epoch
+        summary["best"] = {"epoch": state.best_epoch, "val_error": state.best_error,
+                           "test_error": chosen.get("test_error", math.nan)}  # fmt: skip
     return summary
 
 

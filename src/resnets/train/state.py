@@ -21,7 +21,7 @@ class TrainState:
     seen: int = 0
     epoch_time_s: float = 0.0  # training time of the current epoch so far (no evaluation)
     wall_time_s: float = 0.0  # all sessions of the run together
-    best_error: float = float("inf")  # best selection error (val if present, else test), percent
+    best_error: float = float("inf")  # best validation error, percent (runs without validation have no best)
     best_epoch: int = -1
 
     def start_epoch(self) -> None:
