@@ -45,6 +45,14 @@ class SkipNetwork(nn.Module):
     num_classes: int
     num_features: int
 
+    @classmethod
+    def check_config(cls, config: Any) -> None:
+        """Refuse config fields that this model class cannot use (ValueError, as a config's own checks).
+
+        Most configs check themselves in ``__post_init__``; a config shared by several model classes (the
+        Transformers') cannot tell which one it is for, so those classes override this.
+        """
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
         return self.forward_head(self.forward_features(x))

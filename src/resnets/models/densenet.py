@@ -22,6 +22,7 @@ from torch import nn
 from resnets.layers.dense import DenseBlock, Transition
 from resnets.layers.factory import get_act, get_norm
 from resnets.models.base import SkipNetwork, make_classifier
+from resnets.models.options import refuse_inapplicable
 from resnets.models.registry import register_model
 
 STEMS = ("imagenet", "cifar")
@@ -49,6 +50,8 @@ class DenseNetConfig:
             raise ValueError(f"compression must be in (0, 1], got {self.compression}")
         if not self.block_config or min(self.block_config) < 1:
             raise ValueError(f"block_config must list at least one block of at least one layer, got {self.block_config}")
+        if len(self.block_config) == 1:  # compression sets the transitions, which sit between dense blocks
+            refuse_inapplicable(self, {"compression": "a DenseNet of one dense block, which has no transitions"})
 
 
 class DenseNet(SkipNetwork):

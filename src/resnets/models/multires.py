@@ -19,6 +19,7 @@ from resnets.layers.factory import get_act, get_norm
 from resnets.layers.multi_residual import MultiResidualBlock
 from resnets.layers.shortcuts import SHORTCUT_OPTIONS
 from resnets.models.base import SkipNetwork, make_classifier
+from resnets.models.options import PLAIN_DROP_PATH, refuse_inapplicable
 from resnets.models.registry import register_model
 
 
@@ -41,6 +42,8 @@ class MultiResNetConfig:
             raise ValueError(f"shortcut must be one of {list(SHORTCUT_OPTIONS)}, got {self.shortcut!r}")
         if len(self.layers) != len(self.widths) or not self.layers:
             raise ValueError(f"layers {self.layers} and widths {self.widths} must have the same, non-zero length")
+        if self.shortcut == "none":  # a block is then the sum of its branches alone
+            refuse_inapplicable(self, {"drop_path_rate": PLAIN_DROP_PATH})
 
 
 class MultiResNet(SkipNetwork):

@@ -88,6 +88,7 @@ def create_model(
         raise UnknownNameError(f"option for model {name!r}:", unknown[0], valid)
     try:
         config = dataclasses.replace(entry.config, **options)
+        entry.cls.check_config(config)
     except (TypeError, ValueError) as error:
         raise ConfigError(f"bad option for model {name!r}: {error}") from None
     default_channels = entry.input_size[0] if entry.input_kind == "image" else entry.input_size[-1]

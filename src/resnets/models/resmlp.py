@@ -17,6 +17,7 @@ from torch import nn
 from resnets.layers.factory import get_act, get_norm
 from resnets.layers.multi_skip import LEARNED_INITS, SKIP_KINDS, MultiSkipLayer
 from resnets.models.base import SkipNetwork, make_classifier
+from resnets.models.options import refuse_inapplicable
 from resnets.models.registry import register_model
 
 
@@ -41,6 +42,21 @@ class ResMLPConfig:
             raise ValueError(f"skip_kind must be one of {list(SKIP_KINDS)}, got {self.skip_kind!r}")
         if self.learned_init not in LEARNED_INITS:
             raise ValueError(f"learned_init must be one of {list(LEARNED_INITS)}, got {self.learned_init!r}")
+        unreached = [k for k in self.skips if k > self.depth]
+        if unreached:  # a skip of distance k enters layer l only where k <= l (a^0 counts)
+            raise ValueError(
+                f"skip distances {unreached} exceed depth {self.depth}: no layer has a layer that far below it, "
+                f"so those skips would never be used; use depth >= {max(unreached)} or drop those distances"
+            )
+        refuse_inapplicable(self, self._inapplicable())
+
+    def _inapplicable(self) -> dict[str, str]:
+        """The skip fields that the chosen skip pattern cannot use, each with the reason (an error if set)."""
+        if not self.skips:
+            return dict.fromkeys(("skip_kind", "learned_init"), "a net without skips (skips=()), the plain twin")
+        if self.skip_kind != "learned":
+            return {"learned_init": f"{self.skip_kind} skips, only to learned skips (skip_kind='learned')"}
+        return {}
 
 
 class ResMLP(SkipNetwork):

@@ -21,6 +21,7 @@ from resnets.layers.preact import PreActBasicBlock, PreActBottleneck
 from resnets.layers.residual import ResidualUnit
 from resnets.layers.shortcuts import SHORTCUT_OPTIONS
 from resnets.models.base import SkipNetwork, make_classifier
+from resnets.models.options import PLAIN_DROP_PATH, refuse_inapplicable
 
 BLOCKS: dict[str, type[ResidualUnit]] = {
     "basic": BasicBlock,
@@ -65,6 +66,23 @@ class ResNetConfig:
             raise ValueError(f"residual_scale must be a number or 'inv_sqrt_depth', got {self.residual_scale!r}")
         if not 0.0 <= self.drop_path_rate < 1.0:
             raise ValueError(f"drop_path_rate must be in [0, 1), got {self.drop_path_rate}")
+        refuse_inapplicable(self, self._inapplicable())
+
+    def _inapplicable(self) -> dict[str, str]:
+        """The fields the chosen block kind and shortcut cannot use, each with the reason (an error if set)."""
+        reasons: dict[str, str] = {}
+        if self.block not in ("bottleneck", "preact_bottleneck"):
+            bottleneck_only = f"{self.block} blocks, only to bottleneck and preact_bottleneck blocks"
+            reasons.update(dict.fromkeys(("groups", "base_width", "stride_in_1x1"), bottleneck_only))
+        if self.block != "preact_basic":
+            reasons["dropout"] = f"{self.block} blocks, only to preact_basic blocks (Wide ResNet)"
+        if self.shortcut == "none":
+            # Without a shortcut a block's output is F(x) alone: zeroing or dropping F zeroes the whole signal.
+            reasons["zero_init_last"] = (
+                "plain nets (shortcut='none'): every block would output zeros, so only the classifier bias would learn"
+            )
+            reasons["drop_path_rate"] = PLAIN_DROP_PATH
+        return reasons
 
     @property
     def preact(self) -> bool:

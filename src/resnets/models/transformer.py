@@ -23,6 +23,7 @@ from resnets.layers.drop_path import linear_drop_rates
 from resnets.layers.factory import get_act
 from resnets.layers.transformer_block import NORM_PLACEMENTS, TransformerBlock
 from resnets.models.base import SkipNetwork, make_classifier
+from resnets.models.options import refuse_inapplicable
 from resnets.models.registry import register_model
 
 POOLS = ("cls", "mean")
@@ -35,7 +36,10 @@ def _tracing() -> bool:
 
 @dataclass(frozen=True)
 class TransformerConfig:
-    """The shared trunk of both models; ``img_size``/``patch_size`` matter for images, ``max_tokens`` for sequences."""
+    """The shared trunk of both models; ``img_size``/``patch_size`` matter for images, ``max_tokens`` for sequences.
+
+    Each model class refuses the fields it cannot use (``check_config``): the config alone does not know its model.
+    """
 
     dim: int = 128
     depth: int = 6  # blocks; each has two residual sublayers
@@ -56,8 +60,6 @@ class TransformerConfig:
             raise ValueError(f"pool must be one of {list(POOLS)}, got {self.pool!r}")
         if self.dim % self.num_heads:
             raise ValueError(f"dim {self.dim} must be divisible by num_heads {self.num_heads}")
-        if self.img_size % self.patch_size:
-            raise ValueError(f"img_size {self.img_size} must be a multiple of patch_size {self.patch_size}")
 
 
 class _TransformerClassifier(SkipNetwork):
@@ -67,6 +69,7 @@ class _TransformerClassifier(SkipNetwork):
 
     def __init__(self, config: TransformerConfig, num_tokens: int, num_classes: int) -> None:
         super().__init__()
+        self.check_config(config)
         self.config, self.num_classes = config, num_classes
         dim = config.dim
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if config.pool == "cls" else None
@@ -121,6 +124,13 @@ class VisionTransformer(_TransformerClassifier):
 
     input_kind = "image"
 
+    @classmethod
+    def check_config(cls, config: TransformerConfig) -> None:
+        """Images are cut into patches; ``max_tokens`` (the sequence length) means nothing here."""
+        if config.img_size % config.patch_size:
+            raise ValueError(f"img_size {config.img_size} must be a multiple of patch_size {config.patch_size}")
+        refuse_inapplicable(config, {"max_tokens": "image models (VisionTransformer), only to sequence encoders"})
+
     def __init__(self, config: TransformerConfig, *, num_classes: int = 10, in_channels: int = 3) -> None:
         super().__init__(config, (config.img_size // config.patch_size) ** 2, num_classes)
         self.in_channels = in_channels
@@ -144,6 +154,13 @@ class SequenceEncoder(_TransformerClassifier):
     """A Transformer encoder over (B, T, in_channels) float features, e.g. the 28 rows of a 28x28 image."""
 
     input_kind = "sequence"
+
+    @classmethod
+    def check_config(cls, config: TransformerConfig) -> None:
+        """Sequences are embedded token by token; the image size and patch size mean nothing here."""
+        refuse_inapplicable(
+            config, dict.fromkeys(("img_size", "patch_size"), "sequence models (SequenceEncoder), only to image models")
+        )
 
     def __init__(self, config: TransformerConfig, *, num_classes: int = 10, in_channels: int = 28) -> None:
         super().__init__(config, config.max_tokens, num_classes)
