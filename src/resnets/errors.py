@@ -42,5 +42,9 @@ class CheckpointError(ResnetsError):
     """A weight or checkpoint file that cannot be loaded safely."""
 
 
+class LesionError(ResnetsError, ValueError):
+    """A unit (or branch) that cannot be deleted: a plain unit that changes the shape, or no such branch."""
+
+
 class TrainingDivergedError(ResnetsError):
     """The loss became non-finite; the last good checkpoint is kept."""

@@ -11,6 +11,7 @@ from torch import nn
 from resnets.layers.factory import ActLayer, NormLayer
 from resnets.layers.residual import ResidualUnit
 from resnets.layers.shortcuts import make_shortcut
+from resnets.layers.skip_unit import UnitShape
 from resnets.layers.squeeze_excite import SqueezeExcite
 
 
@@ -40,7 +41,9 @@ class BasicBlock(ResidualUnit):
         drop_path: float = 0.0,
         residual_scale: float = 1.0,
     ) -> None:
-        super().__init__(drop_path, residual_scale, has_shortcut=shortcut != "none")
+        super().__init__(
+            drop_path, residual_scale, has_shortcut=shortcut != "none", io_shape=UnitShape(in_channels, planes, stride)
+        )
         self.conv1 = conv3x3(in_channels, planes, stride)
         self.bn1 = norm(planes)
         self.relu = act()

@@ -17,6 +17,7 @@ from resnets.layers.basic import conv1x1, conv3x3
 from resnets.layers.factory import ActLayer, NormLayer
 from resnets.layers.residual import ResidualUnit
 from resnets.layers.shortcuts import make_shortcut
+from resnets.layers.skip_unit import UnitShape
 from resnets.layers.squeeze_excite import SqueezeExcite
 
 
@@ -41,9 +42,10 @@ class Bottleneck(ResidualUnit):
         drop_path: float = 0.0,
         residual_scale: float = 1.0,
     ) -> None:
-        super().__init__(drop_path, residual_scale, has_shortcut=shortcut != "none")
         width = int(planes * (base_width / 64.0)) * groups
         out_channels = planes * self.expansion
+        shape = UnitShape(in_channels, out_channels, stride)
+        super().__init__(drop_path, residual_scale, has_shortcut=shortcut != "none", io_shape=shape)
         stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)
         self.conv1 = conv1x1(in_channels, width, stride_1x1)
         self.bn1 = norm(width)

@@ -12,6 +12,12 @@ so torchvision's DenseNet state dicts load unchanged.
 Memory-efficient mode (Pleiss et al. 2017, "Memory-Efficient Implementation of DenseNets") recomputes the
 concatenation and the first BN-ReLU-conv in the backward pass with ``torch.utils.checkpoint`` instead of
 storing them, so memory grows linearly rather than quadratically with the layers of a block.
+
+A dense layer is a :class:`~resnets.layers.skip_unit.SkipUnit` whose join is a concatenation: its branch is
+the new features, its shortcut the earlier feature maps that the block concatenates with them. So
+``residual_scale`` multiplies the new features, and a lesioned layer contributes zeros of the same shape,
+which keeps the block's channel count (the analogue of Veit et al. 2016's lesions). The concatenated
+shortcut is built only while a tap reads it, so that memory-efficient training stores nothing more.
 """
 
 from __future__ import annotations
@@ -22,10 +28,16 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from resnets.layers.factory import ActLayer, NormLayer
+from resnets.layers.skip_unit import SkipUnit, UnitShape
 
 
-class DenseLayer(nn.Module):
-    """BN-ReLU-conv1x1-BN-ReLU-conv3x3 over the concatenated inputs; returns only the new ``growth_rate`` maps."""
+class DenseLayer(SkipUnit):
+    """BN-ReLU-conv1x1-BN-ReLU-conv3x3 over the concatenated inputs; returns only the new ``growth_rate`` maps.
+
+    Its unit shape is its block's: ``in_channels`` before it, ``in_channels + growth_rate`` after it.
+    """
+
+    join = "concat"
 
     def __init__(
         self,
@@ -37,8 +49,9 @@ class DenseLayer(nn.Module):
         memory_efficient: bool = False,
         norm: NormLayer = nn.BatchNorm2d,
         act: ActLayer = nn.ReLU,
+        residual_scale: float = 1.0,
     ) -> None:
-        super().__init__()
+        super().__init__(UnitShape(in_channels, in_channels + growth_rate), residual_scale=residual_scale)
         width = bn_size * growth_rate
         self.norm1 = norm(in_channels)
         self.relu1 = act()
@@ -53,7 +66,8 @@ class DenseLayer(nn.Module):
         """conv1(relu1(norm1(concat(inputs)))): the part whose activations checkpointing does not keep."""
         return self.conv1(self.relu1(self.norm1(torch.cat(inputs, 1))))  # (B, bn_size * growth, H, W)
 
-    def forward(self, inputs: list[torch.Tensor]) -> torch.Tensor:
+    def residual_and_shortcut(self, inputs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The new features and, only while a tap reads it, the concatenated inputs (else None)."""
         if self.memory_efficient and torch.is_grad_enabled() and any(t.requires_grad for t in inputs):
             out = checkpoint(self.bottleneck, *inputs, use_reentrant=False)
         else:
@@ -61,7 +75,11 @@ class DenseLayer(nn.Module):
         out = self.conv2(self.relu2(self.norm2(out)))  # (B, growth, H, W)
         if self.drop_rate > 0:
             out = F.dropout(out, p=self.drop_rate, training=self.training)
-        return out
+        return out, (torch.cat(inputs, 1) if self.taps else None)  # (B, in_channels, H, W)
+
+    def forward(self, inputs: list[torch.Tensor]) -> torch.Tensor:
+        branch, shortcut = self.residual_and_shortcut(inputs)
+        return self.combine(branch, shortcut, None)
 
 
 class DenseBlock(nn.ModuleDict):

@@ -10,6 +10,11 @@ weights and a bias of ``-gate_bias`` (+2 by default), so it starts open just as 
 
 The gates are modules (``transform_gate``, ``carry_gate``) whose outputs are the gate values, so an
 instrument can read T(x) with a forward hook instead of recomputing it.
+
+A highway layer is a :class:`~resnets.layers.skip_unit.SkipUnit` whose branch is H(x) * T(x) and whose
+shortcut is the carry x * C(x): ``residual_scale`` multiplies H * T, and a lesioned layer outputs its carry
+alone, as a lesioned residual block outputs its shortcut (Veit et al. 2016). While nothing reads or changes
+the sum, a coupled layer computes x + T * (H - x) instead, which is equal and needs one fewer full-size product.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import torch
 from torch import nn
 
 from resnets.layers.factory import ActLayer, NormLayer
+from resnets.layers.skip_unit import SkipUnit, UnitShape
 
 CARRY_OPTIONS = ("coupled", "independent")
 
@@ -39,21 +45,37 @@ class HighwayGate(nn.Module):
         return torch.sigmoid(self.affine(x))  # same shape as x, values in (0, 1)
 
 
-class HighwayLayer(nn.Module):
-    """y = H(x) * T(x) + x * C(x); H, T and C keep the shape of x, so the carry needs no projection."""
+class HighwayLayer(SkipUnit):
+    """y = scale * H(x) * T(x) + x * C(x); H, T and C keep the shape of x, so the carry needs no projection."""
 
-    def __init__(self, transform: nn.Module, transform_gate: HighwayGate, carry_gate: HighwayGate | None) -> None:
-        super().__init__()
+    def __init__(
+        self,
+        transform: nn.Module,
+        transform_gate: HighwayGate,
+        carry_gate: HighwayGate | None,
+        *,
+        residual_scale: float = 1.0,
+    ) -> None:
+        affine = transform_gate.affine
+        width = affine.in_features if isinstance(affine, nn.Linear) else affine.in_channels
+        super().__init__(UnitShape(width, width), residual_scale=residual_scale, has_shortcut=True)
         self.transform = transform  # H, the plain layer
         self.transform_gate = transform_gate  # T
         self.carry_gate = carry_gate  # C; None means coupled, C = 1 - T
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def residual_and_shortcut(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """H(x) * T(x), the transformed part, and the carry x * C(x)."""
         h = self.transform(x)
         t = self.transform_gate(x)
-        if self.carry_gate is None:
-            return x + t * (h - x)  # = h * t + x * (1 - t), one fewer full-size product
-        return h * t + x * self.carry_gate(x)
+        carry = 1 - t if self.carry_gate is None else self.carry_gate(x)
+        return h * t, x * carry  # same shape as x each
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.carry_gate is None and not self.instrumented:
+            # h * t + x * (1 - t) as x + t * (h - x): one fewer full-size product, and no separate terms to build.
+            h = self.transform(x)
+            return x + self.transform_gate(x) * (h - x)
+        return super().forward(x)
 
     def extra_repr(self) -> str:
         return f"carry={'coupled' if self.carry_gate is None else 'independent'}"

@@ -12,6 +12,13 @@ Linear would still be a parameter that weight decay, a checkpoint or a careless 
 touch). Where m skips enter one layer, each fixed identity carries weight 1/m, so that the skips add their
 average: with unit weights the activations would grow geometrically with depth (a^l ~ a^{l-2} + a^{l-3} +
 a^{l-4} grows like 1.84^l). With one skip, m = 1 and the skip is exactly the identity.
+
+A layer is a :class:`~resnets.layers.skip_unit.SkipUnit` whose branch is z^l = norm(W^{l-1,l} a^{l-1} + b^l) and
+whose shortcut is the sum of its skips, a^l = g(scale * z^l + sum_k S_k a^{l-k}): ``residual_scale`` multiplies
+z^l, and a lesioned layer outputs g(sum of its skips), as a lesioned residual block outputs its shortcut (Veit
+et al. 2016). A layer without skips (the plain twin, or layer 1 when every distance exceeds 1) becomes the
+identity, a^l = a^{l-1}, as the paper's lesioned VGG layers do. While nothing reads or changes the sum, a layer
+adds its skips to z^l one by one, as it always did, rather than summing them first.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import torch
 from torch import nn
 
 from resnets.layers.factory import ActLayer, NormLayer
+from resnets.layers.skip_unit import SkipUnit, UnitShape
 
 SKIP_KINDS = ("identity", "learned")
 LEARNED_INITS = ("identity", "zeros", "random")
@@ -70,7 +78,7 @@ def make_skip(kind: str, width: int, scale: float = 1.0, init: str = "identity")
     return IdentitySkip(scale) if kind == "identity" else LearnedSkip(width, scale, init)
 
 
-class MultiSkipLayer(nn.Module):
+class MultiSkipLayer(SkipUnit):
     """One layer l: a^l = g(norm(W^{l-1,l} a^{l-1} + b^l) + sum_k S_k a^{l-k}); ``skips`` keyed ``k<distance>``.
 
     With ``norm`` the identity this is the formula exactly; a norm on z^l (LayerNorm by default in the
@@ -86,26 +94,41 @@ class MultiSkipLayer(nn.Module):
         learned_init: str = "identity",
         norm: NormLayer = nn.LayerNorm,
         act: ActLayer = nn.ReLU,
+        residual_scale: float = 1.0,
     ) -> None:
-        super().__init__()
+        super().__init__(UnitShape(width, width), residual_scale=residual_scale, has_shortcut=bool(distances))
         self.linear = nn.Linear(width, width)  # W^{l-1,l} and b^l
         self.norm = norm(width)
         self.skips = nn.ModuleDict(
             {f"k{k}": make_skip(kind, width, 1.0 / len(distances), learned_init) for k in distances}
         )
         self.distances = tuple(distances)
-        self.has_shortcut = bool(distances)
         self.act = act()
 
+    def residual_and_shortcut(self, history: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """z^l and the sum of the skips (None without skips); ``history[-k]`` is a^{l-k}."""
+        z = self.norm(self.linear(history[-1]))  # (B, width)
+        skips = None
+        for k in self.distances:
+            skip = self.skips[f"k{k}"](history[-k])
+            skips = skip if skips is None else skips + skip
+        return z, skips
+
     def pre_activation(self, history: list[torch.Tensor]) -> torch.Tensor:
-        """z^l plus the skips; ``history[-k]`` is a^{l-k}."""
+        """z^l plus the skips, added one by one; ``history[-k]`` is a^{l-k}."""
         out = self.norm(self.linear(history[-1]))  # (B, width)
         for k in self.distances:
             out = out + self.skips[f"k{k}"](history[-k])
         return out
 
+    def post(self, y: torch.Tensor) -> torch.Tensor:
+        return self.act(y)
+
     def forward(self, history: list[torch.Tensor]) -> torch.Tensor:
-        return self.act(self.pre_activation(history))  # (B, width)
+        if not self.instrumented:  # the same sum, in the order it always had: ((z + S_2 a) + S_3 a) + ...
+            return self.act(self.pre_activation(history))  # (B, width)
+        branch, shortcut = self.residual_and_shortcut(history)
+        return self.combine(branch, shortcut, history[-1])
 
     def extra_repr(self) -> str:
         return f"distances={self.distances}"

@@ -19,6 +19,7 @@ from resnets.layers.attention import SelfAttention
 from resnets.layers.factory import ActLayer
 from resnets.layers.mlp import Mlp
 from resnets.layers.residual import ResidualUnit
+from resnets.layers.skip_unit import UnitShape
 
 NORM_PLACEMENTS = ("pre", "post")
 
@@ -37,7 +38,7 @@ class ResidualSublayer(ResidualUnit):
     ) -> None:
         if placement not in NORM_PLACEMENTS:
             raise ValueError(f"norm placement must be one of {list(NORM_PLACEMENTS)}, got {placement!r}")
-        super().__init__(drop_path, residual_scale, has_shortcut=True)
+        super().__init__(drop_path, residual_scale, has_shortcut=True, io_shape=UnitShape(dim, dim))
         self.placement = placement
         self.norm = nn.LayerNorm(dim)
         self.branch = branch

@@ -1,5 +1,7 @@
 """Model families and the registry; importing a family module registers its named variants."""
 
+# The order of these imports is the order `list_models()` and `resnets models` list the families in.
+# isort: off
 from resnets.models import resnet_zoo  # noqa: F401  (registers the ResNet family)
 from resnets.models import highway  # noqa: F401  (registers the Highway networks)
 from resnets.models import densenet  # noqa: F401  (registers the DenseNets)
@@ -7,7 +9,18 @@ from resnets.models import resmlp  # noqa: F401  (registers the residual MLPs)
 from resnets.models import transformer  # noqa: F401  (registers the residual Transformers)
 from resnets.models import multires  # noqa: F401  (registers the multi-residual networks)
 from resnets.models import plain_ll  # noqa: F401  (registers the looks-linear plain networks)
-from resnets.models.base import BlockInfo, SkipNetwork
+
+# isort: on
+from resnets.models.base import BlockInfo, SkipNetwork, capture_units
 from resnets.models.registry import ModelEntry, create_model, get_model_entry, list_models, register_model
 
-__all__ = ["BlockInfo", "ModelEntry", "SkipNetwork", "create_model", "get_model_entry", "list_models", "register_model"]
+__all__ = [
+    "BlockInfo",
+    "ModelEntry",
+    "SkipNetwork",
+    "capture_units",
+    "create_model",
+    "get_model_entry",
+    "list_models",
+    "register_model",
+]

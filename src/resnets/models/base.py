@@ -3,17 +3,26 @@
 A model is ``forward_features`` (the trunk, no pooling) followed by ``forward_head`` (pool, flatten,
 classifier). ``residual_blocks()`` lists the skip-connection units in order with their stage, so that
 instruments (lesion studies, gradient probes, rescaling) work on any family without special cases.
+
+Every unit is a :class:`~resnets.layers.skip_unit.SkipUnit`, and :class:`BlockInfo` carries its operations:
+``lesioned()`` deletes it for the ``with`` block (Veit et al. 2016, "Residual Networks Behave Like Ensembles
+of Relatively Shallow Networks"), ``scaled()`` rescales its branch, ``capture()`` reads its branch and
+shortcut; :func:`capture_units` reads many units in one forward pass.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from resnets.errors import InputShapeError
+from resnets.layers.skip_unit import SkipUnit, UnitCapture
 
 #: What a model's input looks like: images (B, C, H, W), vectors (B, D) or sequences (B, T, D).
 INPUT_RANKS = {"image": 4, "vector": 2, "sequence": 3}
@@ -29,6 +38,55 @@ class BlockInfo:
     stage: int  # 1-based stage (resolution level); 1 for families without stages
     index: int  # 0-based position among all residual units
     module: nn.Module
+
+    @property
+    def unit(self) -> SkipUnit:
+        """The module as a :class:`SkipUnit` (every registered family's units are)."""
+        if not isinstance(self.module, SkipUnit):
+            raise TypeError(f"unit {self.name!r} is a {type(self.module).__name__}, not a SkipUnit")
+        return self.module
+
+    @property
+    def has_shortcut(self) -> bool:
+        return self.unit.has_shortcut
+
+    @property
+    def changes_shape(self) -> bool:
+        """Whether the unit's output shape differs from its input's (a dense layer's: its block grows)."""
+        return self.unit.changes_shape
+
+    @property
+    def num_branches(self) -> int:
+        return self.unit.num_branches
+
+    @contextmanager
+    def lesioned(self, branch: int | None = None) -> Iterator[BlockInfo]:
+        """The unit (or its branch ``branch``) deleted inside the ``with`` block and restored on exit.
+
+        A lesioned unit outputs its shortcut; one without shortcut becomes the identity, or raises
+        :class:`~resnets.errors.LesionError` where its input and output shapes differ.
+        """
+        with self.unit.lesioned(branch, name=self.name):
+            yield self
+
+    @contextmanager
+    def scaled(self, factor: float) -> Iterator[BlockInfo]:
+        """The branch multiplied by ``factor`` inside the ``with`` block; the previous scale comes back on exit."""
+        with self.unit.scaled(factor):
+            yield self
+
+    @contextmanager
+    def capture(self) -> Iterator[UnitCapture]:
+        """An object whose ``branch`` and ``shortcut`` hold F(x) and the shortcut of the last forward pass."""
+        with self.unit.capture() as capture:
+            yield capture
+
+
+@contextmanager
+def capture_units(blocks: Iterable[BlockInfo]) -> Iterator[dict[int, UnitCapture]]:
+    """Captures of many units at once, keyed by ``BlockInfo.index``, so one forward pass reads them all."""
+    with ExitStack() as stack:
+        yield {info.index: stack.enter_context(info.capture()) for info in blocks}
 
 
 class SkipNetwork(nn.Module):
