@@ -102,14 +102,28 @@ def main() -> None:
     images = torch.randint(0, 256, (args.samples, 3, 32, 32), dtype=torch.uint8, generator=generator)
     targets = torch.randint(0, 10, (args.samples,), generator=generator)
 
-    baseline_loader = DataLoader(PerSampleDataset(images, targets, generator), batch_size=args.batch_size,
-                                 shuffle=True, drop_last=True, num_workers=0)  # fmt: skip
+    baseline_loader = DataLoader(
+        PerSampleDataset(images, targets, generator),
+        batch_size=args.batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=0,
+    )
     precision = resolve_precision(torch.device("cpu"), None, None)
 
     def ours_loader(channels_last: bool) -> Iterator:
-        loader = BatchLoader(ArrayDataset(images, targets), args.batch_size, shuffle=True, seed=0,
-                             augment=BatchAugment(flip=True), mean=MEAN, std=STD, drop_last=True, layout="image",
-                             channels_last=channels_last)  # fmt: skip
+        loader = BatchLoader(
+            ArrayDataset(images, targets),
+            args.batch_size,
+            shuffle=True,
+            seed=0,
+            augment=BatchAugment(flip=True),
+            mean=MEAN,
+            std=STD,
+            drop_last=True,
+            layout="image",
+            channels_last=channels_last,
+        )
         return forever(loader.epoch_batches)
 
     variants = {
@@ -123,8 +137,11 @@ def main() -> None:
         for variant in variants.values():
             variant.run(args.steps)
     baseline, ours, forced_cl = (variants[k].rate for k in ("baseline", "ours", "ours_cl"))
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, cpu capability "
-          f"{torch.backends.cpu.get_cpu_capability()}, batch {args.batch_size}, {args.rounds} rounds of {args.steps} timed steps, median")  # fmt: skip
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, cpu capability "
+        f"{torch.backends.cpu.get_cpu_capability()}, batch {args.batch_size}, "
+        f"{args.rounds} rounds of {args.steps} timed steps, median"
+    )
     print(f"baseline (per-sample Dataset + DataLoader, fp32 NCHW): {baseline:8.1f} images/s")
     print(f"ours (BatchLoader, channels_last={precision.channels_last}, amp={precision.amp}):    {ours:8.1f} images/s")
     print(f"ours with channels_last forced on:                      {forced_cl:8.1f} images/s")

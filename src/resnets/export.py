@@ -79,8 +79,10 @@ def export_model(
         with torch.jit.optimized_execution(False):  # the graph as saved, without seconds of JIT fusion first
             (diff, scale), note = _compare(net, _load_torchscript(path), check), ""
     if diff is not None and not diff <= tolerance * max(1.0, scale):
-        raise ResnetsError(f"the exported {format} model differs from the PyTorch model by {diff:.3g} on logits up "
-                           f"to {scale:.3g} (tolerance {tolerance:g}); do not use {str(path)!r}")  # fmt: skip
+        raise ResnetsError(
+            f"the exported {format} model differs from the PyTorch model by {diff:.3g} on logits up "
+            f"to {scale:.3g} (tolerance {tolerance:g}); do not use {str(path)!r}"
+        )
     return ExportResult(path, format, exporter, diff, scale, note)
 
 
@@ -110,22 +112,39 @@ def export_onnx(net: SkipNetwork, x: torch.Tensor, path: Path, opset: int | None
         import onnx  # noqa: F401
         import onnxscript  # noqa: F401
     except ImportError as error:
-        raise ResnetsError(f"ONNX export needs the onnx and onnxscript packages ({error}); "
-                           "install them with: pip install 'resnets[onnx]'") from None  # fmt: skip
-    names = dict(input_names=["input"], output_names=["logits"])
+        raise ResnetsError(
+            f"ONNX export needs the onnx and onnxscript packages ({error}); "
+            "install them with: pip install 'resnets[onnx]'"
+        ) from None
+    names = {"input_names": ["input"], "output_names": ["logits"]}
     try:
         with torch.no_grad():
-            program = torch.onnx.export(net, (x,), str(path), dynamo=True, verbose=False, external_data=False,
-                                        dynamic_shapes=({0: torch.export.Dim("batch")},), opset_version=opset,
-                                        **names)  # fmt: skip
+            program = torch.onnx.export(
+                net,
+                (x,),
+                str(path),
+                dynamo=True,
+                verbose=False,
+                external_data=False,
+                dynamic_shapes=({0: torch.export.Dim("batch")},),
+                opset_version=opset,
+                **names,
+            )
         version = program.model.opset_imports.get("", opset) if program is not None else opset
         return f"torch.onnx dynamo exporter, opset {version}"
-    except Exception as error:  # an op the new exporter cannot translate: fall back, and say so
+    except Exception as error:  # noqa: BLE001 - any op the new exporter cannot translate: fall back, and say so
         failure = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the legacy exporter's deprecation and constant-folding notices
-        torch.onnx.export(net, (x,), str(path), dynamo=False, opset_version=opset or 17,
-                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, **names)  # fmt: skip
+        torch.onnx.export(
+            net,
+            (x,),
+            str(path),
+            dynamo=False,
+            opset_version=opset or 17,
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+            **names,
+        )
     return f"legacy TorchScript-based ONNX exporter, opset {opset or 17} (the dynamo exporter failed: {failure})"
 
 

@@ -63,9 +63,9 @@ class MetricAccumulator:
         self.loss_sum += float(F.cross_entropy(logits, targets, reduction="sum"))
         logits, targets = logits.cpu(), targets.cpu()
         predicted = logits.argmax(dim=1)
-        self.confusion += torch.bincount(
-            targets * self.num_classes + predicted, minlength=self.num_classes**2
-        ).reshape(self.num_classes, self.num_classes)
+        self.confusion += torch.bincount(targets * self.num_classes + predicted, minlength=self.num_classes**2).reshape(
+            self.num_classes, self.num_classes
+        )
         if self.num_classes > TOP_K:
             top = logits.topk(TOP_K, dim=1).indices  # (B, 5)
             self.top5_correct += int((top == targets[:, None]).any(dim=1).sum())

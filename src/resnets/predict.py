@@ -40,8 +40,10 @@ def read_image(path: str | Path, channels: int, size: tuple[int, int]) -> torch.
     from PIL import Image, UnidentifiedImageError
 
     if channels not in _MODES:
-        raise DataError(f"the model takes {channels}-channel images; predict reads only 1-channel (greyscale) "
-                        "or 3-channel (RGB) images")  # fmt: skip
+        raise DataError(
+            f"the model takes {channels}-channel images; predict reads only 1-channel (greyscale) "
+            "or 3-channel (RGB) images"
+        )
     try:
         with Image.open(path) as image:
             image.load()
@@ -49,8 +51,9 @@ def read_image(path: str | Path, channels: int, size: tuple[int, int]) -> torch.
     except FileNotFoundError:
         raise DataError(f"image {str(path)!r} does not exist") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
-        raise DataError(f"cannot read image {str(path)!r}: {error}; expected a PNG, JPEG or other image "
-                        "Pillow can open") from None  # fmt: skip
+        raise DataError(
+            f"cannot read image {str(path)!r}: {error}; expected a PNG, JPEG or other image Pillow can open"
+        ) from None
     height, width = size
     if image.size != (width, height):
         image = image.resize((width, height), Image.Resampling.BILINEAR)
@@ -80,13 +83,20 @@ def predict_images(
         )
     if len(recorded.sample_shape) != 3:
         raise DataError(
-            f"the model was trained on vectors of shape {tuple(recorded.sample_shape)}, not images; predict reads images"
+            f"the model was trained on vectors of shape {tuple(recorded.sample_shape)}, not images; "
+            "predict reads images"
         )
     channels, height, width = (int(s) for s in recorded.sample_shape)
     inputs = torch.stack([read_image(path, channels, (height, width)) for path in images])  # (N, C, H, W) uint8
     dataset = ArrayDataset(inputs, torch.zeros(len(images), dtype=torch.int64))
-    loader = measurement_loader(dataset, mean=recorded.mean, std=recorded.std, layout=recorded.layout,
-                                precision=run.precision, batch_size=run.record.eval_batch_size)  # fmt: skip
+    loader = measurement_loader(
+        dataset,
+        mean=recorded.mean,
+        std=recorded.std,
+        layout=recorded.layout,
+        precision=run.precision,
+        batch_size=run.record.eval_batch_size,
+    )
     k = min(top_k, run.record.num_classes)
     probabilities = []
     with torch.no_grad():

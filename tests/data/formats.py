@@ -8,6 +8,7 @@ import pickle
 import struct
 import tarfile
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 from PIL import Image
@@ -44,7 +45,7 @@ def write_mnist_folder(folder: Path, n_train: int = 12, n_test: int = 5, *, comp
 class Py2Pickler(pickle._Pickler):
     """Writes protocol 2 the way Python 2 did for CIFAR: str and bytes as BINSTRING, numpy.core globals."""
 
-    dispatch = dict(pickle._Pickler.dispatch)
+    dispatch: ClassVar[dict] = dict(pickle._Pickler.dispatch)
 
     def save_py2_str(self, obj: str | bytes) -> None:
         data = obj.encode("utf-8") if isinstance(obj, str) else obj
@@ -85,8 +86,12 @@ def write_cifar10(folder: Path, per_batch: int = 4, n_test: int = 3) -> dict:
     written = {"names": names, "train": [], "test": None}
     for i in range(1, 6):
         data, labels = cifar_arrays(per_batch, 10, seed=i)
-        batch = {"batch_label": f"training batch {i} of 5", "labels": labels, "data": data,
-                 "filenames": ["x.png"] * per_batch}
+        batch = {
+            "batch_label": f"training batch {i} of 5",
+            "labels": labels,
+            "data": data,
+            "filenames": ["x.png"] * per_batch,
+        }
         (folder / f"data_batch_{i}").write_bytes(py2_pickle(batch))
         written["train"].append((data, labels))
     data, labels = cifar_arrays(n_test, 10, seed=99)
@@ -126,8 +131,15 @@ def write_image(path: Path, pixels: np.ndarray) -> Path:
     return path
 
 
-def write_image_tree(root: Path, classes: dict[str, int], *, size: tuple[int, int] = (8, 6), ext: str = ".png",
-                     gray: bool = False, seed: int = 0) -> dict[Path, np.ndarray]:
+def write_image_tree(
+    root: Path,
+    classes: dict[str, int],
+    *,
+    size: tuple[int, int] = (8, 6),
+    ext: str = ".png",
+    gray: bool = False,
+    seed: int = 0,
+) -> dict[Path, np.ndarray]:
     """root/CLASS/NNN.ext with random pixels (lossless by default, so tests can compare exact values)."""
     rng = np.random.default_rng(seed)
     written = {}

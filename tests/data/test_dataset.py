@@ -44,8 +44,9 @@ def test_image_stats_are_per_channel_in_unit_range() -> None:
 
 def test_bundle_stats_come_from_train_after_the_split_and_describe() -> None:
     inputs = torch.arange(10, dtype=torch.float32)[:, None]
-    bundle = make_bundle("toy", "vector", ["a", "b"], ArrayDataset(inputs, torch.arange(10) % 2), None,
-                         flip=True, val_size=4, seed=0)
+    bundle = make_bundle(
+        "toy", "vector", ["a", "b"], ArrayDataset(inputs, torch.arange(10) % 2), None, flip=True, val_size=4, seed=0
+    )
     assert bundle.mean[0] == pytest.approx(bundle.train.inputs.mean().item())
     assert bundle.flip is False  # never for vectors
     assert bundle.describe() == "toy: vector 1, 2 classes (a, b); train 4, val 4, test 2"  # a fifth held out as test

@@ -94,6 +94,7 @@ def test_cache_is_reused_and_invalidated_by_changes(
     first = load_data(tmp_path / "d", test_fraction=0)
     entries = list((_private_cache / "image-folder").iterdir())
     assert len(entries) == 1 and (entries[0] / "meta.json").is_file()
+
     def no_decoding(*args: object) -> None:
         raise AssertionError("a cache hit must not decode")
 

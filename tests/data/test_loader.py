@@ -66,8 +66,11 @@ def test_layouts_vector_sequence_and_channels_last() -> None:
 
 def test_vector_data_and_bad_options_are_refused() -> None:
     vectors = ArrayDataset(torch.tensor([[1.0, 10.0], [3.0, 30.0]]), torch.tensor([0, 1]))
-    x, _ = next(BatchLoader(vectors, 2, shuffle=False, seed=0, mean=(2.0, 20.0), std=(1.0, 10.0), layout="vector")
-                .epoch_batches(0))
+    x, _ = next(
+        BatchLoader(
+            vectors, 2, shuffle=False, seed=0, mean=(2.0, 20.0), std=(1.0, 10.0), layout="vector"
+        ).epoch_batches(0)
+    )
     assert x.tolist() == [[-1.0, -1.0], [1.0, 1.0]]
     with pytest.raises(ConfigError, match="vector data .* needs layout='vector' and no augmentation"):
         BatchLoader(vectors, 2, shuffle=False, seed=0, mean=(0.0, 0.0), std=(1.0, 1.0))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -10,7 +9,7 @@ import torch
 from safetensors.torch import save_file
 
 from resnets import create_model
-from resnets.errors import CheckpointError, ConfigError
+from resnets.errors import CheckpointError
 from resnets.io.weight_files import LoadReport, load_weights, read_weight_file
 from resnets.runs import open_run
 

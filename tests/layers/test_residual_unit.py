@@ -82,7 +82,7 @@ def test_drop_path_drops_whole_samples_at_the_right_rate() -> None:
     kept = ~dropped
     # Every sample is either dropped whole or kept whole and rescaled by 1/(1-p).
     assert torch.allclose(y[kept], x[kept] / (1 - p))
-    assert ((y[~kept] == 0).all())
+    assert (y[~kept] == 0).all()
     sigma = math.sqrt(p * (1 - p) / n)
     assert abs(dropped.float().mean().item() - p) < 5 * sigma
     # The expectation over samples is unchanged.

@@ -21,7 +21,9 @@ RESNET20 = 269_722  # option A: the shortcuts add nothing
 # Option B projects only at the two stage transitions (16->32, 32->64).
 RESNET20_B = RESNET20 + _bn_proj(16, 32) + _bn_proj(32, 64)
 # Option C projects in all 9 blocks: 3x(16->16); 16->32, 2x(32->32); 32->64, 2x(64->64).
-RESNET20_C = RESNET20 + 3 * _bn_proj(16, 16) + _bn_proj(16, 32) + 2 * _bn_proj(32, 32) + _bn_proj(32, 64) + 2 * _bn_proj(64, 64)
+RESNET20_C = (
+    RESNET20 + 3 * _bn_proj(16, 16) + _bn_proj(16, 32) + 2 * _bn_proj(32, 32) + _bn_proj(32, 64) + 2 * _bn_proj(64, 64)
+)
 
 
 @pytest.mark.parametrize(
@@ -35,7 +37,9 @@ def test_cifar_shortcut_parameter_counts(shortcut: str, expected: int) -> None:
 def test_plain18_drops_exactly_the_three_projections() -> None:
     projections = _bn_proj(64, 128) + _bn_proj(128, 256) + _bn_proj(256, 512)
     assert count_parameters(create_model("resnet18")) - count_parameters(create_model("plain18")) == projections
-    assert all(not b.module.has_shortcut and b.module.downsample is None for b in create_model("plain18").residual_blocks())
+    assert all(
+        not b.module.has_shortcut and b.module.downsample is None for b in create_model("plain18").residual_blocks()
+    )
 
 
 def test_option_a_subsamples_and_zero_pads() -> None:

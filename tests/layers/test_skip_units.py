@@ -38,9 +38,15 @@ def _highway(carry: str) -> HighwayLayer:
 
 def test_every_unit_kind_is_a_skip_unit() -> None:
     units = [
-        BasicBlock(8, 8), PreActBasicBlock(8, 8), MultiResidualBlock(8, 8), CReLUConvUnit(8, 4),
-        ResidualSublayer(16, Mlp(16, 32)), _highway("coupled"), DenseLayer(8, 4), MultiSkipLayer(8, (2,)),
-    ]  # fmt: skip
+        BasicBlock(8, 8),
+        PreActBasicBlock(8, 8),
+        MultiResidualBlock(8, 8),
+        CReLUConvUnit(8, 4),
+        ResidualSublayer(16, Mlp(16, 32)),
+        _highway("coupled"),
+        DenseLayer(8, 4),
+        MultiSkipLayer(8, (2,)),
+    ]
     assert all(isinstance(u, SkipUnit) for u in units)
     assert all(isinstance(u, ResidualUnit) for u in units[:5])
     assert [u.num_branches for u in units] == [1, 1, 2, 1, 1, 1, 1, 1]

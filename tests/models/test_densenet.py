@@ -44,7 +44,7 @@ def test_dense_layers_are_the_listed_units_with_block_as_stage() -> None:
 
 
 def test_memory_efficient_mode_gives_the_same_outputs_and_gradients() -> None:
-    options = dict(block_config=(3, 3), growth_rate=6)
+    options = {"block_config": (3, 3), "growth_rate": 6}
     plain = create_model("densenet_bc_100_12", **options)
     efficient = create_model("densenet_bc_100_12", memory_efficient=True, **options)
     efficient.load_state_dict(plain.state_dict())

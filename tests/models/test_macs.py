@@ -20,7 +20,13 @@ def test_macs_match_published_figures(name: str, size: tuple[int, ...], expected
 def test_summary_rows_add_up() -> None:
     model = build_meta("resnet20")
     rows = summarize(model, (3, 32, 32))
-    assert [r.name for r in rows] == ["stem + transitions", "stage 1 (3 units)", "stage 2 (3 units)", "stage 3 (3 units)", "head"]
+    assert [r.name for r in rows] == [
+        "stem + transitions",
+        "stage 1 (3 units)",
+        "stage 2 (3 units)",
+        "stage 3 (3 units)",
+        "head",
+    ]
     assert [r.output_shape for r in rows] == [(16, 32, 32), (16, 32, 32), (32, 16, 16), (64, 8, 8), (10,)]
     assert sum(r.params for r in rows) == 269_722
     assert sum(r.macs for r in rows) == count_macs(model, (3, 32, 32))

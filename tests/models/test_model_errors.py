@@ -106,8 +106,10 @@ def test_plain_twins_refuse_zero_init_and_stochastic_depth() -> None:
     message = _refusal("plain20", zero_init_last=True, drop_path_rate=0.1)
     assert "option drop_path_rate=0.1 does not apply to plain nets (shortcut='none'): a dropped block" in message
     assert "option zero_init_last=True does not apply to plain nets (shortcut='none')" in message
-    assert message.endswith("options for this model: act, block, layers, norm, residual_scale, se_reduction, "
-                            "shortcut, stem, stem_width, widths")  # fmt: skip
+    assert message.endswith(
+        "options for this model: act, block, layers, norm, residual_scale, se_reduction, "
+        "shortcut, stem, stem_width, widths"
+    )
     assert "zero_init_last=True" in _refusal("resnet20", shortcut="none", zero_init_last=True)
     assert "drop_path_rate=0.2" in _refusal("multires_cifar_k2", shortcut="none", drop_path_rate=0.2)
     model = create_model("resnet20", zero_init_last=True, drop_path_rate=0.1)  # with shortcuts both apply
@@ -117,8 +119,10 @@ def test_plain_twins_refuse_zero_init_and_stochastic_depth() -> None:
 def test_transformer_options_apply_to_their_model_kind_only() -> None:
     message = _refusal("seq_encoder_pre_6", img_size=64, patch_size=8)
     assert "options img_size=64, patch_size=8 do not apply to sequence models (SequenceEncoder)" in message
-    assert message.endswith("options for this model: act, depth, dim, drop_path_rate, max_tokens, mlp_ratio, "
-                            "norm_placement, num_heads, pool")  # fmt: skip
+    assert message.endswith(
+        "options for this model: act, depth, dim, drop_path_rate, max_tokens, mlp_ratio, "
+        "norm_placement, num_heads, pool"
+    )
     message = _refusal("vit_tiny_patch4_32", max_tokens=64)
     assert "option max_tokens=64 does not apply to image models (VisionTransformer)" in message
     assert "img_size, mlp_ratio, norm_placement, num_heads, patch_size, pool" in message
@@ -163,8 +167,22 @@ def test_cli_train_reports_an_inapplicable_model_option_on_one_line(
             folder.mkdir(parents=True)
             for i in range(2):
                 Image.fromarray(np.full((8, 8), 60 * i, np.uint8), mode="L").save(folder / f"{i}.png")
-    code = main(["train", "--model", "resnet20", "--model-option", "groups=8", "--data", str(tmp_path / "tree"),
-                 "--device", "cpu", "--quiet", "--out", str(tmp_path / "run")])  # fmt: skip
+    code = main(
+        [
+            "train",
+            "--model",
+            "resnet20",
+            "--model-option",
+            "groups=8",
+            "--data",
+            str(tmp_path / "tree"),
+            "--device",
+            "cpu",
+            "--quiet",
+            "--out",
+            str(tmp_path / "run"),
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err
     assert "bad option for model 'resnet20': option groups=8 does not apply to basic blocks" in err

@@ -32,7 +32,10 @@ def test_block_sums_every_branch_and_the_identity() -> None:
 
 
 def test_one_branch_is_the_basic_block() -> None:
-    multi, basic = MultiResidualBlock(8, 16, 2, num_residuals=1, shortcut="A").eval(), BasicBlock(8, 16, 2, shortcut="A").eval()
+    multi, basic = (
+        MultiResidualBlock(8, 16, 2, num_residuals=1, shortcut="A").eval(),
+        BasicBlock(8, 16, 2, shortcut="A").eval(),
+    )
     _randomize_bn(basic)
     keys = dict(zip(["0", "1", "3", "4"], ["conv1", "bn1", "conv2", "bn2"]))
     state = {f"branches.0.{k}.{p}": v for k, mod in keys.items() for p, v in getattr(basic, mod).state_dict().items()}
@@ -42,7 +45,9 @@ def test_one_branch_is_the_basic_block() -> None:
 
 
 def test_model_has_k_times_the_branch_parameters() -> None:
-    counts = {k: sum(p.numel() for p in create_model("multires_cifar_k2", num_residuals=k).parameters()) for k in (1, 2, 3)}
+    counts = {
+        k: sum(p.numel() for p in create_model("multires_cifar_k2", num_residuals=k).parameters()) for k in (1, 2, 3)
+    }
     resnet20 = sum(p.numel() for p in create_model("resnet20").parameters())
     assert counts[1] == resnet20 == 269_722
     assert counts[3] - counts[2] == counts[2] - counts[1] > 0

@@ -32,7 +32,9 @@ def test_fixed_skips_have_no_parameters_and_nothing_changes_them() -> None:
         torch.nn.functional.cross_entropy(fixed(torch.randn(8, 784)), torch.randint(0, 10, (8,))).backward()
         optimizer.step()
     x = torch.randn(3, 128)
-    assert all(torch.equal(s(x), x * (1.0 / len(layer.distances))) for layer in fixed.layers for s in layer.skips.values())
+    assert all(
+        torch.equal(s(x), x * (1.0 / len(layer.distances))) for layer in fixed.layers for s in layer.skips.values()
+    )
 
 
 def test_identity_skip_is_exact_when_the_branch_is_zero() -> None:
@@ -61,7 +63,9 @@ def test_learned_skips_start_as_identity_and_are_updated() -> None:
 
 def test_learned_skip_gradient_is_delta_times_activation_transposed() -> None:
     """Tiny 3-layer net, bare formula: dL/dW^{l-2,l} = sum over the batch of delta^l (a^{l-2})^T."""
-    model = create_model("resmlp_learned_20", depth=3, width=5, in_channels=4, num_classes=3, norm="identity", learned_init="random")
+    model = create_model(
+        "resmlp_learned_20", depth=3, width=5, in_channels=4, num_classes=3, norm="identity", learned_init="random"
+    )
     x, c = torch.randn(6, 4), torch.randn(6, 3)
     (model(x) * c).sum().backward()
 

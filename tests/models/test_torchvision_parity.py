@@ -32,7 +32,9 @@ def _check(name: str, size: int) -> None:
     _randomize_norms(reference)
     ours = create_model(name)
     assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in reference.parameters())
-    assert list(ours.state_dict()) == list(reference.state_dict()) or set(ours.state_dict()) == set(reference.state_dict())
+    assert list(ours.state_dict()) == list(reference.state_dict()) or set(ours.state_dict()) == set(
+        reference.state_dict()
+    )
     ours.load_state_dict(reference.state_dict())  # strict: the keys are the same
     ours.eval(), reference.eval()
     x = torch.randn(2, 3, size, size)

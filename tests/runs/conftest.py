@@ -21,9 +21,14 @@ CLASSES = ("ant", "bee", "cat")
 
 
 def write_image_tree(
-    root: Path, classes: tuple[str, ...] = CLASSES, *, size: int = 8, channels: int = 1, per_class: int = 4,
+    root: Path,
+    classes: tuple[str, ...] = CLASSES,
+    *,
+    size: int = 8,
+    channels: int = 1,
+    per_class: int = 4,
     seed: int = 0,
-) -> Path:  # fmt: skip
+) -> Path:
     """root/{train,test}/CLASS/*.png in the image-folder format the data package reads."""
     rng = np.random.default_rng(seed)
     mode = {1: "L", 3: "RGB"}[channels]
@@ -41,8 +46,23 @@ def train_run(root: Path, *, channels: int = 1, size: int = 8, args: tuple[str, 
     """Train a two-step resnet20 run with the CLI on a fresh image tree under ``root``; returns the run dir."""
     data = write_image_tree(root / "data", size=size, channels=channels)
     run = root / "run"
-    command = ["train", "--model", "resnet20", "--data", str(data), "--out", str(run), "--max-steps", "2",
-               "--batch-size", "4", "--device", "cpu", "--quiet", *args]  # fmt: skip
+    command = [
+        "train",
+        "--model",
+        "resnet20",
+        "--data",
+        str(data),
+        "--out",
+        str(run),
+        "--max-steps",
+        "2",
+        "--batch-size",
+        "4",
+        "--device",
+        "cpu",
+        "--quiet",
+        *args,
+    ]
     assert main(command) == 0
     return run
 

@@ -50,5 +50,9 @@ def test_a_checkpoint_file_inside_a_run_opens_as_that_run(trained_run) -> None:
     assert best.checkpoint.name == "best.safetensors" and best.record.selection == "val"
     last = open_run(run_dir / "checkpoints" / "last.safetensors")
     assert last.checkpoint.name == "last.safetensors" and last.record == best.record
-    assert all(torch.equal(a, b) for a, b in zip(open_run(run_dir, checkpoint="last").model.state_dict().values(),
-                                                   last.model.state_dict().values()))  # fmt: skip
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(
+            open_run(run_dir, checkpoint="last").model.state_dict().values(), last.model.state_dict().values()
+        )
+    )

@@ -16,8 +16,15 @@ TINY = "tiny_resnet_train_tests"
 TINY_CONFIG = ResNetConfig(block="basic", layers=(1, 1), widths=(4, 8), stem="cifar", stem_width=4, shortcut="A")
 
 if TINY not in list_models():
-    register_model(TINY, ResNet, TINY_CONFIG, num_classes=2, input_size=(1, 8, 8), family="test",
-                   description="two-stage ResNet with 4 and 8 channels, for training tests")  # fmt: skip
+    register_model(
+        TINY,
+        ResNet,
+        TINY_CONFIG,
+        num_classes=2,
+        input_size=(1, 8, 8),
+        family="test",
+        description="two-stage ResNet with 4 and 8 channels, for training tests",
+    )
 
 
 def tiny_bundle(n_train: int = 96, n_test: int = 32, channels: int = 1, val: int = 0):
@@ -49,7 +56,17 @@ def bundle():
 def tiny_config(out, **recipe_overrides):
     from resnets.train import TrainConfig, apply_overrides
 
-    overrides = {"recipe": "fast", "epochs": 2, "batch_size": 16, "lr": 0.05, "warmup_epochs": 0.5, "augment": True,
-                 "weight_decay": 5e-4, **recipe_overrides}  # fmt: skip
-    config = apply_overrides(TrainConfig(model=TINY, data="tiny", seed=7, device="cpu", quiet=True, out=str(out)), overrides)
+    overrides = {
+        "recipe": "fast",
+        "epochs": 2,
+        "batch_size": 16,
+        "lr": 0.05,
+        "warmup_epochs": 0.5,
+        "augment": True,
+        "weight_decay": 5e-4,
+        **recipe_overrides,
+    }
+    config = apply_overrides(
+        TrainConfig(model=TINY, data="tiny", seed=7, device="cpu", quiet=True, out=str(out)), overrides
+    )
     return config

@@ -35,8 +35,23 @@ def tree(tmp_path, monkeypatch):
 
 def test_cli_trains_resumes_and_prints_the_final_line(tmp_path, tree, capsys):
     run = tmp_path / "run"
-    common = ["--model", TINY, "--data", str(tree), "--recipe", "fast", "--epochs", "2", "--batch-size", "8",
-              "--lr", "0.05", "--device", "cpu", "--quiet"]  # fmt: skip
+    common = [
+        "--model",
+        TINY,
+        "--data",
+        str(tree),
+        "--recipe",
+        "fast",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "8",
+        "--lr",
+        "0.05",
+        "--device",
+        "cpu",
+        "--quiet",
+    ]
     assert main(["train", *common, "--max-steps", "5", "--out", str(run)]) == 0
     out = capsys.readouterr().out.strip()
     assert out.startswith("test accuracy: ") and out.endswith(f"run dir: {run}")
@@ -57,8 +72,25 @@ def test_cli_channel_mismatch_is_one_clear_line(tmp_path, tree, capsys):
 
 def test_cli_refuses_to_change_the_model_on_resume(tmp_path, tree, capsys):
     run = tmp_path / "run"
-    assert main(["train", "--model", TINY, "--data", str(tree), "--batch-size", "8", "--max-steps", "1", "--quiet",
-                 "--out", str(run)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                TINY,
+                "--data",
+                str(tree),
+                "--batch-size",
+                "8",
+                "--max-steps",
+                "1",
+                "--quiet",
+                "--out",
+                str(run),
+            ]
+        )
+        == 0
+    )
     assert main(["train", "--resume", str(run), "--model", "resnet20"]) == 2
     assert "cannot change model" in capsys.readouterr().err
 

@@ -34,10 +34,22 @@ def test_two_ranks_split_each_epoch(tmp_path):
     script = tmp_path / "run.py"
     script.write_text(textwrap.dedent(SCRIPT.format(tests=str(Path(__file__).parents[1]))))
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
-         str(script), str(tmp_path / "run")],
-        capture_output=True, text=True, timeout=240, check=False,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            str(_free_port()),
+            str(script),
+            str(tmp_path / "run"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     steps = [(tmp_path / f"run.rank{rank}").read_text() for rank in (0, 1)]
     assert steps == ["6", "6"]  # 96 samples / batch 16 = 6 batches per epoch, 3 per rank, 2 epochs

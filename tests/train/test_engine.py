@@ -33,9 +33,18 @@ def test_run_directory_holds_every_file_with_the_right_columns(tmp_path, monkeyp
     run = tmp_path / "run"
     summary = train(tiny_config(run, epochs=2), data=tiny_bundle(val=16))
     names = {p.relative_to(run).as_posix() for p in run.rglob("*")}
-    for name in ("config.json", "env.json", "metrics.jsonl", "metrics.csv", "summary.json", "curves.png",
-                 "checkpoints/last.safetensors", "checkpoints/best.safetensors", "checkpoints/last.state.pt",
-                 "checkpoints/last.json"):  # fmt: skip
+    for name in (
+        "config.json",
+        "env.json",
+        "metrics.jsonl",
+        "metrics.csv",
+        "summary.json",
+        "curves.png",
+        "checkpoints/last.safetensors",
+        "checkpoints/best.safetensors",
+        "checkpoints/last.state.pt",
+        "checkpoints/last.json",
+    ):
         assert name in names, name
     assert not [n for n in names if n.endswith((".tmp", ".staged", ".pending"))]
     config = json.loads((run / "config.json").read_text())

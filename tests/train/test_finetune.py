@@ -47,9 +47,31 @@ def imagenet_file(tmp_path: Path) -> Saved:
 def train_args(tree: Path, weights: Path, out: Path) -> list[str]:
     # lr must be > 0; at 1e-30 an SGD step is far below the spacing of fp32 numbers near the weights,
     # so the loaded trunk stays bit for bit what the file holds while the run goes through every step.
-    return ["train", "--model", "resnet18", "--data", str(tree), "--weights", str(weights), "--max-steps", "2",
-            "--batch-size", "4", "--lr", "1e-30", "--set", "weight_decay=0", "--set", "warmup_epochs=0",
-            "--out", str(out), "--quiet", "--device", "cpu", "--no-amp"]  # fmt: skip
+    return [
+        "train",
+        "--model",
+        "resnet18",
+        "--data",
+        str(tree),
+        "--weights",
+        str(weights),
+        "--max-steps",
+        "2",
+        "--batch-size",
+        "4",
+        "--lr",
+        "1e-30",
+        "--set",
+        "weight_decay=0",
+        "--set",
+        "warmup_epochs=0",
+        "--out",
+        str(out),
+        "--quiet",
+        "--device",
+        "cpu",
+        "--no-amp",
+    ]
 
 
 def test_cli_fine_tunes_a_1000_class_file_with_a_fresh_head(tmp_path: Path, tree: Path, imagenet_file: Saved) -> None:

@@ -24,8 +24,23 @@ def test_default_config_trains_resnet20_on_fashion_mnist():
 
 
 def test_print_config_shows_overrides(capsys):
-    assert main(["train", "--print-config", "--recipe", "fast", "--lr", "0.05", "--set", "milestones=[10, 20]",
-                 "--model-option", "drop_path_rate=0.1"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "train",
+                "--print-config",
+                "--recipe",
+                "fast",
+                "--lr",
+                "0.05",
+                "--set",
+                "milestones=[10, 20]",
+                "--model-option",
+                "drop_path_rate=0.1",
+            ]
+        )
+        == 0
+    )
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["recipe"]["name"] == "fast"
     assert printed["recipe"]["lr"] == 0.05

@@ -22,10 +22,29 @@ def _blobs(n_per_class: int, seed: int, features: int = 6, classes: int = 3) -> 
     return x.astype(np.float32), y
 
 
-def _train(tmp_path: Path, model: str, data: Path, epochs: int = 6, lr: float = 0.02, *extra: str) -> tuple[dict, list[dict]]:
+def _train(
+    tmp_path: Path, model: str, data: Path, epochs: int = 6, lr: float = 0.02, *extra: str
+) -> tuple[dict, list[dict]]:
     run = tmp_path / "run"
-    argv = ["train", "--model", model, "--data", str(data), "--recipe", "fast", "--epochs", str(epochs),
-            "--batch-size", "16", "--lr", str(lr), "--out", str(run), "--quiet", *extra]  # fmt: skip
+    argv = [
+        "train",
+        "--model",
+        model,
+        "--data",
+        str(data),
+        "--recipe",
+        "fast",
+        "--epochs",
+        str(epochs),
+        "--batch-size",
+        "16",
+        "--lr",
+        str(lr),
+        "--out",
+        str(run),
+        "--quiet",
+        *extra,
+    ]
     assert main(argv) == 0
     summary = json.loads((run / "summary.json").read_text())
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -75,7 +94,9 @@ def _stripe_images(tmp_path: Path) -> Path:
     ("model", "channels", "optimizer"),
     [("resmlp_identity_20", 784, "sgd"), ("seq_encoder_pre_6", 28, "adamw"), ("seq_encoder_post_6", 28, "adamw")],
 )
-def test_image_data_trains_flattened_or_as_row_tokens(tmp_path: Path, model: str, channels: int, optimizer: str) -> None:
+def test_image_data_trains_flattened_or_as_row_tokens(
+    tmp_path: Path, model: str, channels: int, optimizer: str
+) -> None:
     lr = 0.02 if optimizer == "sgd" else 1e-3
     summary, rows = _train(tmp_path, model, _stripe_images(tmp_path), 5, lr, "--set", f"optimizer={optimizer}")
     config = json.loads((tmp_path / "run" / "config.json").read_text())

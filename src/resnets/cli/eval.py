@@ -24,26 +24,41 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--data", help="dataset name or path (default: the run's own data)")
     parser.add_argument("--data-dir", help="where the data set lives, if it moved since training")
     parser.add_argument("--split", choices=SPLITS, default="test", help="which split to evaluate (default: test)")
-    parser.add_argument("--checkpoint", choices=CHECKPOINTS,
-                        help="which checkpoint of a run (default: best where a validation split chose one, else last)")
-    parser.add_argument("--out", help="folder for eval.json and confusion.png (default: RUN_DIR/eval-SPLIT, "
-                        "or eval-NAME-SPLIT here for a weight file)")  # fmt: skip
+    parser.add_argument(
+        "--checkpoint",
+        choices=CHECKPOINTS,
+        help="which checkpoint of a run (default: best where a validation split chose one, else last)",
+    )
+    parser.add_argument(
+        "--out",
+        help="folder for eval.json and confusion.png (default: RUN_DIR/eval-SPLIT, "
+        "or eval-NAME-SPLIT here for a weight file)",
+    )
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     result, described = evaluate_source(
-        args.source, data=args.data, data_dir=args.data_dir, split=args.split, model=args.model,
-        device=args.device, checkpoint=args.checkpoint,
-    )  # fmt: skip
+        args.source,
+        data=args.data,
+        data_dir=args.data_dir,
+        split=args.split,
+        model=args.model,
+        device=args.device,
+        checkpoint=args.checkpoint,
+    )
     source = Path(args.source)
-    out = Path(args.out) if args.out else (
-        source / f"eval-{args.split}" if source.is_dir() else Path(f"eval-{source.stem}-{args.split}")
-    )  # fmt: skip
+    out = (
+        Path(args.out)
+        if args.out
+        else (source / f"eval-{args.split}" if source.is_dir() else Path(f"eval-{source.stem}-{args.split}"))
+    )
     paths = write_eval_report(result, described, out)
-    print(f"{described['model']} ({described['checkpoint']}) on {described['data']} {args.split}, "
-          f"normalised with the {described['statistics']}'s statistics, {described['precision']}")  # fmt: skip
+    print(
+        f"{described['model']} ({described['checkpoint']}) on {described['data']} {args.split}, "
+        f"normalised with the {described['statistics']}'s statistics, {described['precision']}"
+    )
     print(format_table(result))
     print(f"wrote {paths['json']} and {paths['png']}")
     return 0

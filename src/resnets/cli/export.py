@@ -20,20 +20,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--format", required=True, choices=list(FORMATS), help="what to write")
     parser.add_argument("--out", help="output file (default: RUN_DIR/exports/MODEL.EXT, or STEM.EXT here)")
     parser.add_argument("--opset", type=int, help="ONNX opset version (default: the exporter's)")
-    parser.add_argument("--checkpoint", choices=("best", "last"),
-                        help="which checkpoint of a run (default: best where a validation split chose one, else last)")
+    parser.add_argument(
+        "--checkpoint",
+        choices=("best", "last"),
+        help="which checkpoint of a run (default: best where a validation split chose one, else last)",
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    result = export_model(args.source, args.format, model=args.model, out=args.out, opset=args.opset,
-                          checkpoint=args.checkpoint)  # fmt: skip
+    result = export_model(
+        args.source, args.format, model=args.model, out=args.out, opset=args.opset, checkpoint=args.checkpoint
+    )
     print(f"wrote {result.path} ({result.exporter})")
     if result.sidecar:
         print(f"wrote {result.sidecar} (model name and configuration)")
     if result.max_abs_diff is not None:
-        print(f"verified: max |exported - PyTorch| = {result.max_abs_diff:.3g} on a random batch "
-              f"(logits up to {result.max_abs_output:.3g})")
+        print(
+            f"verified: max |exported - PyTorch| = {result.max_abs_diff:.3g} on a random batch "
+            f"(logits up to {result.max_abs_output:.3g})"
+        )
     if result.note:
         print(result.note)
     return 0

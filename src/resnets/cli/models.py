@@ -16,7 +16,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="List registered models. Parameters and multiply-adds (MACs) are computed at each model's "
         "default input size and number of classes, not typed in.",
     )
-    models.add_argument("pattern", nargs="?", default="*", help="shell-style name filter, e.g. 'resnet*' (default: all)")
+    models.add_argument(
+        "pattern", nargs="?", default="*", help="shell-style name filter, e.g. 'resnet*' (default: all)"
+    )
     models.add_argument("--family", help="only models of this family (e.g. resnet-cifar)")
     models.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
     models.set_defaults(func=run_models)
@@ -29,7 +31,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     summary.add_argument("name", help="registered model name (see `resnets models`)")
     summary.add_argument("--num-classes", type=int, help="classifier size (default: the model's)")
     summary.add_argument("--in-channels", type=int, help="input channels or features (default: the model's)")
-    summary.add_argument("--input-size", type=int, nargs="+", metavar="N", help="input size without batch, e.g. 3 64 64")
+    summary.add_argument(
+        "--input-size", type=int, nargs="+", metavar="N", help="input size without batch, e.g. 3 64 64"
+    )
     summary.set_defaults(func=run_summary)
 
 
@@ -44,9 +48,16 @@ def run_models(args: argparse.Namespace) -> int:
         model = build_meta(name)
         size = default_input(model, name)
         rows.append(
-            dict(name=name, family=entry.family, params=count_parameters(model), macs=count_macs(model, size),
-                 input_size=list(size), num_classes=entry.num_classes, description=entry.description)
-        )  # fmt: skip
+            {
+                "name": name,
+                "family": entry.family,
+                "params": count_parameters(model),
+                "macs": count_macs(model, size),
+                "input_size": list(size),
+                "num_classes": entry.num_classes,
+                "description": entry.description,
+            }
+        )
     if args.json:
         for row in rows:
             print(json.dumps(row))
@@ -58,8 +69,10 @@ def run_models(args: argparse.Namespace) -> int:
     print("-" * len(header))
     for r in rows:
         size = "x".join(map(str, r["input_size"]))
-        print(f"{r['name']:<{width}} {r['family']:<{fam}} {format_count(r['params']):>9} {format_count(r['macs']):>9} "
-              f"{size:<12} {r['description']}")  # fmt: skip
+        print(
+            f"{r['name']:<{width}} {r['family']:<{fam}} {format_count(r['params']):>9} {format_count(r['macs']):>9} "
+            f"{size:<12} {r['description']}"
+        )
     return 0
 
 
@@ -70,6 +83,6 @@ def run_summary(args: argparse.Namespace) -> int:
     print(f"{args.name}: input {tuple(size)}, {model.num_classes} classes")
     print(f"{'part':<26} {'output shape':<18} {'params':>12} {'MACs':>14}")
     for r in rows:
-        print(f"{r.name:<26} {str(r.output_shape):<18} {r.params:>12,} {r.macs:>14,}")
+        print(f"{r.name:<26} {r.output_shape!s:<18} {r.params:>12,} {r.macs:>14,}")
     print(f"{'total':<26} {'':<18} {count_parameters(model):>12,} {sum(r.macs for r in rows):>14,}")
     return 0

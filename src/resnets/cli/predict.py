@@ -18,15 +18,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("source", metavar="RUN_DIR", help="a run directory (or a safetensors file exported from one)")
     parser.add_argument("images", metavar="IMAGE", nargs="+", help="image files (PNG, JPEG, ...)")
     parser.add_argument("--top-k", type=int, default=5, help="labels per image (default: 5)")
-    parser.add_argument("--checkpoint", choices=("best", "last"),
-                        help="which checkpoint of a run (default: best where a validation split chose one, else last)")
+    parser.add_argument(
+        "--checkpoint",
+        choices=("best", "last"),
+        help="which checkpoint of a run (default: best where a validation split chose one, else last)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object per image")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    predictions = predict_images(args.source, args.images, top_k=args.top_k, device=args.device, checkpoint=args.checkpoint)
+    predictions = predict_images(
+        args.source, args.images, top_k=args.top_k, device=args.device, checkpoint=args.checkpoint
+    )
     for prediction in predictions:
         if args.json:
             print(json.dumps(prediction.to_dict()))

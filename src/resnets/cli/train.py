@@ -38,15 +38,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
     p.add_argument("--in-channels", type=int, help="input channels the model expects (checked against the data)")
     p.add_argument("--weights", metavar="FILE", help="initial weights (.safetensors, or .pt/.pth weights only)")
-    p.add_argument("--reset-head", action="store_true",
-                   help="with --weights: drop the file's classifier and train a fresh one (fine-tuning)")  # fmt: skip
+    p.add_argument(
+        "--reset-head",
+        action="store_true",
+        help="with --weights: drop the file's classifier and train a fresh one (fine-tuning)",
+    )
     split = p.add_mutually_exclusive_group()
     split.add_argument("--val-size", type=int, help="hold out N training samples for validation (seeded)")
     split.add_argument("--val-fraction", type=float, help="hold out this fraction of the training samples")
-    p.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE",
-                   help="model config field, e.g. drop_path_rate=0.1 (repeatable)")  # fmt: skip
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="any config or recipe key, e.g. warmup_epochs=1 (repeatable; see --print-config)")  # fmt: skip
+    p.add_argument(
+        "--model-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="model config field, e.g. drop_path_rate=0.1 (repeatable)",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any config or recipe key, e.g. warmup_epochs=1 (repeatable; see --print-config)",
+    )
     p.add_argument(
         "--threads", type=int, help="torch CPU threads (default: one per core; 1 can be faster on a busy machine)"
     )
@@ -66,10 +79,23 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     overrides: dict[str, Any] = load_config_file(args.config) if args.config else {}
     if args.recipe:
         overrides["recipe"] = args.recipe
-    flags = {"model": args.model, "data": args.data, "data_dir": args.data_dir, "epochs": args.epochs,
-             "max_steps": args.max_steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
-             "out": args.out, "device": args.device, "in_channels": args.in_channels, "weights": args.weights,
-             "val_size": args.val_size, "val_fraction": args.val_fraction, "threads": args.threads}  # fmt: skip
+    flags = {
+        "model": args.model,
+        "data": args.data,
+        "data_dir": args.data_dir,
+        "epochs": args.epochs,
+        "max_steps": args.max_steps,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "seed": args.seed,
+        "out": args.out,
+        "device": args.device,
+        "in_channels": args.in_channels,
+        "weights": args.weights,
+        "val_size": args.val_size,
+        "val_fraction": args.val_fraction,
+        "threads": args.threads,
+    }
     overrides.update({k: v for k, v in flags.items() if v is not None})
     if args.epochs is not None and args.max_steps is None and "max_steps" not in overrides:
         overrides["max_steps"] = None  # --epochs alone sets the length, even for a recipe counted in steps
@@ -92,8 +118,14 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     from resnets.train import (
-        RECIPES, TrainConfig, TrainingInterrupted, apply_overrides, final_line, resume_config, train,
-    )  # fmt: skip
+        RECIPES,
+        TrainConfig,
+        TrainingInterrupted,
+        apply_overrides,
+        final_line,
+        resume_config,
+        train,
+    )
 
     if args.list_recipes:
         for name, recipe in RECIPES.items():

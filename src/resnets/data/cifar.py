@@ -79,7 +79,7 @@ class _Source:
         self._tar: tarfile.TarFile | None = None
         if path.is_file():
             try:
-                self._tar = tarfile.open(path, "r:*")
+                self._tar = tarfile.open(path, "r:*")  # noqa: SIM115 - held open for reads, closed by close()
             except (tarfile.TarError, OSError) as err:
                 raise DataError(f"{path} is not a readable tar archive: {err}") from err
             self._members = {Path(m.name).name: m for m in self._tar.getmembers() if m.isfile()}
@@ -118,7 +118,7 @@ def _read_batches(source: _Source, names: list[str], label_key: str) -> ArrayDat
 
 
 def cifar_variant(path: Path) -> str | None:
-    """"cifar10", "cifar100" or None, from the member files of a CIFAR folder or archive."""
+    """ "cifar10", "cifar100" or None, from the member files of a CIFAR folder or archive."""
     source = _Source(path)
     try:
         if source.has(CIFAR10_FILES["meta"]):
@@ -158,9 +158,10 @@ def load_cifar(path: Path, variant: str) -> tuple[list[str], ArrayDataset, Array
 def find_cifar(data_dir: Path, variant: str) -> Path:
     """The CIFAR folder or archive for ``variant`` in ``data_dir`` (or ``data_dir`` itself)."""
     folder, archive = (
-        ("cifar-10-batches-py", "cifar-10-python.tar.gz") if variant == "cifar10" else
-        ("cifar-100-python", "cifar-100-python.tar.gz")
-    )  # fmt: skip
+        ("cifar-10-batches-py", "cifar-10-python.tar.gz")
+        if variant == "cifar10"
+        else ("cifar-100-python", "cifar-100-python.tar.gz")
+    )
     for candidate in (data_dir, data_dir / folder, data_dir / archive):
         if candidate.exists() and cifar_variant(candidate) == variant:
             return candidate

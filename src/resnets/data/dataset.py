@@ -111,7 +111,7 @@ def split_validation(
         raise ConfigError(f"got val_fraction={val_fraction} and val_size={val_size}; give one of them, not both")
     if not 0.0 <= val_fraction < 1.0:
         raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    n_val = int(val_size) if val_size is not None else int(round(n * val_fraction))
+    n_val = int(val_size) if val_size is not None else round(n * val_fraction)
     if n_val == 0:
         return train, None
     if not 0 < n_val < n:

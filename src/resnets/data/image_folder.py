@@ -228,7 +228,7 @@ def _decode_tree(
     try:
         if files is None:
             try:
-                archive = tarfile.open(root, "r:*")
+                archive = tarfile.open(root, "r:*")  # noqa: SIM115 - closed in the finally below
             except (tarfile.TarError, OSError) as err:
                 raise DataError(f"{root} is not a readable tar archive of an image tree: {err}") from err
             files = scan_archive(archive)
@@ -240,7 +240,7 @@ def _decode_tree(
             archive.close()
 
 
-def _reader(archive: tarfile.TarFile | None):  # noqa: ANN202 - a small closure
+def _reader(archive: tarfile.TarFile | None):
     """Sources to decode: paths for a folder (read by the workers), bytes for an archive (read here, in order)."""
     if archive is None:
         return lambda files: [f.source for f in files]

@@ -44,8 +44,11 @@ def read_weight_file(path: str | Path) -> dict[str, torch.Tensor]:
     """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"weight file {str(path)!r} does not exist" if not path.exists()
-                              else f"weight path {str(path)!r} is not a file")  # fmt: skip
+        raise CheckpointError(
+            f"weight file {str(path)!r} does not exist"
+            if not path.exists()
+            else f"weight path {str(path)!r} is not a file"
+        )
     suffix = path.suffix.lower()
     if suffix in SAFETENSORS_SUFFIXES:
         state = _load_safetensors(path)
@@ -282,7 +285,12 @@ def infer_sizes(name: str, state: dict[str, torch.Tensor]) -> dict[str, int]:
             continue
         if "num_classes" not in sizes and more_classes[key].shape[0] == classes0 + 1 and tensor.shape[0] == classes0:
             sizes["num_classes"] = int(state[key].shape[0])
-        if ("in_channels" not in sizes and tensor.dim() >= 2 and state[key].dim() >= 2
-                and more_channels[key].shape[1] == channels0 + 1 and tensor.shape[1] == channels0):  # fmt: skip
+        if (
+            "in_channels" not in sizes
+            and tensor.dim() >= 2
+            and state[key].dim() >= 2
+            and more_channels[key].shape[1] == channels0 + 1
+            and tensor.shape[1] == channels0
+        ):
             sizes["in_channels"] = int(state[key].shape[1])
     return sizes

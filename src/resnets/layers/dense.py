@@ -100,9 +100,14 @@ class DenseBlock(nn.ModuleDict):
         super().__init__()
         for i in range(num_layers):
             layer = DenseLayer(
-                in_channels + i * growth_rate, growth_rate, bn_size,
-                drop_rate=drop_rate, memory_efficient=memory_efficient, norm=norm, act=act,
-            )  # fmt: skip
+                in_channels + i * growth_rate,
+                growth_rate,
+                bn_size,
+                drop_rate=drop_rate,
+                memory_efficient=memory_efficient,
+                norm=norm,
+                act=act,
+            )
             self.add_module(f"denselayer{i + 1}", layer)
         self.out_channels = in_channels + num_layers * growth_rate
 
@@ -116,7 +121,9 @@ class DenseBlock(nn.ModuleDict):
 class Transition(nn.Sequential):
     """BN-ReLU-conv1x1-avgpool2x2 between dense blocks: halves the resolution, compresses channels."""
 
-    def __init__(self, in_channels: int, out_channels: int, *, norm: NormLayer = nn.BatchNorm2d, act: ActLayer = nn.ReLU) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, *, norm: NormLayer = nn.BatchNorm2d, act: ActLayer = nn.ReLU
+    ) -> None:
         super().__init__()
         self.norm = norm(in_channels)
         self.relu = act()

@@ -110,4 +110,6 @@ def highway_conv(
         return nn.Conv2d(channels, channels, 3, padding=1, bias=bias)
 
     carry_gate = HighwayGate(conv(True), -gate_bias) if carry == "independent" else None
-    return HighwayLayer(nn.Sequential(conv(with_bias), norm(channels), act()), HighwayGate(conv(True), gate_bias), carry_gate)
+    return HighwayLayer(
+        nn.Sequential(conv(with_bias), norm(channels), act()), HighwayGate(conv(True), gate_bias), carry_gate
+    )

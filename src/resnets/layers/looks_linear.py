@@ -54,7 +54,13 @@ class CReLUConvUnit(ResidualUnit):
     """
 
     def __init__(
-        self, in_channels: int, out_channels: int, stride: int = 1, *, norm: NormLayer = nn.BatchNorm2d, mirrored: bool = True
+        self,
+        in_channels: int,
+        out_channels: int,
+        stride: int = 1,
+        *,
+        norm: NormLayer = nn.BatchNorm2d,
+        mirrored: bool = True,
     ) -> None:
         super().__init__(has_shortcut=False, io_shape=UnitShape(in_channels, 2 * out_channels, stride))
         self.conv = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)

@@ -77,7 +77,11 @@ class TransformerBlock(nn.Module):
             dim, SelfAttention(dim, num_heads), placement=placement, drop_path=drop_path, residual_scale=residual_scale
         )
         self.mlp = ResidualSublayer(
-            dim, Mlp(dim, int(dim * mlp_ratio), act=act), placement=placement, drop_path=drop_path, residual_scale=residual_scale
+            dim,
+            Mlp(dim, int(dim * mlp_ratio), act=act),
+            placement=placement,
+            drop_path=drop_path,
+            residual_scale=residual_scale,
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

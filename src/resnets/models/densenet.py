@@ -49,7 +49,9 @@ class DenseNetConfig:
         if not 0.0 < self.compression <= 1.0:
             raise ValueError(f"compression must be in (0, 1], got {self.compression}")
         if not self.block_config or min(self.block_config) < 1:
-            raise ValueError(f"block_config must list at least one block of at least one layer, got {self.block_config}")
+            raise ValueError(
+                f"block_config must list at least one block of at least one layer, got {self.block_config}"
+            )
         if len(self.block_config) == 1:  # compression sets the transitions, which sit between dense blocks
             refuse_inapplicable(self, {"compression": "a DenseNet of one dense block, which has no transitions"})
 
@@ -78,9 +80,15 @@ class DenseNet(SkipNetwork):
         self.block_names: list[str] = []
         for index, num_layers in enumerate(config.block_config, start=1):
             block = DenseBlock(
-                num_layers, channels, config.growth_rate, config.bn_size,
-                drop_rate=config.drop_rate, memory_efficient=config.memory_efficient, norm=norm, act=act,
-            )  # fmt: skip
+                num_layers,
+                channels,
+                config.growth_rate,
+                config.bn_size,
+                drop_rate=config.drop_rate,
+                memory_efficient=config.memory_efficient,
+                norm=norm,
+                act=act,
+            )
             self.features.add_module(f"denseblock{index}", block)
             self.block_names.append(f"denseblock{index}")
             channels = block.out_channels
@@ -125,7 +133,9 @@ class DenseNet(SkipNetwork):
 def densenet_bc_cifar(depth: int, growth_rate: int) -> DenseNetConfig:
     """DenseNet-BC for CIFAR: (depth - 4) / 6 bottleneck layers per block, 3 blocks, stem of 2k channels."""
     n = (depth - 4) // 6
-    return DenseNetConfig(growth_rate=growth_rate, block_config=(n, n, n), num_init_features=2 * growth_rate, stem="cifar")
+    return DenseNetConfig(
+        growth_rate=growth_rate, block_config=(n, n, n), num_init_features=2 * growth_rate, stem="cifar"
+    )
 
 
 IMAGENET_MODELS: dict[str, tuple[DenseNetConfig, str]] = {
@@ -139,6 +149,10 @@ CIFAR_MODELS: dict[str, tuple[DenseNetConfig, str]] = {
 }
 
 for _name, (_config, _text) in IMAGENET_MODELS.items():
-    register_model(_name, DenseNet, _config, num_classes=1000, input_size=(3, 224, 224), family="densenet", description=_text)
+    register_model(
+        _name, DenseNet, _config, num_classes=1000, input_size=(3, 224, 224), family="densenet", description=_text
+    )
 for _name, (_config, _text) in CIFAR_MODELS.items():
-    register_model(_name, DenseNet, _config, num_classes=10, input_size=(3, 32, 32), family="densenet", description=_text)
+    register_model(
+        _name, DenseNet, _config, num_classes=10, input_size=(3, 32, 32), family="densenet", description=_text
+    )

@@ -58,7 +58,10 @@ class HighwayMLP(SkipNetwork):
         act = get_act(config.act)
         self.stem = nn.Sequential(nn.Linear(in_channels, config.width), act())
         self.layers = nn.Sequential(
-            *(highway_linear(config.width, act=act, gate_bias=config.gate_bias, carry=config.carry) for _ in range(config.depth - 2))
+            *(
+                highway_linear(config.width, act=act, gate_bias=config.gate_bias, carry=config.carry)
+                for _ in range(config.depth - 2)
+            )
         )
         self.num_features = config.width
         self.fc = make_classifier(config.width, num_classes)
@@ -107,7 +110,10 @@ class HighwayConvNet(SkipNetwork):
         )
         self.stages = nn.ModuleList(
             nn.Sequential(
-                *(highway_conv(width, act=act, norm=norm, gate_bias=config.gate_bias, carry=config.carry) for _ in range(num))
+                *(
+                    highway_conv(width, act=act, norm=norm, gate_bias=config.gate_bias, carry=config.carry)
+                    for _ in range(num)
+                )
             )
             for num, width in zip(config.layers, config.widths)
         )
@@ -138,11 +144,23 @@ CONV_MODELS: dict[str, HighwayConvConfig] = {
 
 for _name, _config in MLP_MODELS.items():
     register_model(
-        _name, HighwayMLP, _config, num_classes=10, input_size=(784,), family="highway",
-        description=f"Fully connected highway net, {_config.depth} layers of {_config.width} units (Srivastava et al. 2015)",
-    )  # fmt: skip
+        _name,
+        HighwayMLP,
+        _config,
+        num_classes=10,
+        input_size=(784,),
+        family="highway",
+        description=(
+            f"Fully connected highway net, {_config.depth} layers of {_config.width} units (Srivastava et al. 2015)"
+        ),
+    )
 for _name, _config in CONV_MODELS.items():
     register_model(
-        _name, HighwayConvNet, _config, num_classes=10, input_size=(3, 32, 32), family="highway",
+        _name,
+        HighwayConvNet,
+        _config,
+        num_classes=10,
+        input_size=(3, 32, 32),
+        family="highway",
         description=f"Convolutional highway net for CIFAR, {_config.depth} layers (Srivastava et al. 2015)",
-    )  # fmt: skip
+    )

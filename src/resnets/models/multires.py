@@ -67,9 +67,15 @@ class MultiResNet(SkipNetwork):
                 stride = 2 if index > 0 and i == 0 else 1
                 blocks.append(
                     MultiResidualBlock(
-                        channels, planes, stride, num_residuals=config.num_residuals,
-                        norm=norm, act=act, shortcut=config.shortcut, drop_path=next(rates),
-                    )  # fmt: skip
+                        channels,
+                        planes,
+                        stride,
+                        num_residuals=config.num_residuals,
+                        norm=norm,
+                        act=act,
+                        shortcut=config.shortcut,
+                        drop_path=next(rates),
+                    )
                 )
                 channels = planes
             self.add_module(f"layer{index + 1}", nn.Sequential(*blocks))
@@ -103,4 +109,6 @@ MODELS: dict[str, tuple[MultiResNetConfig, str]] = {
 }
 
 for _name, (_config, _text) in MODELS.items():
-    register_model(_name, MultiResNet, _config, num_classes=10, input_size=(3, 32, 32), family="multires", description=_text)
+    register_model(
+        _name, MultiResNet, _config, num_classes=10, input_size=(3, 32, 32), family="multires", description=_text
+    )

@@ -111,4 +111,6 @@ MODELS: dict[str, tuple[PlainLLConfig, str]] = {
 }
 
 for _name, (_config, _text) in MODELS.items():
-    register_model(_name, PlainLLNet, _config, num_classes=10, input_size=(3, 32, 32), family="looks-linear", description=_text)
+    register_model(
+        _name, PlainLLNet, _config, num_classes=10, input_size=(3, 32, 32), family="looks-linear", description=_text
+    )

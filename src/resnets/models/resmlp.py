@@ -71,9 +71,13 @@ class ResMLP(SkipNetwork):
         self.stem = nn.Sequential(nn.Linear(in_channels, config.width), norm(config.width), act())
         self.layers = nn.ModuleList(
             MultiSkipLayer(
-                config.width, tuple(k for k in config.skips if k <= l),
-                kind=config.skip_kind, learned_init=config.learned_init, norm=norm, act=act,
-            )  # fmt: skip
+                config.width,
+                tuple(k for k in config.skips if k <= l),
+                kind=config.skip_kind,
+                learned_init=config.learned_init,
+                norm=norm,
+                act=act,
+            )
             for l in range(1, config.depth + 1)
         )
         self.final_norm = norm(config.width)
@@ -95,8 +99,14 @@ class ResMLP(SkipNetwork):
 MODELS: dict[str, tuple[ResMLPConfig, str]] = {
     "resmlp_plain_20": (ResMLPConfig(skips=()), "20-layer MLP without skips: the plain twin"),
     "resmlp_identity_20": (ResMLPConfig(), "20-layer MLP, fixed identity skips of distance 2: a^l = g(z^l + a^{l-2})"),
-    "resmlp_learned_20": (ResMLPConfig(skip_kind="learned"), "20-layer MLP, learned skip matrices W^{l-2,l} (init identity)"),
-    "resmlp_multiskip_20": (ResMLPConfig(skips=(2, 3, 4)), "20-layer MLP, fixed skips of distances 2, 3, 4 (weight 1/3 each)"),
+    "resmlp_learned_20": (
+        ResMLPConfig(skip_kind="learned"),
+        "20-layer MLP, learned skip matrices W^{l-2,l} (init identity)",
+    ),
+    "resmlp_multiskip_20": (
+        ResMLPConfig(skips=(2, 3, 4)),
+        "20-layer MLP, fixed skips of distances 2, 3, 4 (weight 1/3 each)",
+    ),
     "resmlp_multiskip_learned_20": (
         ResMLPConfig(skips=(2, 3, 4), skip_kind="learned"),
         "20-layer MLP, learned skips of distances 2, 3, 4 (init identity / 3)",

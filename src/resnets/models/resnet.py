@@ -41,7 +41,9 @@ class ResNetConfig:
     widths: tuple[int, ...] = (64, 128, 256, 512)  # "planes" per stage; bottlenecks output 4x this
     stem: str = "imagenet"  # imagenet: 7x7/2 conv + 3x3/2 max-pool; deep: three 3x3 convs (ResNet-C); cifar: one 3x3
     stem_width: int = 64  # channels out of the stem
-    shortcut: str = "B"  # A zero-pad | B project on shape change | C project always | D avg-pool + project | none (plain)
+    shortcut: str = (
+        "B"  # A zero-pad | B project on shape change | C project always | D avg-pool + project | none (plain)
+    )
     groups: int = 1  # ResNeXt cardinality
     base_width: int = 64  # ResNeXt width per group; 128 gives Wide ResNet-50-2
     stride_in_1x1: bool = False  # bottleneck downsampling on the first 1x1 (v1, the paper) instead of the 3x3 (v1.5)
@@ -106,7 +108,7 @@ class ResNet(SkipNetwork):
         depth = config.num_blocks
         scale = 1.0 / math.sqrt(depth) if config.residual_scale == "inv_sqrt_depth" else float(config.residual_scale)
         drop_rates = iter(linear_drop_rates(config.drop_path_rate, depth))
-        options: dict = dict(norm=norm, act=act, shortcut=config.shortcut, se_reduction=config.se_reduction)
+        options: dict = {"norm": norm, "act": act, "shortcut": config.shortcut, "se_reduction": config.se_reduction}
         if config.block in ("bottleneck", "preact_bottleneck"):
             options.update(groups=config.groups, base_width=config.base_width, stride_in_1x1=config.stride_in_1x1)
         if config.block == "preact_basic":
@@ -118,9 +120,7 @@ class ResNet(SkipNetwork):
             blocks = []
             for i in range(num):
                 stride = 2 if index > 0 and i == 0 else 1
-                block = block_cls(
-                    channels, planes, stride, drop_path=next(drop_rates), residual_scale=scale, **options
-                )
+                block = block_cls(channels, planes, stride, drop_path=next(drop_rates), residual_scale=scale, **options)
                 blocks.append(block)
                 channels = planes * block_cls.expansion
             name = f"layer{index + 1}"
@@ -139,10 +139,14 @@ class ResNet(SkipNetwork):
             # ResNet-C (He et al. 2019): three 3x3 convs replace the 7x7; timm's resnet*d key layout.
             half = width // 2
             self.conv1 = nn.Sequential(
-                nn.Conv2d(in_channels, half, 3, stride=2, padding=1, bias=False), norm(half), act(),
-                nn.Conv2d(half, half, 3, padding=1, bias=False), norm(half), act(),
+                nn.Conv2d(in_channels, half, 3, stride=2, padding=1, bias=False),
+                norm(half),
+                act(),
+                nn.Conv2d(half, half, 3, padding=1, bias=False),
+                norm(half),
+                act(),
                 nn.Conv2d(half, width, 3, padding=1, bias=False),
-            )  # fmt: skip
+            )
         elif config.stem == "imagenet":
             self.conv1 = nn.Conv2d(in_channels, width, 7, stride=2, padding=3, bias=False)
         else:

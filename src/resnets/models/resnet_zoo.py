@@ -31,7 +31,10 @@ IMAGENET_MODELS: dict[str, tuple[ResNetConfig, str]] = {
     "resnext50_32x4d": (replace(_BOTTLE50, groups=32, base_width=4), "ResNeXt-50 32x4d (Xie et al. 2017)"),
     "resnext101_32x8d": (replace(_BOTTLE101, groups=32, base_width=8), "ResNeXt-101 32x8d (Xie et al. 2017)"),
     "se_resnet50": (replace(_BOTTLE50, se_reduction=16), "SE-ResNet-50 (Hu et al. 2018), reduction 16"),
-    "resnet50d": (replace(_BOTTLE50, stem="deep", shortcut="D"), "ResNet-50-D (He et al. 2019): deep stem, avg-pool shortcut"),
+    "resnet50d": (
+        replace(_BOTTLE50, stem="deep", shortcut="D"),
+        "ResNet-50-D (He et al. 2019): deep stem, avg-pool shortcut",
+    ),
     "plain18": (replace(_BASIC18, shortcut="none"), "ResNet-18 without shortcuts (the paper's plain-18)"),
     "plain34": (replace(_BASIC34, shortcut="none"), "ResNet-34 without shortcuts (the paper's plain-34)"),
 }
@@ -40,7 +43,9 @@ IMAGENET_MODELS: dict[str, tuple[ResNetConfig, str]] = {
 def cifar_resnet(depth: int, shortcut: str = "A") -> ResNetConfig:
     """He et al. 2015 CIFAR net: 6n+2 layers, three stages of n basic blocks at 16, 32, 64 channels."""
     n = (depth - 2) // 6
-    return ResNetConfig(block="basic", layers=(n, n, n), widths=(16, 32, 64), stem="cifar", stem_width=16, shortcut=shortcut)
+    return ResNetConfig(
+        block="basic", layers=(n, n, n), widths=(16, 32, 64), stem="cifar", stem_width=16, shortcut=shortcut
+    )
 
 
 def preact_cifar_resnet(depth: int, bottleneck: bool) -> ResNetConfig:
@@ -54,26 +59,58 @@ def wide_resnet(depth: int, k: int) -> ResNetConfig:
     """WRN-depth-k (Zagoruyko & Komodakis 2016): pre-activation basic blocks at 16k, 32k, 64k channels."""
     n = (depth - 4) // 6
     return ResNetConfig(
-        block="preact_basic", layers=(n, n, n), widths=(16 * k, 32 * k, 64 * k), stem="cifar", stem_width=16, shortcut="B"
+        block="preact_basic",
+        layers=(n, n, n),
+        widths=(16 * k, 32 * k, 64 * k),
+        stem="cifar",
+        stem_width=16,
+        shortcut="B",
     )
 
 
 CIFAR_MODELS: dict[str, tuple[ResNetConfig, str]] = {
-    **{f"resnet{d}": (cifar_resnet(d), f"CIFAR ResNet-{d} (He et al. 2015), option A shortcuts") for d in (20, 32, 44, 56, 110, 1202)},
-    **{f"plain{d}": (cifar_resnet(d, "none"), f"CIFAR plain-{d}: ResNet-{d} without shortcuts") for d in (20, 32, 44, 56, 110)},
-    "preact_resnet110": (preact_cifar_resnet(110, bottleneck=False), "Pre-activation ResNet-110 (He et al. 2016), basic blocks"),
-    "preact_resnet164": (preact_cifar_resnet(164, bottleneck=True), "Pre-activation ResNet-164 (He et al. 2016), bottlenecks"),
-    "preact_resnet1001": (preact_cifar_resnet(1001, bottleneck=True), "Pre-activation ResNet-1001 (He et al. 2016), bottlenecks"),
+    **{
+        f"resnet{d}": (cifar_resnet(d), f"CIFAR ResNet-{d} (He et al. 2015), option A shortcuts")
+        for d in (20, 32, 44, 56, 110, 1202)
+    },
+    **{
+        f"plain{d}": (cifar_resnet(d, "none"), f"CIFAR plain-{d}: ResNet-{d} without shortcuts")
+        for d in (20, 32, 44, 56, 110)
+    },
+    "preact_resnet110": (
+        preact_cifar_resnet(110, bottleneck=False),
+        "Pre-activation ResNet-110 (He et al. 2016), basic blocks",
+    ),
+    "preact_resnet164": (
+        preact_cifar_resnet(164, bottleneck=True),
+        "Pre-activation ResNet-164 (He et al. 2016), bottlenecks",
+    ),
+    "preact_resnet1001": (
+        preact_cifar_resnet(1001, bottleneck=True),
+        "Pre-activation ResNet-1001 (He et al. 2016), bottlenecks",
+    ),
     "wrn_16_8": (wide_resnet(16, 8), "Wide ResNet-16-8 (Zagoruyko & Komodakis 2016)"),
     "wrn_28_10": (wide_resnet(28, 10), "Wide ResNet-28-10 (Zagoruyko & Komodakis 2016)"),
     "wrn_40_4": (wide_resnet(40, 4), "Wide ResNet-40-4 (Zagoruyko & Komodakis 2016)"),
     "resnext29_8x64d": (
-        ResNetConfig(block="bottleneck", layers=(3, 3, 3), widths=(64, 128, 256), stem="cifar", stem_width=64, groups=8, base_width=64),
+        ResNetConfig(
+            block="bottleneck",
+            layers=(3, 3, 3),
+            widths=(64, 128, 256),
+            stem="cifar",
+            stem_width=64,
+            groups=8,
+            base_width=64,
+        ),
         "ResNeXt-29 8x64d (Xie et al. 2017): one 3x3 conv stem of 64 channels, no max-pool",
     ),
 }
 
 for _name, (_config, _text) in IMAGENET_MODELS.items():
-    register_model(_name, ResNet, _config, num_classes=1000, input_size=IMAGENET_INPUT, family="resnet-imagenet", description=_text)
+    register_model(
+        _name, ResNet, _config, num_classes=1000, input_size=IMAGENET_INPUT, family="resnet-imagenet", description=_text
+    )
 for _name, (_config, _text) in CIFAR_MODELS.items():
-    register_model(_name, ResNet, _config, num_classes=10, input_size=CIFAR_INPUT, family="resnet-cifar", description=_text)
+    register_model(
+        _name, ResNet, _config, num_classes=10, input_size=CIFAR_INPUT, family="resnet-cifar", description=_text
+    )

@@ -78,7 +78,9 @@ class _TransformerClassifier(SkipNetwork):
         rates = linear_drop_rates(config.drop_path_rate, config.depth)
         self.blocks = nn.Sequential(
             *(
-                TransformerBlock(dim, config.num_heads, config.mlp_ratio, placement=config.norm_placement, act=act, drop_path=rate)
+                TransformerBlock(
+                    dim, config.num_heads, config.mlp_ratio, placement=config.norm_placement, act=act, drop_path=rate
+                )
                 for rate in rates
             )
         )
@@ -199,6 +201,16 @@ SEQUENCE_MODELS: dict[str, tuple[TransformerConfig, str]] = {
 }
 
 for _name, (_config, _text) in IMAGE_MODELS.items():
-    register_model(_name, VisionTransformer, _config, num_classes=10, input_size=(3, 32, 32), family="transformer", description=_text)
+    register_model(
+        _name,
+        VisionTransformer,
+        _config,
+        num_classes=10,
+        input_size=(3, 32, 32),
+        family="transformer",
+        description=_text,
+    )
 for _name, (_config, _text) in SEQUENCE_MODELS.items():
-    register_model(_name, SequenceEncoder, _config, num_classes=10, input_size=(28, 28), family="transformer", description=_text)
+    register_model(
+        _name, SequenceEncoder, _config, num_classes=10, input_size=(28, 28), family="transformer", description=_text
+    )

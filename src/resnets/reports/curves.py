@@ -22,9 +22,11 @@ def plot_curves(rows: Sequence[dict[str, Any]], path: str | Path, *, title: str 
     FigureCanvasAgg(figure)
     axes = figure.add_subplot(1, 1, 1)
     epochs = [row["epoch"] for row in rows]
-    series = [("train_error", "train", dict(linewidth=1.0, linestyle="--", color="tab:blue")),
-              ("test_error", "test", dict(linewidth=2.2, color="tab:blue")),
-              ("val_error", "val", dict(linewidth=1.6, color="tab:orange"))]  # fmt: skip
+    series = [
+        ("train_error", "train", {"linewidth": 1.0, "linestyle": "--", "color": "tab:blue"}),
+        ("test_error", "test", {"linewidth": 2.2, "color": "tab:blue"}),
+        ("val_error", "val", {"linewidth": 1.6, "color": "tab:orange"}),
+    ]
     for key, label, style in series:
         points = [(e, row[key]) for e, row in zip(epochs, rows) if row.get(key) is not None]
         if points:

@@ -55,8 +55,14 @@ def save_checkpoint(
     for name, path in staged.items():
         fsync_file(path)
         hashes[name] = sha256_file(path)
-    manifest = {"format": FORMAT, "model": model_name, "step": state["step"], "epoch": state["epoch"],
-                "batch": state["batch"], "files": hashes}  # fmt: skip
+    manifest = {
+        "format": FORMAT,
+        "model": model_name,
+        "step": state["step"],
+        "epoch": state["epoch"],
+        "batch": state["batch"],
+        "files": hashes,
+    }
     atomic_write_text(directory / PENDING, json.dumps(manifest, indent=2) + "\n")
     _commit(directory)
 
@@ -87,8 +93,10 @@ def verify(directory: str | Path) -> dict[str, Any]:
     if (directory / PENDING).exists():
         pending = _read_manifest(directory / PENDING)
         ready = all(
-            (directory / f".{n}.staged").exists() and sha256_file(directory / f".{n}.staged") == h
-            or (directory / n).exists() and sha256_file(directory / n) == h
+            (directory / f".{n}.staged").exists()
+            and sha256_file(directory / f".{n}.staged") == h
+            or (directory / n).exists()
+            and sha256_file(directory / n) == h
             for n, h in pending["files"].items()
         )
         if ready:

@@ -34,8 +34,18 @@ import resnets
 from resnets.io.atomic import atomic_write_text
 
 #: Columns of metrics.csv, in order; val_* only when the run has a validation split.
-METRIC_COLUMNS = ["epoch", "step", "lr", "train_loss", "train_error", "test_loss", "test_error", "images_per_s",
-                  "epoch_time_s", "wall_time_s"]  # fmt: skip
+METRIC_COLUMNS = [
+    "epoch",
+    "step",
+    "lr",
+    "train_loss",
+    "train_error",
+    "test_loss",
+    "test_error",
+    "images_per_s",
+    "epoch_time_s",
+    "wall_time_s",
+]
 VAL_COLUMNS = ["val_loss", "val_error"]
 
 

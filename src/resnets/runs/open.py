@@ -43,9 +43,18 @@ def measurement_loader(
     """The loader a run's splits are measured with, in training and after it: unshuffled, unaugmented."""
     from resnets.data import BatchLoader
 
-    return BatchLoader(dataset, batch_size, shuffle=False, seed=0, drop_last=False, mean=tuple(mean), std=tuple(std),
-                       layout=layout, channels_last=precision.channels_last and layout == "image",
-                       device=precision.device)  # fmt: skip
+    return BatchLoader(
+        dataset,
+        batch_size,
+        shuffle=False,
+        seed=0,
+        drop_last=False,
+        mean=tuple(mean),
+        std=tuple(std),
+        layout=layout,
+        channels_last=precision.channels_last and layout == "image",
+        device=precision.device,
+    )
 
 
 @dataclass
@@ -129,16 +138,20 @@ class Run:
             raise DataError(f"{bundle.name} has no {split} split{extra}")
         recorded = self.record.data
         mean, std = (recorded.mean, recorded.std) if recorded else (bundle.mean, bundle.std)
-        layout = recorded.layout if recorded else layout_for(self.record.input_kind, bundle.kind, bundle.sample_shape)[0]
-        return measurement_loader(dataset, mean=mean, std=std, layout=layout, precision=self.precision,
-                                  batch_size=self.record.eval_batch_size)  # fmt: skip
+        layout = (
+            recorded.layout if recorded else layout_for(self.record.input_kind, bundle.kind, bundle.sample_shape)[0]
+        )
+        return measurement_loader(
+            dataset, mean=mean, std=std, layout=layout, precision=self.precision, batch_size=self.record.eval_batch_size
+        )
 
     def evaluate(self, split: str = "test", *, data: str | None = None, data_dir: str | None = None) -> EvalResult:
         """Loss, top-1/top-5 error, per-class accuracy and confusion of ``split``, as training measures them."""
         loader = self.loader(split, data=data, data_dir=data_dir)
         classes = self.classes if self.record.data else [str(c) for c in self.data(data, data_dir).classes]
-        return evaluate(self.model, loader.epoch_batches(0), self.record.num_classes, precision=self.precision,
-                        classes=classes)  # fmt: skip
+        return evaluate(
+            self.model, loader.epoch_batches(0), self.record.num_classes, precision=self.precision, classes=classes
+        )
 
 
 def open_run(
@@ -176,9 +189,13 @@ def open_run(
 
 
 def _open_directory(
-    path: Path, which: str | None, device: torch.device, model: str | None, num_classes: int | None,
+    path: Path,
+    which: str | None,
+    device: torch.device,
+    model: str | None,
+    num_classes: int | None,
     in_channels: int | None,
-) -> Run:  # fmt: skip
+) -> Run:
     record = read_record(path)
     if model and model != record.model:
         raise ConfigError(f"--model {model!r} contradicts the run directory, which trained {record.model!r}; drop it")
@@ -211,8 +228,12 @@ def _open_file(
     record = _record_from_metadata(meta, path)
     if record is not None and (model in (None, record.model)):
         if num_classes not in (None, record.num_classes) or in_channels not in (None, record.in_channels):
-            record = replace(record, num_classes=num_classes or record.num_classes,
-                             in_channels=in_channels or record.in_channels, data=None)  # fmt: skip
+            record = replace(
+                record,
+                num_classes=num_classes or record.num_classes,
+                in_channels=in_channels or record.in_channels,
+                data=None,
+            )
         return _ready(record, path, None, device, state)
     name = model or meta.get("model")
     if not name:
@@ -225,8 +246,14 @@ def _open_file(
     num_classes = num_classes or sizes.get("num_classes") or entry.num_classes
     default_channels = entry.input_size[0] if entry.input_kind == "image" else entry.input_size[-1]
     in_channels = in_channels or sizes.get("in_channels") or default_channels
-    record = RunRecord(model=name, model_options={}, num_classes=num_classes, in_channels=in_channels,
-                       input_kind=entry.input_kind, data=None)  # fmt: skip
+    record = RunRecord(
+        model=name,
+        model_options={},
+        num_classes=num_classes,
+        in_channels=in_channels,
+        input_kind=entry.input_kind,
+        data=None,
+    )
     return _ready(record, path, None, device, state)
 
 
@@ -245,8 +272,9 @@ def _ready(
     record: RunRecord, weights: Path, run_dir: Path | None, device: torch.device, state: dict | None = None
 ) -> Run:
     """Build the recorded model, load its weights, and put it on ``device`` in the run's memory format."""
-    net = create_model(record.model, num_classes=record.num_classes, in_channels=record.in_channels,
-                       **record.model_options)  # fmt: skip
+    net = create_model(
+        record.model, num_classes=record.num_classes, in_channels=record.in_channels, **record.model_options
+    )
     load_weights(net, read_weight_file(weights) if state is None else state)
     precision = record.precision(device)
     net.to(device, memory_format=torch.channels_last if precision.channels_last else torch.preserve_format)

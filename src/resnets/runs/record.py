@@ -55,8 +55,13 @@ class DataRecord:
 
     def load_options(self, seed: int) -> dict[str, Any]:
         """Keyword arguments of ``load_data`` that rebuild the same splits."""
-        return dict(val_fraction=self.val_fraction, val_size=self.val_size, seed=seed, image_size=self.image_size,
-                    max_bad_files=self.max_bad_files)  # fmt: skip
+        return {
+            "val_fraction": self.val_fraction,
+            "val_size": self.val_size,
+            "seed": seed,
+            "image_size": self.image_size,
+            "max_bad_files": self.max_bad_files,
+        }
 
 
 @dataclass(frozen=True)
@@ -92,8 +97,12 @@ class RunRecord:
     def precision(self, device: torch.device | str) -> Precision:
         """The precision the run was measured with, on ``device``."""
         device = torch.device(device)
-        return Precision(device=device, amp=self.amp, dtype=_DTYPES[self.amp_dtype],
-                         channels_last=self.channels_last and self.input_kind == "image")  # fmt: skip
+        return Precision(
+            device=device,
+            amp=self.amp,
+            dtype=_DTYPES[self.amp_dtype],
+            channels_last=self.channels_last and self.input_kind == "image",
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

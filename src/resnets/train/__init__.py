@@ -11,7 +11,21 @@ from resnets.train.schedule import LRSchedule, weighted_depth
 from resnets.train.signals import TrainingInterrupted
 
 __all__ = [
-    "DEFAULT_EPOCHS", "RECIPES", "LRSchedule", "Recipe", "TrainConfig", "TrainingInterrupted", "apply_overrides",
-    "final_line", "get_recipe", "list_recipes", "load_config_file", "parse_assignment", "resume_config", "stop_step",
-    "train", "valid_keys", "weighted_depth",
-]  # fmt: skip
+    "DEFAULT_EPOCHS",
+    "RECIPES",
+    "LRSchedule",
+    "Recipe",
+    "TrainConfig",
+    "TrainingInterrupted",
+    "apply_overrides",
+    "final_line",
+    "get_recipe",
+    "list_recipes",
+    "load_config_file",
+    "parse_assignment",
+    "resume_config",
+    "stop_step",
+    "train",
+    "valid_keys",
+    "weighted_depth",
+]

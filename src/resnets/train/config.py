@@ -9,12 +9,12 @@ valid ones, so a typo never silently does nothing.
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import tomllib
 import yaml
 
 from resnets.errors import ConfigError
@@ -164,9 +164,8 @@ def _coerce(key: str, value: Any, hint: Any, source: str) -> Any:
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
-    elif hint is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
+    elif hint is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        return str(value)
     raise ConfigError(f"{key} in {source} must be {_name(hint)}, got {value!r}")
 
 
@@ -180,4 +179,3 @@ def config_from_dict(data: dict[str, Any]) -> TrainConfig:
     recipe = Recipe(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in data.pop("recipe").items()})
     known = set(run_fields())
     return TrainConfig(recipe=recipe, **{k: v for k, v in data.items() if k in known})
-

@@ -17,6 +17,7 @@ from torch import nn
 
 from resnets.errors import ConfigError
 
+
 @dataclass
 class Distributed:
     rank: int = 0

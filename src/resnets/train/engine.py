@@ -16,8 +16,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from resnets.errors import ConfigError, ResnetsError, TrainingDivergedError
 from resnets.device import resolve_device, resolve_precision
+from resnets.errors import ConfigError, ResnetsError, TrainingDivergedError
 from resnets.metrics import evaluate
 from resnets.runs.checkpoint import load_checkpoint, save_checkpoint
 from resnets.runs.directory import RunDir, default_run_path, environment
@@ -33,8 +33,19 @@ from resnets.train.state import TrainState, rng_state, set_rng_state
 from resnets.train.tensorboard import TensorBoard
 
 #: Settings that a resumed run cannot change without breaking what its checkpoint means.
-FROZEN_ON_RESUME = ("model", "model_options", "data", "data_dir", "val_size", "val_fraction", "image_size",
-                    "seed", "batch_size", "optimizer", "in_channels")  # fmt: skip
+FROZEN_ON_RESUME = (
+    "model",
+    "model_options",
+    "data",
+    "data_dir",
+    "val_size",
+    "val_fraction",
+    "image_size",
+    "seed",
+    "batch_size",
+    "optimizer",
+    "in_channels",
+)
 RECIPE_KEYS_FROZEN = ("batch_size", "optimizer")
 
 
@@ -104,8 +115,9 @@ class Trainer:
         self.last_step = stop_step(config, self.steps_per_epoch)
         model = session.model
         self.optimizer = make_optimizer(model, r)
-        self.schedule = LRSchedule(r, steps_per_epoch=self.steps_per_epoch, total_steps=self.last_step,
-                                   depth=weighted_depth(model))  # fmt: skip
+        self.schedule = LRSchedule(
+            r, steps_per_epoch=self.steps_per_epoch, total_steps=self.last_step, depth=weighted_depth(model)
+        )
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision.needs_scaler)
         self.run_dir = RunDir(config.out or default_run_path(config.model, config.data))
         self.state, self.rows = TrainState(), []
@@ -138,8 +150,11 @@ class Trainer:
         self.state = state = TrainState(**saved["train"])
         set_rng_state(saved["rng"])
         # Rows after the checkpoint (a kill between two writes) and a partial epoch's row go: they are redone.
-        self.rows = [row for row in self.run_dir.read_metrics()
-                     if row["step"] < state.step or (row["step"] == state.step and state.batch == 0)]  # fmt: skip
+        self.rows = [
+            row
+            for row in self.run_dir.read_metrics()
+            if row["step"] < state.step or (row["step"] == state.step and state.batch == 0)
+        ]
 
     def run(self) -> dict[str, Any]:
         state = self.state
@@ -206,8 +221,11 @@ class Trainer:
 
     def _diverged(self, loss_value: float, lr: float) -> TrainingDivergedError:
         saved = _saved_step(self.run_dir)
-        kept = (f"the last good checkpoint (step {saved}) is kept in {self.run_dir.checkpoints}" if saved is not None
-                else "no checkpoint had been saved yet")  # fmt: skip
+        kept = (
+            f"the last good checkpoint (step {saved}) is kept in {self.run_dir.checkpoints}"
+            if saved is not None
+            else "no checkpoint had been saved yet"
+        )
         return TrainingDivergedError(
             f"the loss became {loss_value} at step {self.state.step + 1} (epoch {self.state.epoch + 1}, lr {lr:g}); "
             f"{kept}; lower the learning rate (--lr) or add a warm-up (--set warmup_epochs=1)"
@@ -227,10 +245,18 @@ class Trainer:
         if session.test_loader is not None:
             test_loss, test_error = self._measure(session.test_loader)
         epoch = state.epoch if state.batch == 0 else round(state.epoch + state.batch / self.steps_per_epoch, 4)
-        row = {"epoch": epoch, "step": state.step, "lr": self.schedule.lr(max(0, state.step - 1)),
-               "train_loss": state.train_loss, "train_error": state.train_error, "test_loss": test_loss,
-               "test_error": test_error, "images_per_s": state.seen / max(state.epoch_time_s, 1e-9),
-               "epoch_time_s": state.epoch_time_s, "wall_time_s": state.wall_time_s}  # fmt: skip
+        row = {
+            "epoch": epoch,
+            "step": state.step,
+            "lr": self.schedule.lr(max(0, state.step - 1)),
+            "train_loss": state.train_loss,
+            "train_error": state.train_error,
+            "test_loss": test_loss,
+            "test_error": test_error,
+            "images_per_s": state.seen / max(state.epoch_time_s, 1e-9),
+            "epoch_time_s": state.epoch_time_s,
+            "wall_time_s": state.wall_time_s,
+        }
         if session.val_loader is not None:
             row["val_loss"], row["val_error"] = self._measure(session.val_loader)
         self.rows.append(row)
@@ -249,17 +275,27 @@ class Trainer:
 
     def _measure(self, loader: Any) -> tuple[float, float]:
         """(loss, top-1 error %) of a split, measured as ``resnets eval`` measures it after the run."""
-        result = evaluate(self.model, loader.epoch_batches(0), self.session.record.num_classes,
-                          precision=self.session.record.precision(self.precision.device))  # fmt: skip
+        result = evaluate(
+            self.model,
+            loader.epoch_batches(0),
+            self.session.record.num_classes,
+            precision=self.session.record.precision(self.precision.device),
+        )
         return result.loss, result.top1_error
 
     def _save(self, best: bool) -> None:
         if not self.dist.is_main:
             return
         state = self.state
-        payload = {"optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
-                   "rng": rng_state(), "train": state.to_dict(), "step": state.step, "epoch": state.epoch,
-                   "batch": state.batch}  # fmt: skip
+        payload = {
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "rng": rng_state(),
+            "train": state.to_dict(),
+            "step": state.step,
+            "epoch": state.epoch,
+            "batch": state.batch,
+        }
         if self.precision.needs_scaler:
             payload["scaler"] = self.scaler.state_dict()
         save_checkpoint(self.run_dir.checkpoints, self.dist.unwrap(self.model), self.config.model, payload, best=best)
@@ -302,8 +338,11 @@ def _summary(config, session, state: TrainState, rows, run: RunDir, steps_per_ep
     if "val_error" in last:
         chosen = next((row for row in rows if row["epoch"] == state.best_epoch), {})
         summary["val_error"] = last["val_error"]
-        summary["best"] = {"epoch": state.best_epoch, "val_error": state.best_error,
-                           "test_error": chosen.get("test_error", math.nan)}  # fmt: skip
+        summary["best"] = {
+            "epoch": state.best_epoch,
+            "val_error": state.best_error,
+            "test_error": chosen.get("test_error", math.nan),
+        }
     return summary
 
 

@@ -20,8 +20,15 @@ class Progress:
     def start_epoch(self, epoch: int, batch: int) -> None:
         if self.quiet:
             return
-        self.bar = tqdm(total=self.steps_per_epoch, initial=batch, desc=f"epoch {epoch + 1}/{self.total_epochs}",
-                        unit="step", leave=False, file=sys.stderr, dynamic_ncols=True)  # fmt: skip
+        self.bar = tqdm(
+            total=self.steps_per_epoch,
+            initial=batch,
+            desc=f"epoch {epoch + 1}/{self.total_epochs}",
+            unit="step",
+            leave=False,
+            file=sys.stderr,
+            dynamic_ncols=True,
+        )
 
     def update(self, state: TrainState, lr: float) -> None:
         if self.bar is None:

@@ -68,23 +68,50 @@ RECIPES: dict[str, Recipe] = {
         name="he2015-cifar",
         description="He et al. 2015 sec. 4.2: SGD 0.9, wd 1e-4, batch 128, lr 0.1 /10 at 32k and 48k, stop at 64k; "
         "nets of 110+ layers warm up at 0.01 until the train error < 80%",
-        lr=0.1, momentum=0.9, weight_decay=1e-4, batch_size=128, schedule="step", milestones=(32000, 48000),
-        lr_decay=0.1, max_steps=64000, deep_warmup_lr=0.01, deep_warmup_min_depth=110, deep_warmup_until_error=80.0,
+        lr=0.1,
+        momentum=0.9,
+        weight_decay=1e-4,
+        batch_size=128,
+        schedule="step",
+        milestones=(32000, 48000),
+        lr_decay=0.1,
+        max_steps=64000,
+        deep_warmup_lr=0.01,
+        deep_warmup_min_depth=110,
+        deep_warmup_until_error=80.0,
     ),
     "fast": Recipe(
         name="fast",
         description="Short schedule: 10 epochs of SGD Nesterov, 1 epoch linear warm-up then cosine to 0, "
         "label smoothing 0.1, wd 5e-4 (about 20 min for resnet20 on CIFAR-10 on 2 CPU cores)",
-        lr=0.2, momentum=0.9, nesterov=True, weight_decay=5e-4, batch_size=128, schedule="cosine", epochs=10,
-        warmup_epochs=1.0, label_smoothing=0.1,
+        lr=0.2,
+        momentum=0.9,
+        nesterov=True,
+        weight_decay=5e-4,
+        batch_size=128,
+        schedule="cosine",
+        epochs=10,
+        warmup_epochs=1.0,
+        label_smoothing=0.1,
     ),
     "default": Recipe(
         name="default",
-        description=f"The no-argument run: the fast recipe for {DEFAULT_EPOCHS} epochs, flips but no crops (resnet20 on Fashion-MNIST)",
-        lr=0.2, momentum=0.9, nesterov=True, weight_decay=5e-4, batch_size=128, schedule="cosine",
-        epochs=DEFAULT_EPOCHS, warmup_epochs=0.5, label_smoothing=0.1, crop_padding=0,
+        description=(
+            f"The no-argument run: the fast recipe for {DEFAULT_EPOCHS} epochs, flips but no crops "
+            "(resnet20 on Fashion-MNIST)"
+        ),
+        lr=0.2,
+        momentum=0.9,
+        nesterov=True,
+        weight_decay=5e-4,
+        batch_size=128,
+        schedule="cosine",
+        epochs=DEFAULT_EPOCHS,
+        warmup_epochs=0.5,
+        label_smoothing=0.1,
+        crop_padding=0,
     ),
-}  # fmt: skip
+}
 
 
 def get_recipe(name: str) -> Recipe:
@@ -96,5 +123,3 @@ def get_recipe(name: str) -> Recipe:
 
 def list_recipes() -> list[str]:
     return list(RECIPES)
-
-

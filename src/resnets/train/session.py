@@ -37,53 +37,107 @@ class Session:
 
         if bundle is None:
             bundle = load_data(
-                config.data, config.data_dir, val_fraction=config.val_fraction, val_size=config.val_size,
-                seed=config.seed, image_size=config.image_size, max_bad_files=config.max_bad_files,
-            )  # fmt: skip
+                config.data,
+                config.data_dir,
+                val_fraction=config.val_fraction,
+                val_size=config.val_size,
+                seed=config.seed,
+                image_size=config.image_size,
+                max_bad_files=config.max_bad_files,
+            )
         layout, in_channels = input_layout(config.model, bundle.kind, bundle.sample_shape)
         check_channels(config.model, config.in_channels, in_channels, bundle.name, bundle.sample_shape)
         torch.manual_seed(config.seed)  # the initial weights are a function of the seed
         # A resumed run takes its weights from its checkpoint: the initial weight file is not read again.
         weights = None if resume else config.weights
-        model = build_model(config.model, config.model_options, num_classes=len(bundle.classes),
-                            in_channels=in_channels, weights=weights, reset_head=config.reset_head)  # fmt: skip
+        model = build_model(
+            config.model,
+            config.model_options,
+            num_classes=len(bundle.classes),
+            in_channels=in_channels,
+            weights=weights,
+            reset_head=config.reset_head,
+        )
         record = make_record(config, bundle, layout, in_channels, precision)
         measured = record.precision(precision.device)
-        model.to(precision.device, memory_format=torch.channels_last if measured.channels_last else torch.preserve_format)
+        model.to(
+            precision.device, memory_format=torch.channels_last if measured.channels_last else torch.preserve_format
+        )
         augmented = config.recipe.augment and layout == "image" and bundle.kind == "image"
         augment = BatchAugment(pad=config.recipe.crop_padding, flip=bundle.flip) if augmented else None
-        train_loader = BatchLoader(bundle.train, config.recipe.batch_size, shuffle=True, seed=config.seed,
-                                   augment=augment, drop_last=True, mean=bundle.mean, std=bundle.std, layout=layout,
-                                   channels_last=measured.channels_last, device=precision.device)  # fmt: skip
+        train_loader = BatchLoader(
+            bundle.train,
+            config.recipe.batch_size,
+            shuffle=True,
+            seed=config.seed,
+            augment=augment,
+            drop_last=True,
+            mean=bundle.mean,
+            std=bundle.std,
+            layout=layout,
+            channels_last=measured.channels_last,
+            device=precision.device,
+        )
 
         def eval_loader(split: Any) -> Any:
             if split is None or len(split) == 0:
                 return None
-            return measurement_loader(split, mean=bundle.mean, std=bundle.std, layout=layout, precision=measured,
-                                      batch_size=record.eval_batch_size)  # fmt: skip
+            return measurement_loader(
+                split,
+                mean=bundle.mean,
+                std=bundle.std,
+                layout=layout,
+                precision=measured,
+                batch_size=record.eval_batch_size,
+            )
 
         return cls(bundle, model, record, train_loader, eval_loader(bundle.test), eval_loader(bundle.val))
 
 
-def make_record(
-    config: TrainConfig, bundle: Any, layout: str, in_channels: int, precision: Precision
-) -> RunRecord:
+def make_record(config: TrainConfig, bundle: Any, layout: str, in_channels: int, precision: Precision) -> RunRecord:
     """The run record (config.json) of a run with this config, data and precision."""
     has_val = bundle.val is not None and len(bundle.val) > 0
     data = DataRecord(
-        spec=str(config.data), name=bundle.name, kind=bundle.kind, classes=[str(c) for c in bundle.classes],
-        mean=list(bundle.mean), std=list(bundle.std), sample_shape=list(bundle.sample_shape), layout=layout,
-        flip=bool(bundle.flip), data_dir=config.data_dir, val_size=config.val_size, val_fraction=config.val_fraction,
-        image_size=config.image_size, max_bad_files=config.max_bad_files, train_samples=len(bundle.train),
-        val_samples=len(bundle.val) if has_val else 0, test_samples=len(bundle.test) if bundle.test is not None else 0,
+        spec=str(config.data),
+        name=bundle.name,
+        kind=bundle.kind,
+        classes=[str(c) for c in bundle.classes],
+        mean=list(bundle.mean),
+        std=list(bundle.std),
+        sample_shape=list(bundle.sample_shape),
+        layout=layout,
+        flip=bool(bundle.flip),
+        data_dir=config.data_dir,
+        val_size=config.val_size,
+        val_fraction=config.val_fraction,
+        image_size=config.image_size,
+        max_bad_files=config.max_bad_files,
+        train_samples=len(bundle.train),
+        val_samples=len(bundle.val) if has_val else 0,
+        test_samples=len(bundle.test) if bundle.test is not None else 0,
         skipped_files=bundle.skipped_files,
-    )  # fmt: skip
-    resolved = {**config.to_dict(), "device": str(precision.device), "amp": precision.amp,
-                "channels_last": precision.channels_last, "in_channels": in_channels}  # fmt: skip
+    )
+    resolved = {
+        **config.to_dict(),
+        "device": str(precision.device),
+        "amp": precision.amp,
+        "channels_last": precision.channels_last,
+        "in_channels": in_channels,
+    }
     return RunRecord(
-        model=config.model, model_options=dict(config.model_options), num_classes=len(bundle.classes),
-        in_channels=in_channels, input_kind=get_model_entry(config.model).input_kind, data=data, seed=config.seed,
-        device=str(precision.device), amp=precision.amp, amp_dtype=str(precision.dtype).removeprefix("torch."),
-        channels_last=precision.channels_last, eval_batch_size=EVAL_BATCH, selection="val" if has_val else None,
-        recipe=asdict(config.recipe), train=resolved,
-    )  # fmt: skip
+        model=config.model,
+        model_options=dict(config.model_options),
+        num_classes=len(bundle.classes),
+        in_channels=in_channels,
+        input_kind=get_model_entry(config.model).input_kind,
+        data=data,
+        seed=config.seed,
+        device=str(precision.device),
+        amp=precision.amp,
+        amp_dtype=str(precision.dtype).removeprefix("torch."),
+        channels_last=precision.channels_last,
+        eval_batch_size=EVAL_BATCH,
+        selection="val" if has_val else None,
+        recipe=asdict(config.recipe),
+        train=resolved,
+    )

@@ -28,13 +28,13 @@ class StopRequests:
             raise KeyboardInterrupt
         self.signal = signum
 
-    def __enter__(self) -> StopRequests:
+    def __enter__(self) -> StopRequests:  # noqa: PYI034 - Python 3.10 has no typing.Self
         if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread only
             for sig in self.SIGNALS:
                 self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
-    def __exit__(self, kind: type | None, value: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)  # type: ignore[arg-type]
         self._previous.clear()
