@@ -13,20 +13,12 @@ from resnets.layers.basic import BasicBlock
 from resnets.layers.bottleneck import Bottleneck
 from resnets.layers.drop_path import DropPath, linear_drop_rates
 from resnets.layers.preact import PreActBasicBlock, PreActBottleneck
-
-
-def _randomize_bn(module: nn.Module) -> None:
-    for m in module.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.5, 0.5)
+from tests.helpers import randomize_bn
 
 
 def test_post_activation_block_adds_identity_then_relu() -> None:
     block = BasicBlock(8, 8).eval()
-    _randomize_bn(block)
+    randomize_bn(block)
     x = torch.randn(2, 8, 6, 6)
     branch = block.bn2(block.conv2(torch.relu(block.bn1(block.conv1(x)))))
     assert torch.allclose(block(x), torch.relu(branch + x), atol=1e-6)
@@ -34,7 +26,7 @@ def test_post_activation_block_adds_identity_then_relu() -> None:
 
 def test_plain_block_outputs_relu_of_branch_only() -> None:
     block = BasicBlock(8, 8, shortcut="none").eval()
-    _randomize_bn(block)
+    randomize_bn(block)
     x = torch.randn(2, 8, 6, 6)
     branch, shortcut = block.residual_and_shortcut(x)
     assert shortcut is None
@@ -43,7 +35,7 @@ def test_plain_block_outputs_relu_of_branch_only() -> None:
 
 def test_preact_block_has_no_activation_after_the_sum() -> None:
     block = PreActBasicBlock(8, 8).eval()
-    _randomize_bn(block)
+    randomize_bn(block)
     x = torch.randn(2, 8, 6, 6)
     branch = block.conv2(torch.relu(block.bn2(block.conv1(torch.relu(block.bn1(x))))))
     out = block(x)
@@ -54,7 +46,7 @@ def test_preact_block_has_no_activation_after_the_sum() -> None:
 @pytest.mark.parametrize("scale", [0.1, 0.3])
 def test_residual_scaling_multiplies_the_branch(scale: float) -> None:
     block = BasicBlock(8, 8).eval()
-    _randomize_bn(block)
+    randomize_bn(block)
     x = torch.randn(2, 8, 6, 6)
     branch, _ = block.residual_and_shortcut(x)
     block.residual_scale = scale

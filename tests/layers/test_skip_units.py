@@ -19,17 +19,7 @@ from resnets.layers.preact import PreActBasicBlock
 from resnets.layers.residual import ResidualUnit
 from resnets.layers.skip_unit import SkipUnit, UnitShape
 from resnets.layers.transformer_block import ResidualSublayer
-
-
-def _randomize_bn(module: nn.Module) -> nn.Module:
-    """Eval-mode BN with statistics and affine parameters away from 0/1, so a BN is not the identity."""
-    for m in module.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.5, 0.5)
-    return module.eval()
+from tests.helpers import randomize_bn
 
 
 def _highway(carry: str) -> HighwayLayer:
@@ -83,7 +73,7 @@ def test_lesioned_conv_highway_layer_outputs_its_coupled_carry() -> None:
 
 
 def test_lesioned_dense_layer_adds_zeros_and_the_block_keeps_its_channels() -> None:
-    block = _randomize_bn(DenseBlock(3, 8, growth_rate=4, bn_size=2))
+    block = randomize_bn(DenseBlock(3, 8, growth_rate=4, bn_size=2))
     x = torch.randn(2, 8, 6, 6)
     with torch.no_grad():
         reference = block(x)
@@ -101,7 +91,7 @@ def test_lesioned_dense_layer_adds_zeros_and_the_block_keeps_its_channels() -> N
 
 
 def test_scaled_dense_layer_scales_its_new_features() -> None:
-    layer = _randomize_bn(DenseLayer(8, 4, bn_size=2))
+    layer = randomize_bn(DenseLayer(8, 4, bn_size=2))
     inputs = [torch.randn(2, 5, 4, 4), torch.randn(2, 3, 4, 4)]
     with torch.no_grad():
         new = layer(inputs)
@@ -157,7 +147,7 @@ def test_multi_skip_layer_without_skips_becomes_the_identity() -> None:
 
 
 def test_multi_residual_block_lesions_one_branch_at_a_time() -> None:
-    block = _randomize_bn(MultiResidualBlock(8, 8, num_residuals=2))
+    block = randomize_bn(MultiResidualBlock(8, 8, num_residuals=2))
     x = torch.randn(2, 8, 6, 6)
     with torch.no_grad():
         f0, f1 = block.branches[0](x), block.branches[1](x)
@@ -174,7 +164,7 @@ def test_multi_residual_block_lesions_one_branch_at_a_time() -> None:
 
 
 def test_multi_residual_block_with_projection_keeps_its_shortcut_when_a_branch_is_lesioned() -> None:
-    block = _randomize_bn(MultiResidualBlock(8, 16, 2, num_residuals=3, shortcut="A"))
+    block = randomize_bn(MultiResidualBlock(8, 16, 2, num_residuals=3, shortcut="A"))
     x = torch.randn(2, 8, 6, 6)
     with torch.no_grad(), block.lesioned(branch=1):
         expected = torch.relu((block.branches[0](x) + block.branches[2](x)) + block.downsample(x))
@@ -182,7 +172,7 @@ def test_multi_residual_block_with_projection_keeps_its_shortcut_when_a_branch_i
 
 
 def test_plain_block_lesioned_is_the_identity_when_shapes_match() -> None:
-    block = _randomize_bn(BasicBlock(8, 8, shortcut="none"))
+    block = randomize_bn(BasicBlock(8, 8, shortcut="none"))
     x = torch.randn(2, 8, 6, 6)
     with torch.no_grad(), block.lesioned():
         out = block(x)
@@ -214,7 +204,7 @@ def test_crelu_units_become_the_identity_only_without_a_shape_change() -> None:
 
 def test_basic_block_capture_returns_the_branch_and_the_shortcut() -> None:
     x = torch.randn(2, 8, 6, 6)
-    for block in (_randomize_bn(BasicBlock(8, 8)), _randomize_bn(BasicBlock(8, 16, 2, shortcut="B"))):
+    for block in (randomize_bn(BasicBlock(8, 8)), randomize_bn(BasicBlock(8, 16, 2, shortcut="B"))):
         with torch.no_grad():
             branch = block.bn2(block.conv2(torch.relu(block.bn1(block.conv1(x)))))
             shortcut = x if block.downsample is None else block.downsample(x)
@@ -226,7 +216,7 @@ def test_basic_block_capture_returns_the_branch_and_the_shortcut() -> None:
 
 
 def test_capture_copies_what_a_plain_block_then_changes_in_place() -> None:
-    block = _randomize_bn(BasicBlock(8, 8, shortcut="none"))
+    block = randomize_bn(BasicBlock(8, 8, shortcut="none"))
     x = torch.randn(2, 8, 6, 6)
     with torch.no_grad(), block.capture() as seen:
         out = block(x)
@@ -235,7 +225,7 @@ def test_capture_copies_what_a_plain_block_then_changes_in_place() -> None:
 
 
 def test_preact_capture_reads_the_projection_of_the_activated_input() -> None:
-    block = _randomize_bn(PreActBasicBlock(8, 16, 2))
+    block = randomize_bn(PreActBasicBlock(8, 16, 2))
     x = torch.randn(2, 8, 6, 6)
     with torch.no_grad(), block.capture() as seen:
         out = block(x)

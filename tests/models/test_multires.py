@@ -3,25 +3,16 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from resnets import create_model
 from resnets.layers.basic import BasicBlock
 from resnets.layers.multi_residual import MultiResidualBlock
-
-
-def _randomize_bn(module: nn.Module) -> None:
-    for m in module.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.5, 0.5)
+from tests.helpers import randomize_bn
 
 
 def test_block_sums_every_branch_and_the_identity() -> None:
     block = MultiResidualBlock(8, 8, num_residuals=3).eval()
-    _randomize_bn(block)
+    randomize_bn(block)
     x = torch.randn(2, 8, 6, 6)
     expected = torch.relu(x + sum(branch(x) for branch in block.branches))
     assert torch.allclose(block(x), expected, atol=1e-5)
@@ -36,7 +27,7 @@ def test_one_branch_is_the_basic_block() -> None:
         MultiResidualBlock(8, 16, 2, num_residuals=1, shortcut="A").eval(),
         BasicBlock(8, 16, 2, shortcut="A").eval(),
     )
-    _randomize_bn(basic)
+    randomize_bn(basic)
     keys = dict(zip(["0", "1", "3", "4"], ["conv1", "bn1", "conv2", "bn2"]))
     state = {f"branches.0.{k}.{p}": v for k, mod in keys.items() for p, v in getattr(basic, mod).state_dict().items()}
     multi.load_state_dict(state)
