@@ -165,3 +165,25 @@ def test_the_model_input_kind_decides_the_layout():
     assert layout_for("vector", "vector", (20,)) == ("vector", 20)
     with pytest.raises(ResnetsError, match="tabular"):
         layout_for("image", "vector", (20,), "resnet20")
+
+
+def test_snapshots_keep_the_weights_of_chosen_steps_and_open_as_checkpoints(tmp_path, bundle):
+    from resnets import create_model
+    from resnets.runs import open_run
+
+    run = tmp_path / "run"
+    config = replace(tiny_config(run, max_steps=5), snapshot_steps=(0, 3))
+    train(config, data=bundle)
+    assert sorted(p.name for p in (run / "checkpoints").glob("step-*")) == ["step-0.safetensors", "step-3.safetensors"]
+    opened = open_run(run, checkpoint="step-0")
+    assert opened.snapshots == [0, 3]
+    torch.manual_seed(config.seed)  # the run's initial weights are a function of its seed
+    initial = create_model(TINY, num_classes=2, in_channels=1).state_dict()
+    assert all(torch.equal(initial[k], v) for k, v in opened.model.state_dict().items())
+    step3 = open_run(run, checkpoint="step-3").model.state_dict()
+    assert not torch.equal(step3["fc.weight"], initial["fc.weight"])
+    with pytest.raises(CheckpointError, match="kept no snapshot step-4"):
+        open_run(run, checkpoint="step-4")
+    (run / "checkpoints" / "step-3.safetensors").write_bytes(b"changed")
+    with pytest.raises(CheckpointError, match="corrupt or was changed"):
+        open_run(run, checkpoint="step-3")

@@ -146,10 +146,13 @@ def check_file(directory: str | Path, name: str) -> None:
     progress (a pending manifest) is accepted when the file matches it; nothing is written here.
     """
     directory = Path(directory)
-    if not (directory / MANIFEST).exists():
+    if name.startswith("step-"):
+        recorded = {snapshot_steps(directory).get(int(name.removeprefix("step-").removesuffix(".safetensors")))}
+    elif not (directory / MANIFEST).exists():
         return  # a checkpoint folder made by hand (no manifest): nothing to check against
-    recorded = {_read_manifest(directory / MANIFEST)["files"].get(name)}
-    if (directory / PENDING).exists():
+    else:
+        recorded = {_read_manifest(directory / MANIFEST)["files"].get(name)}
+    if (directory / PENDING).exists() and not name.startswith("step-"):
         recorded.add(_read_manifest(directory / PENDING)["files"].get(name))
     recorded.discard(None)
     if not recorded:
@@ -160,3 +163,40 @@ def check_file(directory: str | Path, name: str) -> None:
             f"checkpoint file {str(directory / name)!r} is corrupt or was changed: its sha256 {actual[:16]}... is "
             f"not the one in {MANIFEST}; restore it or train again"
         )
+
+
+SNAPSHOTS = "snapshots.json"
+
+
+def snapshot_name(step: int) -> str:
+    return f"step-{step}.safetensors"
+
+
+def save_snapshot(directory: str | Path, model: nn.Module, model_name: str, step: int) -> None:
+    """Keep the weights at ``step`` as ``step-N.safetensors``, its sha256 recorded in snapshots.json.
+
+    Snapshots let instruments follow a run through training (gradients, gate activity at several steps);
+    resume never reads them, so they live outside the two-phase commit of the last checkpoint.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    name = snapshot_name(step)
+    metadata = {"model": model_name, "step": str(step), "format": FORMAT}
+    staged = directory / f".{name}.staged"
+    save_file(weights_for_saving(model), str(staged), metadata=metadata)
+    fsync_file(staged)
+    digest = sha256_file(staged)
+    os.replace(staged, directory / name)
+    index = snapshot_steps(directory)
+    index[step] = digest
+    files = {snapshot_name(k): v for k, v in sorted(index.items())}
+    atomic_write_text(directory / SNAPSHOTS, json.dumps({"format": FORMAT, "files": files}, indent=2) + "\n")
+
+
+def snapshot_steps(directory: str | Path) -> dict[int, str]:
+    """Step -> sha256 of the weight snapshots a run kept (empty when it kept none)."""
+    path = Path(directory) / SNAPSHOTS
+    if not path.exists():
+        return {}
+    files = _read_manifest(path).get("files", {})
+    return {int(name.removeprefix("step-").removesuffix(".safetensors")): digest for name, digest in files.items()}

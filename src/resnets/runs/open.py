@@ -13,6 +13,7 @@ weights-only .pt/.pth) with a model name, which records no data, so its loaders 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from resnets.errors import CheckpointError, ConfigError, DataError
 from resnets.io.weight_files import infer_sizes, load_weights, read_safetensors_metadata, read_weight_file
 from resnets.metrics import EvalResult, evaluate
 from resnets.models import SkipNetwork, create_model, get_model_entry
-from resnets.runs.checkpoint import check_file
+from resnets.runs.checkpoint import check_file, snapshot_steps
 from resnets.runs.record import EVAL_BATCH, RECORD_FILE, RunRecord, read_record
 
 SPLITS = ("test", "val", "train")
@@ -75,6 +76,11 @@ class Run:
     @property
     def classes(self) -> list[str]:
         return self.record.classes
+
+    @property
+    def snapshots(self) -> list[int]:
+        """Steps whose weights the run kept (``open_run(path, checkpoint=f"step-{n}")`` opens one)."""
+        return sorted(snapshot_steps(self.path / "checkpoints")) if self.path else []
 
     def data(self, spec: str | None = None, data_dir: str | None = None) -> Any:
         """The data set as the run saw it (same splits, same seed), or ``spec`` checked against the run."""
@@ -172,8 +178,10 @@ def open_run(
     from resnets.device import resolve_device
 
     device = resolve_device(str(device))
-    if checkpoint is not None and checkpoint not in CHECKPOINTS:
-        raise ConfigError(f"unknown checkpoint {checkpoint!r}; expected one of {', '.join(CHECKPOINTS)}")
+    if checkpoint is not None and checkpoint not in CHECKPOINTS and not re.fullmatch(r"step-\d+", checkpoint):
+        raise ConfigError(
+            f"unknown checkpoint {checkpoint!r}; expected one of {', '.join(CHECKPOINTS)} or step-N (a snapshot)"
+        )
     path = Path(source)
     if path.is_dir():
         return _open_directory(path, checkpoint, device, model, num_classes, in_channels)
@@ -206,6 +214,9 @@ def _open_directory(
                 "drop the option"
             )
     which = which or record.default_checkpoint
+    if which.startswith("step-") and int(which[5:]) not in snapshot_steps(path / "checkpoints"):
+        kept = ", ".join(f"step-{k}" for k in sorted(snapshot_steps(path / "checkpoints"))) or "none"
+        raise CheckpointError(f"{str(path)!r} kept no snapshot {which} (snapshots: {kept}); train with snapshot_steps")
     if which == "best" and record.selection != "val":
         raise ConfigError(
             f"{str(path)!r} has no best checkpoint: it was trained without a validation split, and choosing on the "

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from resnets.device import resolve_device, resolve_precision
 from resnets.errors import ConfigError, ResnetsError, TrainingDivergedError
 from resnets.metrics import evaluate
-from resnets.runs.checkpoint import load_checkpoint, save_checkpoint
+from resnets.runs.checkpoint import load_checkpoint, save_checkpoint, save_snapshot
 from resnets.runs.directory import RunDir, default_run_path, environment
 from resnets.runs.record import RECORD_FILE, read_record
 from resnets.train.config import TrainConfig, apply_overrides, config_from_dict
@@ -131,6 +131,8 @@ class Trainer:
         if dist.is_main:
             self.run_dir.create()
             self.run_dir.write_json(RECORD_FILE, session.record.to_dict())
+            if not resume and 0 in config.snapshot_steps:
+                save_snapshot(self.run_dir.checkpoints, model, config.model, 0)
             if not (self.run_dir.path / "env.json").exists():
                 self.run_dir.write_json("env.json", environment(device))
         self.model = dist.wrap(model)
@@ -209,6 +211,8 @@ class Trainer:
             batch_errors = (logits.detach().argmax(1) != y).sum().item()
             self.schedule.observe(100.0 * batch_errors / y.numel())
             state.step, state.batch = state.step + 1, state.batch + 1
+            if state.step in self.config.snapshot_steps and self.dist.is_main:
+                save_snapshot(self.run_dir.checkpoints, self.dist.unwrap(self.model), self.config.model, state.step)
             state.loss_sum += loss_value * y.numel()
             state.errors += batch_errors
             state.seen += y.numel()

@@ -1,0 +1,205 @@
+"""What every instrument shares: its options, its result, the three files it writes, and small helpers.
+
+An instrument is a module in ``resnets.studies`` with ``NAME``, ``CLAIM`` (the claim being tested, with its
+source) and ``run(options) -> StudyResult``. It measures through the shared model interface
+(``residual_blocks()`` and the unit operations: ``lesioned``, ``scaled``, ``capture``), never through a
+family's internals. :func:`write_study` writes ``NAME.json`` (every number with the settings that produced
+it), the figures, and ``NAME.md`` (the claim, the numbers, one plain sentence of verdict).
+
+BatchNorm at initialisation: a deep net fresh from ``create_model`` has running statistics 0/1, so in eval
+mode its outputs overflow (ResNet-1202: 1e8 or NaN). Instruments that measure untrained nets use train-mode
+BN (batch statistics) and say so in the JSON (``"bn": "train-mode batch statistics"``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from tqdm import tqdm
+
+from resnets.errors import ConfigError
+from resnets.io.atomic import atomic_write, atomic_write_text
+from resnets.models import SkipNetwork, create_model, get_model_entry
+
+BN_TRAIN_MODE = "train-mode batch statistics (the running statistics of an untrained net are unset)"
+BN_EVAL_MODE = "eval-mode running statistics (trained)"
+
+
+@dataclass(frozen=True)
+class StudyOptions:
+    """What ``resnets study`` was asked; each instrument documents which fields it reads and its defaults."""
+
+    models: tuple[str, ...] = ()  # registered model names (an instrument's default set when empty)
+    runs: tuple[str, ...] = ()  # trained run directories (default: short runs trained into OUT/runs)
+    data: str | None = None  # data set for trained runs and measurements (default: fashion-mnist)
+    data_dir: str | None = None
+    depths: tuple[int, ...] = ()  # depth sweep in weighted layers (an instrument's default when empty)
+    seeds: int = 3  # repetitions over initialisation / sampling; mean and spread are reported
+    samples: int | None = None  # images (or points) measured per evaluation; None: the instrument's default
+    steps: int | None = None  # training steps of the default runs; None: the instrument's default
+    out: str = "studies"  # output directory: OUT/NAME.json, OUT/NAME.md, OUT/NAME-*.png
+    device: str = "cpu"
+    quiet: bool = False
+
+    def pick(self, field_name: str, default: Any) -> Any:
+        """The option's value, or ``default`` where the user left it empty."""
+        value = getattr(self, field_name)
+        return default if value in ((), None) else value
+
+
+@dataclass
+class StudyResult:
+    """Everything an instrument measured; ``write_study`` turns it into NAME.json and NAME.md."""
+
+    name: str
+    claim: str  # what the literature says, with its source
+    verdict: str  # one plain sentence: do the numbers support the claim?
+    supported: bool | None  # None where the measurement cannot decide
+    settings: dict[str, Any]  # every setting that produced the numbers (models, depths, seeds, bn mode, ...)
+    numbers: dict[str, Any]  # every number, JSON-able
+    table: str  # the headline numbers as a Markdown table
+    figures: list[Path] = field(default_factory=list)
+    command: str = ""  # the command line that produced it
+
+
+def write_study(result: StudyResult, out_dir: str | Path) -> dict[str, Path]:
+    """Write NAME.json and NAME.md into ``out_dir`` (the figures are already there); returns the paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    payload = asdict(result)
+    payload["figures"] = [Path(p).name for p in result.figures]
+    json_path = out / f"{result.name}.json"
+    atomic_write_text(json_path, json.dumps(_finite(payload), indent=2) + "\n")
+    verdict = {True: "supported", False: "not supported", None: "undecided"}[result.supported]
+    lines = [
+        f"# {result.name}",
+        "",
+        f"**Claim.** {result.claim}",
+        "",
+        f"**Verdict ({verdict}).** {result.verdict}",
+        "",
+        "## Measured",
+        "",
+        result.table.strip(),
+        "",
+    ]
+    if result.figures:
+        lines += ["## Figures", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in result.figures] + [""]
+    settings = ", ".join(f"{k}={v}" for k, v in result.settings.items())
+    lines += ["## Settings", "", settings, ""]
+    if result.command:
+        lines += ["Reproduce with:", "", "```bash", result.command, "```", ""]
+    md_path = out / f"{result.name}.md"
+    atomic_write_text(md_path, "\n".join(lines))
+    return {"json": json_path, "md": md_path}
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN or infinity: such values are written as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, torch.Tensor):
+        return _finite(value.tolist())
+    return value
+
+
+def spread(values: Iterable[float]) -> dict[str, float]:
+    """Mean, sample standard deviation, min and max of repeated measurements (std 0 for one value)."""
+    data = [float(v) for v in values]
+    if not data:
+        return {"mean": math.nan, "std": math.nan, "min": math.nan, "max": math.nan, "n": 0}
+    std = statistics.stdev(data) if len(data) > 1 else 0.0
+    return {"mean": statistics.fmean(data), "std": std, "min": min(data), "max": max(data), "n": len(data)}
+
+
+def fmt(stats: dict[str, float], digits: int = 3) -> str:
+    """``mean ± std`` of a :func:`spread`, for tables."""
+    return f"{stats['mean']:.{digits}g} ± {stats['std']:.2g}"
+
+
+def progress(iterable: Iterable[Any], *, total: int | None = None, desc: str = "", quiet: bool = False) -> Iterator:
+    """A tqdm bar on stderr for long loops; silent when ``quiet``."""
+    return iter(tqdm(iterable, total=total, desc=desc, leave=False, disable=quiet, dynamic_ncols=True))
+
+
+def new_figure(width: float = 6.4, height: float = 4.2, cols: int = 1, rows: int = 1) -> tuple[Figure, Any]:
+    """A figure on its own Agg canvas (plotting never touches matplotlib's global state) and its axes."""
+    figure = Figure(figsize=(width, height), dpi=120)
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(rows, cols, squeeze=False)
+    return figure, axes if rows * cols > 1 else axes[0][0]
+
+
+def save_figure(figure: Figure, out_dir: str | Path, name: str) -> Path:
+    """Write ``OUT/NAME.png`` atomically; returns its path."""
+    path = Path(out_dir) / f"{name}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.tight_layout()
+    atomic_write(path, lambda tmp: figure.savefig(tmp, format="png"))
+    return path
+
+
+def model_at_depth(name: str, depth: int, **options: Any) -> SkipNetwork:
+    """The registered model ``name`` rebuilt with ``depth`` weighted layers, for depth sweeps.
+
+    CIFAR-layout ResNets and their plain twins have 6n+2 layers (n basic blocks per stage); the looks-linear
+    plain nets 6n+2 with 2n units per stage; models whose config has a ``depth`` field (fully connected
+    Highway nets, residual MLPs, Transformers) take it directly; convolutional Highway nets get
+    (depth - 4) / 3 highway layers per stage (their stem, two transitions and the classifier make 4).
+    """
+    entry = get_model_entry(name)
+    fields = entry.options()
+    if "depth" in fields:
+        return create_model(name, depth=depth, **options)
+    layers = fields.get("layers")
+    if entry.family in ("resnet-cifar", "multires") and len(layers) == 3 and fields.get("block", "basic") == "basic":
+        n = _per_stage(name, depth, 2, 6)
+        return create_model(name, layers=(n, n, n), **options)
+    if entry.family == "looks-linear":
+        n = _per_stage(name, depth, 2, 6)
+        return create_model(name, layers=(2 * n,) * 3, **options)
+    if entry.family == "highway" and layers is not None and len(layers) == 3:
+        n = _per_stage(name, depth, 4, 3)
+        return create_model(name, layers=(n, n, n), **options)
+    raise ConfigError(
+        f"model {name!r} has no depth sweep; use a CIFAR ResNet or plain net (resnet20, plain20), a Highway net, "
+        "a residual MLP, a looks-linear net or a Transformer"
+    )
+
+
+def _per_stage(name: str, depth: int, fixed: int, per: int) -> int:
+    if depth < fixed + per or (depth - fixed) % per:
+        raise ConfigError(f"depth {depth} does not fit {name!r}: it takes {per}n+{fixed} layers (n >= 1)")
+    return (depth - fixed) // per
+
+
+def first_batches(loader: Any, samples: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The first ``samples`` samples of a loader's epoch 0, as a list of (inputs, targets) batches."""
+    batches, seen = [], 0
+    for x, y in loader.epoch_batches(0):
+        take = min(len(y), samples - seen)
+        batches.append((x[:take], y[:take]))
+        seen += take
+        if seen >= samples:
+            break
+    return batches
+
+
+def seeds(options: StudyOptions) -> Sequence[int]:
+    """The seeds 0..seeds-1 (at least one)."""
+    return range(max(1, options.seeds))

@@ -1,0 +1,70 @@
+"""The trained runs an instrument measures: those given with ``--run``, else short runs it trains itself.
+
+Default runs are trained once into ``OUT/runs/MODEL-DATA-sSEED-STEPS`` with the ``default`` recipe stopped
+after ``steps`` optimiser steps, keeping weight snapshots along the way, and reused by every instrument
+pointed at the same ``--out``. They are short (a CPU budget), which the JSON says; pass ``--run`` with runs
+trained to convergence for the papers' settings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from resnets.runs import Run, open_run
+from resnets.runs.record import RECORD_FILE
+from resnets.studies.common import StudyOptions
+
+DEFAULT_DATA = "fashion-mnist"
+
+
+def trained_runs(
+    options: StudyOptions,
+    models: Sequence[str],
+    *,
+    steps: int,
+    seed: int = 0,
+    snapshots: int = 4,
+    checkpoint: str | None = None,
+) -> list[Run]:
+    """The ``--run`` directories, opened; else one short run per model in ``models``, trained if missing.
+
+    ``snapshots`` weight snapshots are kept at evenly spaced steps (step 0, the initialisation, included).
+    """
+    if options.runs:
+        return [open_run(path, checkpoint=checkpoint, device=options.device) for path in options.runs]
+    return [
+        open_run(train_short_run(options, model, steps=steps, seed=seed, snapshots=snapshots), device=options.device)
+        for model in models
+    ]
+
+
+def train_short_run(options: StudyOptions, model: str, *, steps: int, seed: int = 0, snapshots: int = 4) -> Path:
+    """Train ``model`` for ``steps`` steps on the study's data into OUT/runs (or reuse the finished run there)."""
+    from resnets.train import TrainConfig, apply_overrides, train
+
+    data = options.data or DEFAULT_DATA
+    name = Path(data.rstrip("/")).name.replace(".", "_")
+    out = Path(options.out) / "runs" / f"{model}-{name}-s{seed}-{steps}"
+    if (out / RECORD_FILE).exists() and (out / "summary.json").exists():
+        return out
+    kept = tuple(sorted({round(i * steps / max(1, snapshots - 1)) for i in range(snapshots)})) if snapshots else ()
+    overrides = {
+        "model": model,
+        "data": data,
+        "data_dir": options.data_dir,
+        "seed": seed,
+        "out": str(out),
+        "device": options.device,
+        "quiet": options.quiet,
+        "max_steps": steps,
+        "epochs": None,
+        "snapshot_steps": kept,
+    }
+    if out.exists():  # a run interrupted before its summary: continue it
+        from resnets.train import resume_config
+
+        train(resume_config(out, {"max_steps": steps}), resume=True)
+        return out
+    train(apply_overrides(TrainConfig(), overrides, "the study's default run"))
+    return out

@@ -1,0 +1,54 @@
+"""Tiny data and options for instrument tests: every study runs end to end in seconds on 2 cores."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from resnets.studies.common import StudyOptions
+
+CLASSES = ("left", "middle", "right")
+
+
+def write_bars(root: Path, *, per_class: int = 8, size: int = 8, seed: int = 0) -> Path:
+    """root/{train,test}/CLASS/*.png: a bright vertical band at the left, middle or right, with noise."""
+    rng = np.random.default_rng(seed)
+    for split in ("train", "test"):
+        for label, name in enumerate(CLASSES):
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                image = rng.integers(0, 90, (size, size), dtype=np.uint8)
+                band = slice(label * size // 3, (label + 1) * size // 3)
+                image[:, band] += 120
+                Image.fromarray(image, "L").save(folder / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="session")
+def bars(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A tiny learnable image tree (3 classes of 8x8 greyscale bands), with its decode cache kept apart."""
+    previous = os.environ.get("RESNETS_CACHE_DIR")
+    os.environ["RESNETS_CACHE_DIR"] = str(tmp_path_factory.mktemp("decoded-cache"))
+    yield write_bars(tmp_path_factory.mktemp("bars"))
+    if previous is None:
+        os.environ.pop("RESNETS_CACHE_DIR", None)
+    else:
+        os.environ["RESNETS_CACHE_DIR"] = previous
+
+
+@pytest.fixture
+def options(bars: Path, tmp_path: Path) -> Callable[..., StudyOptions]:
+    """``options(**fields)``: StudyOptions on the tiny data, one seed, few samples and steps, quiet."""
+    base = StudyOptions(data=str(bars), seeds=1, samples=12, steps=4, out=str(tmp_path / "out"), quiet=True)
+
+    def make(**fields: object) -> StudyOptions:
+        return replace(base, **fields)
+
+    return make
