@@ -16,6 +16,8 @@ from resnets.runs.record import RECORD_FILE
 from resnets.studies.common import StudyOptions
 
 DEFAULT_DATA = "fashion-mnist"
+DEFAULT_STEPS = 400  # optimiser steps of a default run: about 2 minutes of resnet20 on 2 CPU cores
+RESIDUAL, PLAIN, HIGHWAY = "resnet20", "plain20", "highway_cifar19"  # the default trained nets
 
 
 def trained_runs(
