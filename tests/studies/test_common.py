@@ -1,0 +1,86 @@
+"""The frame every instrument shares: the command's help, spread, depth sweeps and the files a study writes."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from resnets.cli import main
+from resnets.errors import ConfigError, UnknownNameError
+from resnets.studies import STUDIES, get_study
+from resnets.studies.common import StudyResult, model_at_depth, new_figure, save_figure, spread, write_study
+from resnets.train import weighted_depth
+
+
+def test_help_lists_the_eight_instruments(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["study", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    names = ["gradients", "responses", "lesion", "paths", "shattered", "iterative", "signal", "gates"]
+    assert list(STUDIES) == names
+    assert all(f"  {name} " in out for name in names)
+
+
+def test_unknown_study_and_bad_options_are_one_line_errors(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(UnknownNameError, match="unknown study 'lesions'.*lesion"):
+        get_study("lesions")
+    with pytest.raises(SystemExit):
+        main(["study", "lesion", "--depths", "20,x"])
+    assert "comma-separated integers" in capsys.readouterr().err
+    assert main(["study", "lesion", "--seeds", "0"]) == 2
+    assert capsys.readouterr().err.strip().count("\n") == 0
+
+
+def test_spread_matches_a_hand_computation() -> None:
+    stats = spread([1.0, 2.0, 4.0])
+    assert stats["mean"] == pytest.approx(7 / 3)
+    assert stats["std"] == pytest.approx(math.sqrt(((1 - 7 / 3) ** 2 + (2 - 7 / 3) ** 2 + (4 - 7 / 3) ** 2) / 2))
+    assert (stats["min"], stats["max"], stats["n"]) == (1.0, 4.0, 3)
+    assert spread([5.0])["std"] == 0.0
+
+
+@pytest.mark.parametrize(
+    ("name", "depth"),
+    [("resnet20", 32), ("plain20", 56), ("plain_ll_cifar20", 32), ("highway_fc_10", 30), ("resmlp_identity_20", 12)],
+)
+def test_model_at_depth_counts_weighted_layers(name: str, depth: int) -> None:
+    model = model_at_depth(name, depth)
+    if name.startswith(("resnet", "plain")):
+        assert weighted_depth(model) == depth  # the paper's count: stem + 2 convs per block + classifier
+    else:
+        assert getattr(model.config, "depth", None) in (depth, None)
+
+
+def test_depths_that_do_not_fit_and_models_without_a_sweep_are_refused() -> None:
+    with pytest.raises(ConfigError, match="depth 21 does not fit 'resnet20': it takes 6n\\+2 layers"):
+        model_at_depth("resnet20", 21)
+    with pytest.raises(ConfigError, match="no depth sweep"):
+        model_at_depth("densenet121", 100)
+
+
+def test_write_study_writes_json_markdown_and_keeps_figures(tmp_path: Path) -> None:
+    figure, axes = new_figure()
+    axes.plot([0, 1], [1, 0], label="line")
+    axes.set_xlabel("x")
+    png = save_figure(figure, tmp_path, "demo-figure")
+    result = StudyResult(
+        name="demo",
+        claim="A claim (Someone 2016).",
+        verdict="The numbers support it.",
+        supported=True,
+        settings={"seeds": 3, "bn": "train"},
+        numbers={"value": 1.5, "missing": math.nan},
+        table="| a |\n|---|\n| 1 |",
+        figures=[png],
+        command="resnets study demo --seeds 3",
+    )
+    paths = write_study(result, tmp_path)
+    saved = json.loads(paths["json"].read_text())
+    assert saved["numbers"] == {"value": 1.5, "missing": None} and saved["figures"] == ["demo-figure.png"]
+    text = paths["md"].read_text()
+    assert "A claim (Someone 2016)." in text and "Verdict (supported)" in text and "![demo-figure]" in text
+    assert "resnets study demo --seeds 3" in text and png.read_bytes()[:4] == b"\x89PNG"
