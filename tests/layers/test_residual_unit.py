@@ -122,3 +122,17 @@ def test_squeeze_excitation_gates_channels() -> None:
     x = torch.randn(2, 256, 4, 4)
     gate = torch.sigmoid(se.fc2(torch.relu(se.fc1(x.mean((2, 3), keepdim=True)))))
     assert torch.allclose(se(x), x * gate, atol=1e-6)
+
+
+def test_preact_block_without_norm_keeps_its_input_for_the_shortcut() -> None:
+    """norm="identity" makes bn1 return x itself: the in-place ReLU must not overwrite the identity's input."""
+    from resnets.layers.factory import get_act
+
+    block = PreActBasicBlock(8, 8, norm=lambda channels: nn.Identity(), act=get_act("relu")).eval()
+    x = torch.randn(2, 8, 6, 6)
+    original = x.clone()
+    with torch.no_grad():
+        out = block(x)
+        branch = block.conv2(torch.relu(block.conv1(torch.relu(original))))
+    assert torch.equal(x, original)
+    assert torch.allclose(out, original + branch, atol=1e-6)

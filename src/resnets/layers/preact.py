@@ -30,7 +30,10 @@ class _PreActUnit(ResidualUnit):
         raise NotImplementedError
 
     def residual_and_shortcut(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        pre = self.relu(self.bn1(x))
+        normed = self.bn1(x)
+        # Without a norm (norm="identity") bn1 returns x itself, and the in-place ReLU would overwrite the input
+        # that the identity shortcut carries: the unit would compute relu(x) + F(x), a post-activation unit.
+        pre = self.relu(normed.clone() if normed is x else normed)
         out = self.branch_after_preact(pre)
         if self.se is not None:
             out = self.se(out)
