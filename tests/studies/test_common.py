@@ -41,6 +41,8 @@ def test_spread_matches_a_hand_computation() -> None:
     assert stats["std"] == pytest.approx(math.sqrt(((1 - 7 / 3) ** 2 + (2 - 7 / 3) ** 2 + (4 - 7 / 3) ** 2) / 2))
     assert (stats["min"], stats["max"], stats["n"]) == (1.0, 4.0, 3)
     assert spread([5.0])["std"] == 0.0
+    with_nan = spread([1.0, math.nan, 3.0, math.inf])
+    assert (with_nan["mean"], with_nan["n"], with_nan["dropped"]) == (2.0, 2, 2)
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from resnets.errors import InputShapeError
-from resnets.layers.skip_unit import SkipUnit, UnitCapture
+from resnets.layers.skip_unit import SkipUnit, Tap, UnitCapture
 
 #: What a model's input looks like: images (B, C, H, W), vectors (B, D) or sequences (B, T, D).
 INPUT_RANKS = {"image": 4, "vector": 2, "sequence": 3}
@@ -74,6 +74,16 @@ class BlockInfo:
         """The branch multiplied by ``factor`` inside the ``with`` block; the previous scale comes back on exit."""
         with self.unit.scaled(factor):
             yield self
+
+    @contextmanager
+    def tapped(self, tap: Tap) -> Iterator[Tap]:
+        """``tap(branch, shortcut)`` called with the live tensors on every forward pass inside the block.
+
+        Unlike :meth:`capture`, the tensors are not copied: instruments that backpropagate through a unit's
+        branch or shortcut (the path gradients of Veit et al.) need them attached to the graph.
+        """
+        with self.unit.tapped(tap):
+            yield tap
 
     @contextmanager
     def capture(self) -> Iterator[UnitCapture]:

@@ -119,12 +119,23 @@ def _finite(value: Any) -> Any:
 
 
 def spread(values: Iterable[float]) -> dict[str, float]:
-    """Mean, sample standard deviation, min and max of repeated measurements (std 0 for one value)."""
-    data = [float(v) for v in values]
+    """Mean, sample standard deviation, min and max of repeated measurements (std 0 for one value).
+
+    Non-finite values (a diverged or undefined measurement) are left out; ``dropped`` counts them.
+    """
+    given = [float(v) for v in values]
+    data = [v for v in given if math.isfinite(v)]
     if not data:
-        return {"mean": math.nan, "std": math.nan, "min": math.nan, "max": math.nan, "n": 0}
+        return {"mean": math.nan, "std": math.nan, "min": math.nan, "max": math.nan, "n": 0, "dropped": len(given)}
     std = statistics.stdev(data) if len(data) > 1 else 0.0
-    return {"mean": statistics.fmean(data), "std": std, "min": min(data), "max": max(data), "n": len(data)}
+    return {
+        "mean": statistics.fmean(data),
+        "std": std,
+        "min": min(data),
+        "max": max(data),
+        "n": len(data),
+        "dropped": len(given) - len(data),
+    }
 
 
 def fmt(stats: dict[str, float], digits: int = 3) -> str:
