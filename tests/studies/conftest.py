@@ -43,6 +43,12 @@ def bars(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         os.environ["RESNETS_CACHE_DIR"] = previous
 
 
+@pytest.fixture(scope="session")
+def batch_bars(bars: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same bands, 48 per class: a training split holding one batch of the default recipe (128)."""
+    return write_bars(tmp_path_factory.mktemp("batch-bars"), per_class=48)
+
+
 @pytest.fixture
 def options(bars: Path, tmp_path: Path) -> Callable[..., StudyOptions]:
     """``options(**fields)``: StudyOptions on the tiny data, one seed, few samples and steps, quiet."""

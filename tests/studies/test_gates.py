@@ -15,7 +15,6 @@ from resnets import create_model
 from resnets.cli import main
 from resnets.errors import ConfigError, ResnetsError
 from resnets.studies import gates
-from tests.studies.conftest import write_bars
 
 
 def _sigmoid(b: float) -> float:
@@ -68,12 +67,6 @@ def test_a_net_without_transform_gates_is_refused_in_one_line() -> None:
     with pytest.raises(ConfigError, match="no transform gates.*needs a Highway net") as error:
         gates.gate_modules(model, "run 'somewhere' (resnet20)")
     assert isinstance(error.value, ResnetsError) and "\n" not in str(error.value)
-
-
-@pytest.fixture(scope="module")
-def batch_bars(bars: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Bars with 135 training images: the default recipe's batch of 128 needs that many (``bars`` has 24)."""
-    return write_bars(tmp_path_factory.mktemp("bars135"), per_class=45)
 
 
 def test_cli_measures_every_snapshot_of_a_2_step_highway_run(batch_bars: Path, tmp_path: Path) -> None:

@@ -16,8 +16,6 @@ from resnets.cli import main
 from resnets.models import create_model
 from resnets.studies.gradients import CLAIM, batch_statistics, build_near, layer_gradient_norms
 
-from .conftest import write_bars
-
 
 @pytest.fixture(autouse=True)
 def one_thread() -> Iterator[None]:
@@ -91,10 +89,9 @@ def test_build_near_picks_the_nearest_depth_the_family_has(name: str, depth: int
     assert len(model.residual_blocks()) == 3 * n
 
 
-def test_gradients_study_end_to_end(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
-    bars = write_bars(tmp_path_factory.mktemp("bars144"), per_class=48)  # a training split of one batch of 128+
+def test_gradients_study_end_to_end(batch_bars: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    argv = ["study", "gradients", "--data", str(bars), "--depths", "8,14", "--seeds", "2", "--samples", "6"]
+    argv = ["study", "gradients", "--data", str(batch_bars), "--depths", "8,14", "--seeds", "2", "--samples", "6"]
     assert main([*argv, "--steps", "2", "--out", str(out), "--quiet"]) == 0
     payload = json.loads((out / "gradients.json").read_text())
     assert payload["claim"] == CLAIM and payload["supported"] in (True, False, None)

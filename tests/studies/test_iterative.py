@@ -23,7 +23,6 @@ from resnets.studies.iterative import (
     unit_statistics,
     within_stage_order,
 )
-from tests.studies.conftest import write_bars
 
 FP32 = Precision(device=torch.device("cpu"), amp=False, dtype=torch.float32, channels_last=False)
 
@@ -135,12 +134,6 @@ def test_shuffle_orders_respect_stages_and_shapes() -> None:
         order = across_stage_order(same, rng)
         assert order[3] == 3 and order[6] == 6 and sorted(order) == list(range(9))
         assert any(same[j].stage != same[i].stage for i, j in enumerate(order))
-
-
-@pytest.fixture(scope="module")
-def batch_bars(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A bars tree with 144 training images: the default recipe needs one batch of 128."""
-    return write_bars(tmp_path_factory.mktemp("batch-bars"), per_class=48)
 
 
 def test_cli_writes_json_markdown_and_figures(bars: Path, batch_bars: Path, tmp_path: Path) -> None:

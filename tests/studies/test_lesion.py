@@ -15,15 +15,14 @@ from resnets import create_model
 from resnets.cli import main
 from resnets.device import Precision
 from resnets.errors import LesionError
+from resnets.studies.common import error_rate
 from resnets.studies.lesion import (
-    error_rate,
     k_deletions,
     rearranged,
     single_lesions,
     swap_pairs,
     swapped_errors,
 )
-from tests.studies.conftest import write_bars
 
 FP32 = Precision(device=torch.device("cpu"), amp=False, dtype=torch.float32, channels_last=False)
 
@@ -135,12 +134,6 @@ def test_rearranged_refuses_units_of_other_shapes() -> None:
         rearranged(model, model.residual_blocks(), order),
     ):
         pass
-
-
-@pytest.fixture(scope="module")
-def batch_bars(bars: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The bars tree with 144 training images: the default recipe needs one batch of 128 (``bars`` has 24)."""
-    return write_bars(tmp_path_factory.mktemp("batch-bars"), per_class=48)
 
 
 def test_cli_writes_json_markdown_and_figures(batch_bars: Path, tmp_path: Path) -> None:

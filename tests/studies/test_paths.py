@@ -20,7 +20,6 @@ from resnets.errors import ConfigError
 from resnets.studies.common import model_at_depth
 from resnets.studies.paths import PathTrace, path_length_counts, shortest_range
 from tests.helpers import randomize_bn
-from tests.studies.conftest import write_bars
 
 
 @pytest.mark.parametrize("n", range(11))
@@ -128,12 +127,6 @@ def test_plain_nets_are_refused() -> None:
     model = model_at_depth("plain20", 8, in_channels=1, num_classes=3).eval()
     with pytest.raises(ConfigError, match="no shortcut"):
         PathTrace(model, model.residual_blocks(), torch.randn(2, 1, 8, 8), torch.tensor([0, 1]))
-
-
-@pytest.fixture(scope="module")
-def batch_bars(bars: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Bars with 135 training images: the default recipe's batch of 128 needs that many (``bars`` has 24)."""
-    return write_bars(tmp_path_factory.mktemp("bars135"), per_class=45)
 
 
 def test_cli_end_to_end(batch_bars: Path, tmp_path: Path) -> None:

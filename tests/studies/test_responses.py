@@ -15,7 +15,6 @@ from resnets.cli import main
 from resnets.errors import ConfigError
 from resnets.studies import responses
 from resnets.studies.common import StudyOptions
-from tests.studies.conftest import write_bars
 
 
 def _tiny(name: str) -> torch.nn.Module:
@@ -94,12 +93,6 @@ def test_depths_without_a_registered_pair_are_refused() -> None:
     assert responses._models(StudyOptions(depths=(56,))) == ["resnet56", "plain56"]
     with pytest.raises(ConfigError, match="no registered resnet26/plain26 pair"):
         responses._models(StudyOptions(depths=(26,)))
-
-
-@pytest.fixture(scope="module")
-def batch_bars(bars: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Bars with 135 training images: the default recipe's batch of 128 needs that many (``bars`` has 24)."""
-    return write_bars(tmp_path_factory.mktemp("bars135"), per_class=45)
 
 
 def test_cli_writes_json_markdown_and_figure(batch_bars: Path, tmp_path: Path) -> None:

@@ -26,9 +26,12 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from tqdm import tqdm
 
+from resnets.device import Precision
 from resnets.errors import ConfigError
 from resnets.io.atomic import atomic_write, atomic_write_text
+from resnets.metrics import evaluate
 from resnets.models import SkipNetwork, create_model, get_model_entry
+from resnets.runs import Run
 
 BN_TRAIN_MODE = "train-mode batch statistics (the running statistics of an untrained net are unset)"
 BN_EVAL_MODE = "eval-mode running statistics (trained)"
@@ -209,6 +212,28 @@ def first_batches(loader: Any, samples: int) -> list[tuple[torch.Tensor, torch.T
         if seen >= samples:
             break
     return batches
+
+
+Batches = list[tuple[torch.Tensor, torch.Tensor]]
+
+
+def subset_batches(run: Run, samples: int, seed: int) -> Batches:
+    """``samples`` test samples drawn without replacement by ``seed`` (all, in order, if fewer), batched and
+    normalised as the run measures them."""
+    loader = run.loader("test")
+    n = int(loader.targets.shape[0])
+    if samples >= n:
+        order = torch.arange(n)
+    else:
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:samples]
+    return [loader.batch(0, i, order) for i in range(math.ceil(len(order) / loader.batch_size))]
+
+
+def error_rate(model: SkipNetwork, batches: Batches, precision: Precision | None = None) -> float:
+    """Top-1 error of ``model`` on ``batches`` as a fraction, measured by the one evaluation loop."""
+    result = evaluate(model, batches, model.num_classes, precision=precision)
+    correct = sum(result.confusion[i][i] for i in range(len(result.confusion)))
+    return (result.n - correct) / result.n
 
 
 def seeds(options: StudyOptions) -> Sequence[int]:

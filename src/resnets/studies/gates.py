@@ -40,6 +40,7 @@ from resnets.studies.common import (
     save_figure,
     seeds,
     spread,
+    subset_batches,
 )
 from resnets.studies.trained import DEFAULT_DATA, DEFAULT_STEPS, HIGHWAY, trained_runs
 
@@ -128,13 +129,6 @@ def gate_stats(model: SkipNetwork, batches: Sequence[tuple[torch.Tensor, Any]], 
     ]
 
 
-def _subset(run: Run, samples: int, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """``samples`` test samples drawn at random with ``seed`` (without replacement), batched as the run measures."""
-    loader = run.loader("test")
-    order = torch.randperm(len(loader.targets), generator=torch.Generator().manual_seed(seed))[:samples]
-    return [loader.batch(0, i, order) for i in range(-(-len(order) // loader.batch_size))]
-
-
 def _checkpoints(run: Run, device: str) -> list[tuple[str, Run]]:
     """Every kept snapshot, oldest first, then the run's own weights unless the last snapshot is them."""
     final_step = None
@@ -150,7 +144,7 @@ def _measure_run(options: StudyOptions, run: Run) -> dict[str, Any]:
     """Gate statistics of ``run`` at each checkpoint, over the seeded test subsets, and their change."""
     gate_modules(run.model, f"run {str(run.path or run.checkpoint)!r} ({run.record.model})")
     samples = options.pick("samples", DEFAULT_SAMPLES)
-    subsets = [_subset(run, samples, seed) for seed in seeds(options)]
+    subsets = [subset_batches(run, samples, seed) for seed in seeds(options)]
     checkpoints = _checkpoints(run, options.device)
     measured = []
     for label, opened in progress(checkpoints, desc=f"{NAME} {run.record.model}", quiet=options.quiet):

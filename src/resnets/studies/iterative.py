@@ -40,15 +40,18 @@ from resnets.models.base import BlockInfo
 from resnets.runs import Run
 from resnets.studies.common import (
     BN_EVAL_MODE,
+    Batches,
     StudyOptions,
     StudyResult,
+    error_rate,
     new_figure,
     progress,
     save_figure,
     seeds,
     spread,
+    subset_batches,
 )
-from resnets.studies.lesion import Batches, error_rate, is_plain, is_residual, label_runs, rearranged, subset_batches
+from resnets.studies.lesion import is_plain, is_residual, label_runs, rearranged
 from resnets.studies.trained import DEFAULT_DATA, DEFAULT_STEPS, HIGHWAY, PLAIN, RESIDUAL, trained_runs
 
 NAME = "iterative"

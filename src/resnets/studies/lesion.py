@@ -28,7 +28,6 @@ from contextlib import ExitStack, contextmanager
 from itertools import combinations, pairwise
 from typing import Any
 
-import torch
 from torch import nn
 
 from resnets.device import Precision
@@ -37,13 +36,16 @@ from resnets.models.base import BlockInfo
 from resnets.runs import Run
 from resnets.studies.common import (
     BN_EVAL_MODE,
+    Batches,
     StudyOptions,
     StudyResult,
+    error_rate,
     new_figure,
     progress,
     save_figure,
     seeds,
     spread,
+    subset_batches,
 )
 from resnets.studies.trained import DEFAULT_DATA, DEFAULT_STEPS, PLAIN, RESIDUAL, trained_runs
 
@@ -58,31 +60,7 @@ DEFAULT_SAMPLES = 500  # test images per seed (seed s draws its own subset)
 DRAWS = 2  # random k-subsets per k and seed (all subsets where there are fewer)
 BARELY = 0.05  # "barely changes": a median rise of at most 5 points (Veit et al. Fig. 3: ResNet-110, ~1-2 points)
 
-Batches = list[tuple[torch.Tensor, torch.Tensor]]
-
-
-# -- shared measurement helpers (also used by the iterative instrument) ----------------------------------
-
-
-def subset_batches(run: Run, samples: int, seed: int) -> Batches:
-    """``samples`` test images drawn without replacement by ``seed`` (all of them, in order, if fewer)."""
-    loader = run.loader("test")
-    n = int(loader.targets.shape[0])
-    if samples >= n:
-        order = torch.arange(n)
-    else:
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:samples]
-    return [loader.batch(0, i, order) for i in range(math.ceil(len(order) / loader.batch_size))]
-
-
-def error_rate(model: nn.Module, batches: Batches, precision: Precision) -> float:
-    """Top-1 error of ``model`` on ``batches``, forwards under the run's precision."""
-    wrong = total = 0
-    with torch.inference_mode(), precision.autocast():
-        for x, y in batches:
-            wrong += int((model(x).argmax(dim=1) != y).sum())
-            total += len(y)
-    return wrong / max(1, total)
+# -- shared with the iterative instrument -------------------------------------------------------------------
 
 
 @contextmanager

@@ -35,6 +35,7 @@ from resnets.studies.common import (
     save_figure,
     seeds,
     spread,
+    subset_batches,
 )
 from resnets.studies.trained import DEFAULT_DATA, DEFAULT_STEPS, PLAIN, RESIDUAL, trained_runs
 
@@ -83,13 +84,6 @@ class _Moments:
             return math.nan
         mean = self.sum / self.count
         return (self.sumsq / self.count - mean * mean).clamp_min(0).sqrt().mean().item()
-
-
-def subset_batches(run: Run, samples: int, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """``samples`` test samples drawn at random with ``seed`` (without replacement), batched as the run measures."""
-    loader = run.loader("test")
-    order = torch.randperm(len(loader.targets), generator=torch.Generator().manual_seed(seed))[:samples]
-    return [loader.batch(0, i, order) for i in range(-(-len(order) // loader.batch_size))]
 
 
 def response_stds(model: SkipNetwork, batches: Sequence[tuple[torch.Tensor, Any]], precision: Any = None) -> list[dict]:
