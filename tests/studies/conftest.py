@@ -31,6 +31,17 @@ def write_bars(root: Path, *, per_class: int = 8, size: int = 8, seed: int = 0) 
     return root
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    """Tiny tensors: one intra-op thread is faster, and on a shared 2-core machine two threads spin (~100x slower)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def bars(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A tiny learnable image tree (3 classes of 8x8 greyscale bands), with its decode cache kept apart."""
