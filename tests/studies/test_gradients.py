@@ -13,7 +13,8 @@ from torch import nn
 
 from resnets.cli import main
 from resnets.models import create_model
-from resnets.studies.gradients import CLAIM, batch_statistics, build_near, layer_gradient_norms
+from resnets.studies.gradients import CLAIM, layer_gradient_norms
+from resnets.studies.untrained import batch_statistics, build_near
 
 
 class TwoLinear(nn.Module):

@@ -17,11 +17,11 @@ from resnets.errors import LesionError
 from resnets.studies.common import error_rate
 from resnets.studies.lesion import (
     k_deletions,
-    rearranged,
     single_lesions,
     swap_pairs,
     swapped_errors,
 )
+from resnets.studies.reorder import rearranged
 
 FP32 = Precision(device=torch.device("cpu"), amp=False, dtype=torch.float32, channels_last=False)
 

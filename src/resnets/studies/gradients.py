@@ -25,14 +25,12 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from resnets.errors import ConfigError, DataError
 from resnets.models import SkipNetwork, get_model_entry
 from resnets.runs import open_run
 from resnets.studies.common import (
@@ -40,14 +38,14 @@ from resnets.studies.common import (
     StudyResult,
     first_batches,
     fmt,
-    model_at_depth,
     new_figure,
     progress,
     save_figure,
     seeds,
     spread,
 )
-from resnets.studies.trained import DEFAULT_DATA, DEFAULT_STEPS, HIGHWAY, PLAIN, RESIDUAL, trained_runs
+from resnets.studies.trained import DEFAULT_STEPS, HIGHWAY, PLAIN, RESIDUAL, trained_runs
+from resnets.studies.untrained import BN_BATCH, StudyData, batch_statistics, build_near
 
 NAME = "gradients"
 CLAIM = (
@@ -59,30 +57,10 @@ DEFAULT_MODELS = (RESIDUAL, PLAIN, HIGHWAY)
 DEFAULT_DEPTHS = (20, 56, 110)
 DEFAULT_SAMPLES = 16  # images per batch (one batch per seed); BN uses their statistics
 VANISHED = 1.0  # log10: the first/last ratio falling tenfold over the depth sweep counts as vanishing
-BN_BATCH = "batch statistics in BN (train-mode BN), every other module in eval mode (no dropout or drop path)"
 WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 
 # -- the measurement -------------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def batch_statistics(model: nn.Module) -> Any:
-    """BN on the batch's statistics (as in training), everything else in eval mode; the modes come back on exit.
-
-    A fresh net's running statistics are 0/1, so eval-mode BN makes deep nets overflow; dropout and drop path
-    stay off so that the measurement depends on the weights and the batch alone.
-    """
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.train()
-    try:
-        yield model
-    finally:
-        for m, mode in modes.items():
-            m.train(mode)
 
 
 def layer_gradient_norms(
@@ -111,93 +89,6 @@ def layer_gradient_norms(
     grads = torch.autograd.grad(loss, [m.weight for m in used], allow_unused=True)
     norms = [math.nan if g is None else float(g.detach().double().norm()) for g in grads]
     return [names[m] for m in used], norms
-
-
-# -- data ------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class StudyData:
-    """Where the batches of untrained nets come from: the study's data set, or random images where it is missing."""
-
-    bundle: Any  # a DataBundle, or None for random inputs
-    description: str
-
-    @classmethod
-    def load(cls, options: StudyOptions) -> StudyData:
-        from resnets.data import load_data
-
-        spec = options.data or DEFAULT_DATA
-        try:
-            bundle = load_data(spec, options.data_dir)
-        except DataError:
-            if options.data:  # asked for by name: a missing set is the user's error
-                raise
-            return cls(None, f"random normal images with random labels ({spec} not found)")
-        return cls(bundle, f"{bundle.name} training images with their labels")
-
-    def shapes(self, name: str) -> dict[str, int]:
-        """``num_classes`` and ``in_channels`` that the model ``name`` needs for these batches."""
-        entry = get_model_entry(name)
-        if self.bundle is None:
-            channels = entry.input_size[0] if entry.input_kind == "image" else entry.input_size[-1]
-            return {"num_classes": entry.num_classes, "in_channels": channels}
-        from resnets.data.layout import layout_for
-
-        _, channels = layout_for(entry.input_kind, self.bundle.kind, self.bundle.sample_shape, name)
-        return {"num_classes": self.bundle.num_classes, "in_channels": channels}
-
-    def batch(self, model: SkipNetwork, samples: int, seed: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """``samples`` training images drawn by ``seed`` (a different batch per seed), normalised as in training."""
-        generator = torch.Generator().manual_seed(seed)
-        if self.bundle is None:
-            shape = _input_shape(model)
-            x = torch.randn((samples, *shape), generator=generator)
-            y = torch.randint(0, model.num_classes, (samples,), generator=generator)
-            return x.to(device), y.to(device)
-        from resnets.data import BatchLoader
-        from resnets.data.layout import layout_for
-
-        layout, _ = layout_for(model.input_kind, self.bundle.kind, self.bundle.sample_shape)
-        loader = BatchLoader(
-            self.bundle.train,
-            samples,
-            shuffle=True,
-            seed=seed,
-            mean=self.bundle.mean,
-            std=self.bundle.std,
-            layout=layout,
-            device=device,
-        )
-        return loader.batch(0, 0)
-
-
-def _input_shape(model: SkipNetwork) -> tuple[int, ...]:
-    if model.input_kind == "image":
-        return (model.in_channels, 32, 32)
-    if model.input_kind == "sequence":
-        return (32, model.in_channels)
-    return (model.in_channels,)
-
-
-def build_near(name: str, depth: int, seed: int, **options: Any) -> tuple[SkipNetwork, int]:
-    """``model_at_depth(name, d)`` for the depth d nearest ``depth`` that the family can have, and d.
-
-    Families count depth differently (6n+2 for CIFAR ResNets, 3n+4 for convolutional Highway nets), so a
-    sweep at 20, 56, 110 puts a Highway net at 19, 55, 109.
-    """
-    first_error: ConfigError | None = None
-    for offset in (0, -1, 1, -2, 2, -3, 3):
-        torch.manual_seed(seed)
-        try:
-            return model_at_depth(name, depth + offset, **options), depth + offset
-        except ConfigError as error:
-            if first_error is None:
-                first_error = error
-            if "no depth sweep" in str(error):
-                break
-    assert first_error is not None
-    raise first_error
 
 
 def role(model: SkipNetwork, name: str) -> str:

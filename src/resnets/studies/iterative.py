@@ -51,7 +51,7 @@ from resnets.studies.common import (
     spread,
     subset_batches,
 )
-from resnets.studies.lesion import is_plain, is_residual, label_runs, rearranged
+from resnets.studies.reorder import is_plain, is_residual, label_runs, rearranged
 from resnets.studies.trained import DEFAULT_DATA, DEFAULT_STEPS, HIGHWAY, PLAIN, RESIDUAL, trained_runs
 
 NAME = "iterative"

@@ -59,8 +59,8 @@ from resnets.studies.common import (
     seeds,
     spread,
 )
-from resnets.studies.gradients import BN_BATCH, StudyData, batch_statistics, build_near
 from resnets.studies.trained import RESIDUAL
+from resnets.studies.untrained import BN_BATCH, StudyData, batch_statistics, build_near
 
 NAME = "signal"
 CLAIM = (
