@@ -11,7 +11,16 @@ import pytest
 from resnets.cli import main
 from resnets.errors import ConfigError, UnknownNameError
 from resnets.studies import STUDIES, get_study
-from resnets.studies.common import StudyResult, model_at_depth, new_figure, save_figure, spread, write_study
+from resnets.studies.common import (
+    NoDepthSweep,
+    StudyResult,
+    model_at_depth,
+    new_figure,
+    save_figure,
+    spread,
+    write_study,
+)
+from resnets.studies.untrained import build_near
 from resnets.train import weighted_depth
 
 
@@ -54,14 +63,18 @@ def test_model_at_depth_counts_weighted_layers(name: str, depth: int) -> None:
     if name.startswith(("resnet", "plain")):
         assert weighted_depth(model) == depth  # the paper's count: stem + 2 convs per block + classifier
     else:
-        assert getattr(model.config, "depth", None) in (depth, None)
+        assert model.config.depth == depth  # fully connected Highway nets and residual MLPs take it directly
 
 
 def test_depths_that_do_not_fit_and_models_without_a_sweep_are_refused() -> None:
     with pytest.raises(ConfigError, match="depth 21 does not fit 'resnet20': it takes 6n\\+2 layers"):
         model_at_depth("resnet20", 21)
-    with pytest.raises(ConfigError, match="no depth sweep"):
+    with pytest.raises(NoDepthSweep, match="no depth sweep"):
         model_at_depth("densenet121", 100)
+    with pytest.raises(NoDepthSweep):  # no nearby depth is tried for a family that has none
+        build_near("densenet121", 100, seed=0)
+    model, depth = build_near("highway_cifar19", 56, seed=0)  # 3n+4 layers: 55 is the nearest
+    assert depth == 55 and len(model.residual_blocks()) == 3 * 17
 
 
 def test_write_study_writes_json_markdown_and_keeps_figures(tmp_path: Path) -> None:

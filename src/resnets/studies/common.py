@@ -168,6 +168,10 @@ def save_figure(figure: Figure, out_dir: str | Path, name: str) -> Path:
     return path
 
 
+class NoDepthSweep(ConfigError):
+    """The model's family has no depth parameter to sweep (as opposed to a depth it cannot take)."""
+
+
 def model_at_depth(name: str, depth: int, **options: Any) -> SkipNetwork:
     """The registered model ``name`` rebuilt with ``depth`` weighted layers, for depth sweeps.
 
@@ -190,7 +194,7 @@ def model_at_depth(name: str, depth: int, **options: Any) -> SkipNetwork:
     if entry.family == "highway" and layers is not None and len(layers) == 3:
         n = _per_stage(name, depth, 4, 3)
         return create_model(name, layers=(n, n, n), **options)
-    raise ConfigError(
+    raise NoDepthSweep(
         f"model {name!r} has no depth sweep; use a CIFAR ResNet or plain net (resnet20, plain20), a Highway net, "
         "a residual MLP, a looks-linear net or a Transformer"
     )

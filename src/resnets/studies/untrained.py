@@ -16,7 +16,7 @@ from torch import nn
 
 from resnets.errors import ConfigError, DataError
 from resnets.models import SkipNetwork, get_model_entry
-from resnets.studies.common import StudyOptions, model_at_depth
+from resnets.studies.common import NoDepthSweep, StudyOptions, model_at_depth
 from resnets.studies.trained import DEFAULT_DATA
 
 BN_BATCH = "batch statistics in BN (train-mode BN), every other module in eval mode (no dropout or drop path)"
@@ -116,10 +116,9 @@ def build_near(name: str, depth: int, seed: int, **options: Any) -> tuple[SkipNe
         torch.manual_seed(seed)
         try:
             return model_at_depth(name, depth + offset, **options), depth + offset
+        except NoDepthSweep:
+            raise  # no nearby depth can help
         except ConfigError as error:
-            if first_error is None:
-                first_error = error
-            if "no depth sweep" in str(error):
-                break
+            first_error = first_error or error
     assert first_error is not None
     raise first_error
