@@ -47,4 +47,8 @@ class LesionError(ResnetsError, ValueError):
 
 
 class TrainingDivergedError(ResnetsError):
-    """The loss became non-finite; the last good checkpoint is kept."""
+    """The loss became non-finite; the last good checkpoint is kept. ``step`` is the step that diverged."""
+
+    def __init__(self, message: str, step: int | None = None) -> None:
+        super().__init__(message)
+        self.step = step

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from dataclasses import replace
 
 import pytest
@@ -98,6 +99,24 @@ def test_resume_is_bit_exact(tmp_path, bundle, stop_at):
     assert all(torch.equal(whole[k], parts[k]) for k in whole)
     rows = [json.loads(line) for line in (tmp_path / "parts/metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2, 3]  # the partial epoch's row was replaced
+    # the per-step log is the uninterrupted run's, byte for byte: one row per step, none lost or repeated
+    assert (tmp_path / "parts/steps.csv").read_text() == (tmp_path / "whole/steps.csv").read_text()
+
+
+def test_the_step_log_holds_each_steps_learning_rate_loss_and_batch_error(tmp_path, bundle):
+    from resnets.runs.directory import RunDir
+
+    run = tmp_path / "run"
+    train(tiny_config(run, epochs=2), data=bundle)
+    steps = RunDir(run).read_steps()
+    assert [r["step"] for r in steps] == list(range(1, 13))
+    # a batch of 16 images: its error is a multiple of 1/16, in percent
+    assert all(0 <= r["error"] <= 100 and (r["error"] * 16 / 100).is_integer() for r in steps)
+    assert all(r["loss"] > 0 and r["lr"] > 0 for r in steps)
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    # an epoch's running training error is the mean of its batches' errors (equal batches)
+    first_epoch = sum(r["error"] for r in steps[:6]) / 6
+    assert rows[0]["train_error"] == pytest.approx(first_epoch)
 
 
 def test_resume_extends_a_finished_run(tmp_path, bundle):
@@ -121,8 +140,13 @@ def test_non_finite_loss_names_the_step_and_keeps_the_checkpoint(tmp_path, bundl
     manifest = (run / "checkpoints/last.json").read_text()
     before = (run / "checkpoints/last.safetensors").read_bytes()
     config = resume_config(run, {"epochs": 3, "lr": 1e6, "warmup_epochs": 0})
-    with pytest.raises(TrainingDivergedError, match=r"at step \d+ .*last good checkpoint \(step 6\)"):
+    with pytest.raises(TrainingDivergedError, match=r"at step \d+ .*last good checkpoint \(step 6\)") as caught:
         train(config, data=bundle, resume=True)
+    assert caught.value.step > 6 and f"at step {caught.value.step} " in str(caught.value)
+    from resnets.runs.directory import RunDir
+
+    steps = RunDir(run).read_steps()  # the curve up to the divergence is kept for diagnosis
+    assert steps[-1]["step"] == caught.value.step and not math.isfinite(steps[-1]["loss"])
     assert (run / "checkpoints/last.json").read_text() == manifest
     assert (run / "checkpoints/last.safetensors").read_bytes() == before
 
@@ -187,3 +211,15 @@ def test_snapshots_keep_the_weights_of_chosen_steps_and_open_as_checkpoints(tmp_
     (run / "checkpoints" / "step-3.safetensors").write_bytes(b"changed")
     with pytest.raises(CheckpointError, match="corrupt or was changed"):
         open_run(run, checkpoint="step-3")
+
+
+def test_snapshot_every_keeps_the_initial_weights_and_every_nth_epoch(tmp_path, bundle):
+    from resnets.runs import open_run
+
+    run = tmp_path / "run"
+    train(replace(tiny_config(run, epochs=4), snapshot_every=2), data=bundle)  # 6 steps per epoch
+    assert open_run(run).snapshots == [0, 12, 24]
+    last = open_run(run, checkpoint="last").model.state_dict()
+    assert all(torch.equal(v, last[k]) for k, v in open_run(run, checkpoint="step-24").model.state_dict().items())
+    with pytest.raises(ResnetsError, match="snapshot_every must be 0"):
+        train(replace(tiny_config(tmp_path / "bad", epochs=1), snapshot_every=-1), data=bundle)

@@ -61,6 +61,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="any config or recipe key, e.g. warmup_epochs=1 (repeatable; see --print-config)",
     )
     p.add_argument(
+        "--snapshot-every",
+        type=int,
+        metavar="N",
+        help="also keep the weights every N epochs (and the initial ones) as checkpoints/step-S.safetensors, "
+        "for instruments that follow training (resnets study dynamics --run)",
+    )
+    p.add_argument(
         "--threads", type=int, help="torch CPU threads (default: one per core; 1 can be faster on a busy machine)"
     )
     p.add_argument("--no-amp", action="store_true", help="no mixed precision: train in fp32")
@@ -95,6 +102,7 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "val_size": args.val_size,
         "val_fraction": args.val_fraction,
         "threads": args.threads,
+        "snapshot_every": args.snapshot_every,
     }
     overrides.update({k: v for k, v in flags.items() if v is not None})
     if args.epochs is not None and args.max_steps is None and "max_steps" not in overrides:

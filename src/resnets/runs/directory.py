@@ -7,6 +7,8 @@ Its layout is a contract read by resume, ``resnets eval/predict/export`` and the
     env.json         package version, git commit, python/torch versions, platform, CPU, host, start time
     metrics.jsonl    one JSON object per epoch (METRIC_COLUMNS; errors in percent)
     metrics.csv      the same rows as CSV
+    steps.csv        one row per optimiser step (STEP_COLUMNS): the learning rate, the batch's training loss
+                     and error (%), as the step saw them; written with each checkpoint
     summary.json     test_accuracy, test_error (percent), epochs, steps, wall_time_s; with a validation
                      split also the validation-selected epoch and its errors (never a test-selected figure)
     curves.png       train and test error (%) against epoch
@@ -47,6 +49,8 @@ METRIC_COLUMNS = [
     "wall_time_s",
 ]
 VAL_COLUMNS = ["val_loss", "val_error"]
+#: Columns of steps.csv: the step's number (1-based), learning rate, batch loss and batch top-1 error (%).
+STEP_COLUMNS = ["step", "lr", "loss", "error"]
 
 
 class RunDir:
@@ -74,6 +78,19 @@ class RunDir:
         writer.writeheader()
         writer.writerows(_finite(r) for r in rows)
         atomic_write_text(self.path / "metrics.csv", buffer.getvalue())
+
+    def write_steps(self, rows: list[tuple[int, float, float, float]]) -> None:
+        """Rewrite steps.csv from every step's (step, lr, loss, error %) row."""
+        lines = [",".join(STEP_COLUMNS)] + [f"{step},{lr!r},{loss!r},{error!r}" for step, lr, loss, error in rows]
+        atomic_write_text(self.path / "steps.csv", "\n".join(lines) + "\n")
+
+    def read_steps(self) -> list[dict[str, float]]:
+        """The rows of steps.csv (empty for a run that has none); ``step`` is an int, the rest floats."""
+        path = self.path / "steps.csv"
+        if not path.exists():
+            return []
+        rows = list(csv.DictReader(io.StringIO(path.read_text())))
+        return [{"step": int(r["step"]), **{k: float(r[k]) for k in STEP_COLUMNS[1:]}} for r in rows]
 
     def read_metrics(self) -> list[dict[str, Any]]:
         path = self.path / "metrics.jsonl"

@@ -120,7 +120,10 @@ class Trainer:
         )
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision.needs_scaler)
         self.run_dir = RunDir(config.out or default_run_path(config.model, config.data))
+        if config.snapshot_every < 0:
+            raise ConfigError(f"snapshot_every must be 0 (off) or a number of epochs >= 1, got {config.snapshot_every}")
         self.state, self.rows = TrainState(), []
+        self.steps: list[tuple[int, float, float, float]] = []  # (step, lr, loss, error %) of every step
         if resume:
             self._restore()
         elif (self.run_dir.checkpoints / "last.json").exists():
@@ -131,7 +134,7 @@ class Trainer:
         if dist.is_main:
             self.run_dir.create()
             self.run_dir.write_json(RECORD_FILE, session.record.to_dict())
-            if not resume and 0 in config.snapshot_steps:
+            if not resume and (0 in config.snapshot_steps or config.snapshot_every > 0):
                 save_snapshot(self.run_dir.checkpoints, model, config.model, 0)
             if not (self.run_dir.path / "env.json").exists():
                 self.run_dir.write_json("env.json", environment(device))
@@ -157,6 +160,11 @@ class Trainer:
             for row in self.run_dir.read_metrics()
             if row["step"] < state.step or (row["step"] == state.step and state.batch == 0)
         ]
+        self.steps = [
+            (row["step"], row["lr"], row["loss"], row["error"])
+            for row in self.run_dir.read_steps()
+            if row["step"] <= state.step
+        ]
 
     def run(self) -> dict[str, Any]:
         state = self.state
@@ -168,6 +176,11 @@ class Trainer:
                 self._train_until_break(stop)
                 if state.batch >= self.steps_per_epoch:
                     state.epoch, state.batch = state.epoch + 1, 0
+                    every = self.config.snapshot_every
+                    if every and state.epoch % every == 0 and self.dist.is_main:
+                        save_snapshot(
+                            self.run_dir.checkpoints, self.dist.unwrap(self.model), self.config.model, state.step
+                        )
                     if state.epoch % self.config.recipe.eval_every == 0 or state.step >= self.last_step:
                         self._record()
                 if stop.requested:
@@ -203,6 +216,9 @@ class Trainer:
             loss_value = loss.item()
             if not math.isfinite(loss_value):
                 self.progress.close()
+                self.steps.append((state.step + 1, lr, loss_value, math.nan))
+                if self.dist.is_main:
+                    self.run_dir.write_steps(self.steps)  # the curve up to the divergence, for diagnosis
                 raise self._diverged(loss_value, lr)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
@@ -211,6 +227,7 @@ class Trainer:
             batch_errors = (logits.detach().argmax(1) != y).sum().item()
             self.schedule.observe(100.0 * batch_errors / y.numel())
             state.step, state.batch = state.step + 1, state.batch + 1
+            self.steps.append((state.step, lr, loss_value, 100.0 * batch_errors / y.numel()))
             if state.step in self.config.snapshot_steps and self.dist.is_main:
                 save_snapshot(self.run_dir.checkpoints, self.dist.unwrap(self.model), self.config.model, state.step)
             state.loss_sum += loss_value * y.numel()
@@ -232,7 +249,8 @@ class Trainer:
         )
         return TrainingDivergedError(
             f"the loss became {loss_value} at step {self.state.step + 1} (epoch {self.state.epoch + 1}, lr {lr:g}); "
-            f"{kept}; lower the learning rate (--lr) or add a warm-up (--set warmup_epochs=1)"
+            f"{kept}; lower the learning rate (--lr) or add a warm-up (--set warmup_epochs=1)",
+            step=self.state.step + 1,
         )
 
     def _clock(self) -> None:
@@ -302,6 +320,7 @@ class Trainer:
         }
         if self.precision.needs_scaler:
             payload["scaler"] = self.scaler.state_dict()
+        self.run_dir.write_steps(self.steps)  # before the checkpoint: a resume drops rows past its step
         save_checkpoint(self.run_dir.checkpoints, self.dist.unwrap(self.model), self.config.model, payload, best=best)
 
 
