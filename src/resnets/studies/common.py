@@ -46,9 +46,11 @@ class StudyOptions:
     data: str | None = None  # data set for trained runs and measurements (default: fashion-mnist)
     data_dir: str | None = None
     depths: tuple[int, ...] = ()  # depth sweep in weighted layers (an instrument's default when empty)
-    seeds: int = 3  # repetitions over initialisation / sampling; mean and spread are reported
+    seeds: int | None = None  # repetitions over initialisation / sampling (None: the instrument's default)
     samples: int | None = None  # images (or points) measured per evaluation; None: the instrument's default
     steps: int | None = None  # training steps of the default runs; None: the instrument's default
+    budget: str = "cpu"  # training budget of instruments that train: "cpu" (minutes) or "paper" (the paper's)
+    grid: int | None = None  # points per axis of a measured grid (landscape); None: the instrument's default
     out: str = "studies"  # output directory: OUT/NAME.json, OUT/NAME.md, OUT/NAME-*.png
     device: str = "cpu"
     quiet: bool = False
@@ -173,7 +175,13 @@ class NoDepthSweep(ConfigError):
 
 
 def model_at_depth(name: str, depth: int, **options: Any) -> SkipNetwork:
-    """The registered model ``name`` rebuilt with ``depth`` weighted layers, for depth sweeps.
+    """The registered model ``name`` rebuilt with ``depth`` weighted layers, for depth sweeps (see
+    :func:`depth_options`)."""
+    return create_model(name, **depth_options(name, depth), **options)
+
+
+def depth_options(name: str, depth: int) -> dict[str, Any]:
+    """The options that give the registered model ``name`` ``depth`` weighted layers.
 
     CIFAR-layout ResNets and their plain twins have 6n+2 layers (n basic blocks per stage); the looks-linear
     plain nets 6n+2 with 2n units per stage; models whose config has a ``depth`` field (fully connected
@@ -183,17 +191,17 @@ def model_at_depth(name: str, depth: int, **options: Any) -> SkipNetwork:
     entry = get_model_entry(name)
     fields = entry.options()
     if "depth" in fields:
-        return create_model(name, depth=depth, **options)
+        return {"depth": depth}
     layers = fields.get("layers")
     if entry.family in ("resnet-cifar", "multires") and len(layers) == 3 and fields.get("block", "basic") == "basic":
         n = _per_stage(name, depth, 2, 6)
-        return create_model(name, layers=(n, n, n), **options)
+        return {"layers": (n, n, n)}
     if entry.family == "looks-linear":
         n = _per_stage(name, depth, 2, 6)
-        return create_model(name, layers=(2 * n,) * 3, **options)
+        return {"layers": (2 * n,) * 3}
     if entry.family == "highway" and layers is not None and len(layers) == 3:
         n = _per_stage(name, depth, 4, 3)
-        return create_model(name, layers=(n, n, n), **options)
+        return {"layers": (n, n, n)}
     raise NoDepthSweep(
         f"model {name!r} has no depth sweep; use a CIFAR ResNet or plain net (resnet20, plain20), a Highway net, "
         "a residual MLP, a looks-linear net or a Transformer"
@@ -221,16 +229,25 @@ def first_batches(loader: Any, samples: int) -> list[tuple[torch.Tensor, torch.T
 Batches = list[tuple[torch.Tensor, torch.Tensor]]
 
 
-def subset_batches(run: Run, samples: int, seed: int) -> Batches:
-    """``samples`` test samples drawn without replacement by ``seed`` (all, in order, if fewer), batched and
-    normalised as the run measures them."""
-    loader = run.loader("test")
+def subset_batches(run: Run, samples: int, seed: int, split: str = "test") -> Batches:
+    """``samples`` samples of ``split`` drawn without replacement by ``seed`` (all, in order, if fewer), batched
+    and normalised as the run measures them (``Run.loader`` never shuffles or augments, even for "train")."""
+    loader = run.loader(split)
     n = int(loader.targets.shape[0])
     if samples >= n:
         order = torch.arange(n)
     else:
         order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:samples]
     return [loader.batch(0, i, order) for i in range(math.ceil(len(order) / loader.batch_size))]
+
+
+def run_label(run: Run, taken: set[str]) -> str:
+    """The run's model name, with its directory where another run already took that name (added to ``taken``)."""
+    label = run.record.model
+    if label in taken:
+        label = f"{label} ({run.path.name if run.path else run.checkpoint.name})"
+    taken.add(label)
+    return label
 
 
 def error_rate(model: SkipNetwork, batches: Batches, precision: Precision | None = None) -> float:
@@ -240,6 +257,6 @@ def error_rate(model: SkipNetwork, batches: Batches, precision: Precision | None
     return (result.n - correct) / result.n
 
 
-def seeds(options: StudyOptions) -> Sequence[int]:
-    """The seeds 0..seeds-1 (at least one)."""
-    return range(max(1, options.seeds))
+def seeds(options: StudyOptions, default: int = 3) -> Sequence[int]:
+    """The seeds 0..seeds-1 (at least one); ``default`` of them where the user gave no ``--seeds``."""
+    return range(max(1, options.pick("seeds", default)))

@@ -32,6 +32,7 @@ from resnets.studies.common import (
     fmt,
     new_figure,
     progress,
+    run_label,
     save_figure,
     seeds,
     spread,
@@ -123,14 +124,6 @@ def _models(options: StudyOptions) -> list[str]:
     return models or [RESIDUAL, PLAIN]
 
 
-def _label(run: Run, taken: set[str]) -> str:
-    label = run.record.model
-    if label in taken:
-        label = f"{label} ({run.path.name if run.path else run.checkpoint.name})"
-    taken.add(label)
-    return label
-
-
 def _summary(run: Run) -> dict[str, Any]:
     path = run.path / "summary.json" if run.path else None
     if path is None or not path.is_file():
@@ -150,7 +143,7 @@ def measure(options: StudyOptions, runs: Sequence[Run]) -> dict[str, dict[str, A
         batches = subset_batches(run, samples, seed)
         per_seed.setdefault(id(run), []).append(response_stds(run.model, batches, run.precision))
     for run in runs:
-        nets[_label(run, taken)] = {
+        nets[run_label(run, taken)] = {
             "model": run.record.model,
             "family": get_model_entry(run.record.model).family,
             "run": str(run.path or run.checkpoint),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from resnets.runs import Run, open_run
 from resnets.runs.record import RECORD_FILE
@@ -41,18 +42,35 @@ def trained_runs(
     ]
 
 
-def train_short_run(options: StudyOptions, model: str, *, steps: int, seed: int = 0, snapshots: int = 4) -> Path:
-    """Train ``model`` for ``steps`` steps on the study's data into OUT/runs (or reuse the finished run there)."""
+def train_short_run(
+    options: StudyOptions,
+    model: str,
+    *,
+    steps: int,
+    seed: int = 0,
+    snapshots: int = 4,
+    model_options: dict[str, Any] | None = None,
+    label: str | None = None,
+    settings: dict[str, Any] | None = None,
+) -> Path:
+    """Train ``model`` for ``steps`` steps on the study's data into OUT/runs (or reuse the finished run there).
+
+    ``model_options`` change the registered model (``label`` then names the run in place of the model);
+    ``settings`` are further training overrides (a recipe, a validation split); a study that passes them also
+    gives a ``label`` of its own, so that its runs never mix with the default ones.
+    """
     from resnets.train import TrainConfig, apply_overrides, train
 
-    data = options.data or DEFAULT_DATA
+    data = (settings or {}).get("data") or options.data or DEFAULT_DATA
     name = Path(data.rstrip("/")).name.replace(".", "_")
-    out = Path(options.out) / "runs" / f"{model}-{name}-s{seed}-{steps}"
+    out = Path(options.out) / "runs" / f"{label or model}-{name}-s{seed}-{steps}"
     if (out / RECORD_FILE).exists() and (out / "summary.json").exists():
         return out
     kept = tuple(sorted({round(i * steps / max(1, snapshots - 1)) for i in range(snapshots)})) if snapshots else ()
     overrides = {
+        **(settings or {}),
         "model": model,
+        "model_options": dict(model_options or {}),
         "data": data,
         "data_dir": options.data_dir,
         "seed": seed,
