@@ -1,0 +1,121 @@
+"""The degradation study: twins that differ only in the shortcut, its curves and final errors, and its verdict."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from resnets import create_model
+from resnets.cli import main
+from resnets.errors import ConfigError
+from resnets.runs import open_run
+from resnets.studies import degradation
+from resnets.studies.common import StudyOptions
+from resnets.studies.trained import train_short_run
+
+
+@pytest.mark.parametrize("depth", [20, 32, 44, 56, 110])
+def test_plain_and_residual_twins_differ_only_in_the_shortcut(depth: int) -> None:
+    plain, residual = degradation.twins(StudyOptions())
+    assert (plain, residual) == ("plain20", "resnet20")
+    (pm, po, _), (rm, ro, _) = degradation.at_depth(plain, depth), degradation.at_depth(residual, depth)
+    a = dataclasses.asdict(create_model(pm, **po).config)
+    b = dataclasses.asdict(create_model(rm, **ro).config)
+    assert {k for k in a if a[k] != b[k]} == {"shortcut"} and (a["shortcut"], b["shortcut"]) == ("none", "A")
+    assert a["layers"] == ((depth - 2) // 6,) * 3
+    # registered depths name their registered model, so their runs are the ones other instruments train
+    assert pm == f"plain{depth}" and po == {} and rm == f"resnet{depth}"
+
+
+def test_a_depth_without_a_registered_model_is_built_with_options() -> None:
+    assert degradation.at_depth("resnet20", 8) == ("resnet20", {"layers": (1, 1, 1)}, "resnet20-d8")
+    with pytest.raises(ConfigError, match="6n\\+2"):
+        degradation.at_depth("resnet20", 21)
+
+
+def test_the_twins_must_be_one_plain_and_one_residual_model() -> None:
+    assert degradation.twins(StudyOptions(models=("resnet20", "plain20"))) == ("plain20", "resnet20")
+    with pytest.raises(ConfigError, match="one plain model"):
+        degradation.twins(StudyOptions(models=("resnet20", "resnet32")))
+    with pytest.raises(ConfigError, match="two twins"):
+        degradation.twins(StudyOptions(models=("plain20",)))
+
+
+def test_smoothing_and_the_final_training_error_match_a_hand_computation() -> None:
+    assert degradation.smoothed([4.0, 2.0, 6.0, 0.0], 2) == [4.0, 3.0, 4.0, 3.0]
+    errors = [50.0] * 18 + [10.0, 20.0]  # the last 10% of 20 steps: two steps
+    assert degradation.final_train_error(errors) == 15.0
+
+
+def test_the_comparison_separates_seeds_and_reads_the_trend() -> None:
+    worse = degradation.compare({20: [10.0, 11.0], 32: [12.0, 12.5], 56: [14.0, 15.0]})
+    assert worse["separated_higher"] and worse["monotone_higher"] and not worse["separated_lower"]
+    assert worse["difference"] == pytest.approx(14.5 - 10.5)
+    overlapping = degradation.compare({20: [10.0, 13.0], 56: [12.0, 14.0]})
+    assert not overlapping["separated_higher"] and not overlapping["separated_lower"]
+    better = degradation.compare({20: [10.0, 11.0], 56: [8.0, 9.5]})
+    assert better["separated_lower"] and better["difference"] == pytest.approx(-1.75)
+
+
+def test_runs_that_differ_in_more_than_the_shortcut_are_refused(batch_bars: Path, tmp_path: Path) -> None:
+    options = StudyOptions(data=str(batch_bars), out=str(tmp_path), quiet=True)
+    plain = train_short_run(options, "plain20", steps=1, snapshots=0, model_options={"layers": (1, 1, 1)}, label="p")
+    residual = train_short_run(
+        options, "resnet20", steps=1, snapshots=0, model_options={"layers": (1, 1, 1)}, label="r"
+    )
+    degradation.check_twins(open_run(plain), open_run(residual))  # twins: accepted
+    other = train_short_run(options, "resnet20", steps=1, snapshots=0, model_options={"layers": (1, 1, 1)}, seed=1)
+    with pytest.raises(ConfigError, match="not twins: they differ in seed"):
+        degradation.check_twins(open_run(plain), open_run(other))
+    wide = train_short_run(
+        options,
+        "resnet20",
+        steps=1,
+        snapshots=0,
+        model_options={"layers": (1, 1, 1), "widths": (16, 32, 32)},
+        label="w",
+    )
+    with pytest.raises(ConfigError, match="differ in widths"):
+        degradation.check_twins(open_run(plain), open_run(wide))
+
+
+def test_runs_with_per_epoch_rows_take_their_test_curve_from_them(batch_bars: Path, tmp_path: Path) -> None:
+    options = StudyOptions(data=str(batch_bars), out=str(tmp_path), quiet=True)
+    path = train_short_run(options, "resnet20", steps=4, snapshots=0, model_options={"layers": (1, 1, 1)}, label="r")
+    rows = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 4  # one batch per epoch
+    measured = degradation.measure(path, options, curve=[])
+    assert measured["test_curve"] == {"step": [r["step"] for r in rows], "error": [r["test_error"] for r in rows]}
+
+
+def test_cli_trains_every_twin_and_reports_their_own_numbers(batch_bars: Path, tmp_path: Path) -> None:
+    argv = ["study", "degradation", "--data", str(batch_bars), "--depths", "8,14", "--steps", "3", "--samples", "24"]
+    assert main([*argv, "--quiet", "--out", str(tmp_path)]) == 0
+    saved = json.loads((tmp_path / "degradation.json").read_text())
+    assert saved["settings"]["seeds"] == 2 and saved["settings"]["depths"] == [8, 14]
+    for family, prefix in (("plain", "plain20"), ("residual", "resnet20")):
+        for depth in ("8", "14"):
+            runs = saved["numbers"]["runs"][family][depth]
+            assert len(runs) == 2 and Path(runs[0]["run"]).name.startswith(f"{prefix}-d{depth}-")
+            for m in runs:
+                summary = json.loads((Path(m["run"]) / "summary.json").read_text())
+                with open(Path(m["run"]) / "steps.csv") as handle:
+                    errors = [float(row["error"]) for row in csv.DictReader(handle)]
+                assert len(errors) == 3 and m["final_train_error"] == pytest.approx(errors[-1])  # last 10%: 1 step
+                assert (
+                    m["final_test_error"] == summary["test_error"]
+                    and m["test_curve"]["error"][-1] == summary["test_error"]
+                )
+                assert m["test_curve"]["step"] == [0, 1, 2, 3, 3]  # the 4 snapshots, then the whole test split
+            finals = saved["numbers"]["final"][family][depth]["train_error"]
+            assert finals["n"] == 2 and finals["mean"] == pytest.approx(sum(m["final_train_error"] for m in runs) / 2)
+    plain_cmp = saved["numbers"]["comparison"]["plain"]
+    assert saved["numbers"]["plain_deeper_trains_worse"] == plain_cmp["separated_higher"]
+    assert saved["supported"] == (
+        saved["numbers"]["plain_deeper_trains_worse"] and saved["numbers"]["residual_deeper_no_worse"]
+    )
+    assert "ResNet-14" in saved["table"] and (tmp_path / "degradation-curves.png").read_bytes()[:4] == b"\x89PNG"
