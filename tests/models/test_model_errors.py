@@ -137,7 +137,7 @@ def test_transformer_options_apply_to_their_model_kind_only() -> None:
 def test_resmlp_skip_options_need_the_skips_they_configure() -> None:
     message = _refusal("resmlp_identity_20", learned_init="zeros")
     assert "option learned_init='zeros' does not apply to identity skips, only to learned skips" in message
-    assert message.endswith("options for this model: act, depth, norm, skip_kind, skips, width")
+    assert message.endswith("options for this model: act, depth, norm, residual_scale, skip_kind, skips, width")
     message = _refusal("resmlp_plain_20", skip_kind="learned", learned_init="zeros")
     assert "options skip_kind='learned', learned_init='zeros' do not apply to a net without skips" in message
     assert "skip distances [30] exceed depth 20" in _refusal("resmlp_identity_20", skips=(2, 30))

@@ -92,3 +92,42 @@ def test_options_are_checked() -> None:
     with pytest.raises(ValueError, match="skip_kind"):
         create_model("resmlp_identity_20", skip_kind="frozen")
     assert create_model("resmlp_identity_20", in_channels=12, num_classes=2)(torch.randn(2, 12)).shape == (2, 2)
+
+
+def test_residual_scale_multiplies_z_in_every_layer_with_a_skip() -> None:
+    """Bare formula, s = 0.3: a^1 = g(z^1) (no skip, not scaled), a^l = g(0.3 z^l + a^{l-2}) for l >= 2."""
+    torch.manual_seed(0)
+    model = create_model(
+        "resmlp_identity_20", depth=4, width=5, in_channels=4, num_classes=3, norm="identity", residual_scale=0.3
+    )
+    x = torch.randn(6, 4)
+    with torch.no_grad():
+        acts = [torch.relu(model.stem[0](x))]
+        for l, layer in enumerate(model.layers, start=1):
+            z = acts[-1] @ layer.linear.weight.T + layer.linear.bias
+            acts.append(torch.relu(z) if l == 1 else torch.relu(0.3 * z + acts[-2]))
+        expected = acts[-1] @ model.fc.weight.T + model.fc.bias
+        assert torch.allclose(model(x), expected, atol=1e-6)
+        blocks = model.residual_blocks()
+        assert [b.unit.residual_scale for b in blocks] == [1.0, 0.3, 0.3, 0.3]
+        with blocks[2].capture() as seen:  # through the unit interface: output = g(shortcut + s * branch)
+            out = blocks[2].module([acts[0], acts[1], acts[2]])
+        assert torch.allclose(out, torch.relu(seen.shortcut + 0.3 * seen.branch), atol=1e-6)
+        assert torch.allclose(seen.shortcut, acts[1]) and torch.allclose(out, acts[3], atol=1e-6)
+
+
+def test_residual_scale_inv_sqrt_depth_defaults_and_refusals() -> None:
+    scaled = create_model("resmlp_identity_20", depth=10, residual_scale="inv_sqrt_depth")
+    assert [b.unit.residual_scale for b in scaled.residual_blocks()] == [1.0] + [1 / 3] * 9  # L = 9 layers with a skip
+    multi = create_model("resmlp_multiskip_20", depth=6, residual_scale="inv_sqrt_depth")  # skips 2, 3, 4: l >= 2
+    assert [b.unit.residual_scale for b in multi.residual_blocks()] == [1.0] + [0.2**0.5] * 5
+    torch.manual_seed(1)
+    default = create_model("resmlp_identity_20")
+    torch.manual_seed(1)
+    one = create_model("resmlp_identity_20", residual_scale=1.0)
+    x = torch.randn(3, 784)
+    assert torch.equal(default(x), one(x))  # scale 1 leaves the outputs bit for bit
+    with pytest.raises(ValueError, match="residual_scale"):
+        create_model("resmlp_plain_20", residual_scale=0.5)
+    with pytest.raises(ValueError, match="inv_sqrt_depth"):
+        create_model("resmlp_identity_20", residual_scale="half")

@@ -5,10 +5,18 @@ a^l = g(z^l + sum_{k in skips, k <= l} W^{l-k,l} a^{l-k}), so a skip of distance
 that has a layer k below it (a^0 counts). The classifier reads norm(a^depth): identity skips add up, so
 a^depth grows with depth, and a final norm (as in pre-norm Transformers) keeps the first logits small. With
 ``skips=()`` the network is the plain twin of the same depth and width.
+
+``residual_scale`` s multiplies z^l in every layer that has a skip, a^l = g(s z^l + sum_k S_k a^{l-k}), as
+Inception-ResNet scales its residuals by 0.1-0.3 before the addition (Szegedy et al. 2016, Sec. 3.3);
+"inv_sqrt_depth" takes s = 1/sqrt(L), L the number of layers with a skip, which keeps the sum of the squared
+scales at 1 whatever the depth (Hanin & Rolnick 2018). Layers without a skip are not scaled: their output
+is the whole signal, not a residual added to one. With ``norm="identity"`` nothing normalises z^l or the
+classifier's input, the setting in which the scale matters.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -32,6 +40,7 @@ class ResMLPConfig:
     learned_init: str = "identity"  # identity | zeros | random (learned skips only)
     norm: str = "layernorm"  # on z^l; identity gives the bare formula
     act: str = "relu"
+    residual_scale: float | str = 1.0  # multiplies z^l in layers with skips; "inv_sqrt_depth": 1/sqrt(#such layers)
 
     def __post_init__(self) -> None:
         if self.depth < 1:
@@ -42,6 +51,8 @@ class ResMLPConfig:
             raise ValueError(f"skip_kind must be one of {list(SKIP_KINDS)}, got {self.skip_kind!r}")
         if self.learned_init not in LEARNED_INITS:
             raise ValueError(f"learned_init must be one of {list(LEARNED_INITS)}, got {self.learned_init!r}")
+        if isinstance(self.residual_scale, str) and self.residual_scale != "inv_sqrt_depth":
+            raise ValueError(f"residual_scale must be a number or 'inv_sqrt_depth', got {self.residual_scale!r}")
         unreached = [k for k in self.skips if k > self.depth]
         if unreached:  # a skip of distance k enters layer l only where k <= l (a^0 counts)
             raise ValueError(
@@ -53,10 +64,23 @@ class ResMLPConfig:
     def _inapplicable(self) -> dict[str, str]:
         """The skip fields that the chosen skip pattern cannot use, each with the reason (an error if set)."""
         if not self.skips:
-            return dict.fromkeys(("skip_kind", "learned_init"), "a net without skips (skips=()), the plain twin")
+            plain = "a net without skips (skips=()), the plain twin"
+            return dict.fromkeys(("skip_kind", "learned_init", "residual_scale"), plain)
         if self.skip_kind != "learned":
             return {"learned_init": f"{self.skip_kind} skips, only to learned skips (skip_kind='learned')"}
         return {}
+
+    @property
+    def skip_layers(self) -> int:
+        """Layers that have a skip: l >= the smallest distance (a^0 counts), so depth - min(skips) + 1."""
+        return max(0, self.depth - min(self.skips) + 1) if self.skips else 0
+
+    @property
+    def scale(self) -> float:
+        """The residual scale as a number (1/sqrt(skip layers) for "inv_sqrt_depth")."""
+        if self.residual_scale == "inv_sqrt_depth":
+            return 1.0 / math.sqrt(self.skip_layers)
+        return float(self.residual_scale)
 
 
 class ResMLP(SkipNetwork):
@@ -69,16 +93,18 @@ class ResMLP(SkipNetwork):
         self.config, self.num_classes, self.in_channels = config, num_classes, in_channels
         norm, act = get_norm(config.norm), get_act(config.act)
         self.stem = nn.Sequential(nn.Linear(in_channels, config.width), norm(config.width), act())
+        reached = [tuple(k for k in config.skips if k <= l) for l in range(1, config.depth + 1)]
         self.layers = nn.ModuleList(
             MultiSkipLayer(
                 config.width,
-                tuple(k for k in config.skips if k <= l),
+                distances,
                 kind=config.skip_kind,
                 learned_init=config.learned_init,
                 norm=norm,
                 act=act,
+                residual_scale=config.scale if distances else 1.0,
             )
-            for l in range(1, config.depth + 1)
+            for distances in reached
         )
         self.final_norm = norm(config.width)
         self.num_features = config.width

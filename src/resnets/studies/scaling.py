@@ -1,0 +1,378 @@
+"""``resnets study scaling``: train deep nets without normalisation under residual scaling; who diverges or stalls.
+
+Szegedy, Ioffe, Vanhoucke & Alemi 2016 ("Inception-v4, Inception-ResNet and the Impact of Residual Connections
+on Learning", Sec. 3.3) found that very wide residual Inception nets "died" early in training unless each
+residual was multiplied by 0.1-0.3 before the addition. Hanin & Rolnick 2018 ("How to Start Training: The
+Effect of Initialization and Architecture", NeurIPS) show for ReLU ResNets without normalisation that each unit
+adds its branch's second moment to the stream's, so the mean squared activation at the output grows with the
+summed weights of the residual modules, and training fails to start unless that sum stays bounded in depth.
+Here s multiplies the branch, so the sum is L s^2 over L units: L at s = 1, 1 at s = 1/sqrt(L). For the default
+branch (a Linear layer with PyTorch's default init, variance 1/(3 fan-in), no norm) the mean square of the
+pre-activation obeys E|a^{l-2} + s z^l|^2 = |a^{l-2}|^2 + s^2 (|a^{l-1}|^2 + 1) / 3 (the test checks it).
+
+What is run: every (model, depth) net is trained WITHOUT normalisation (``norm="identity"``) at residual scales
+1, 0.3, 0.1 and 1/sqrt(L) (L: the units with a shortcut), with the same seeds and recipe (the default recipe,
+no warm-up, constant learning rate :data:`LR`), through the one training engine, into OUT/runs (finished and
+diverged runs are reused). A run ends one of three ways:
+
+- ``diverged``: the loss became non-finite; the engine names the step (``TrainingDivergedError.step``);
+- ``stalled``: it finished, but its error on a fixed seeded subset of the training split (measured without
+  augmentation, with the run's last weights) is within :data:`STALL_MARGIN` of chance, 1 - 1/classes
+  (>= 80 % for 10 classes);
+- ``trained``: otherwise, with its final train-subset and test errors.
+
+Default: the residual MLP ``resmlp_identity_20`` (width 128, identity skips over two layers,
+a^l = relu(s z^l + a^{l-2})) at 30, 100 and 200 layers, 200 steps, 2 seeds on Fashion-MNIST: 24 runs, 217 s
+of CPU time on one thread (7.4 minutes' wall time on a shared, loaded 2-core machine). ``--model`` takes other models with a ``residual_scale`` and a ``norm`` option (e.g. resnet56,
+the convolutional case, run as registered unless ``--depths`` is given); ``--budget paper`` trains 10 epochs
+over 30-1000 layers (a GPU's work, not measured here; neither paper's own setting is reproduced).
+At depth 100 the learning rate hardly matters for scale 1: it diverged within 3 steps at 0.1, 0.01 and 0.001.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from resnets.errors import ConfigError, TrainingDivergedError
+from resnets.models import create_model, get_model_entry
+from resnets.runs import open_run
+from resnets.runs.directory import RunDir
+from resnets.studies.common import (
+    StudyOptions,
+    StudyResult,
+    depth_options,
+    error_rate,
+    fmt,
+    new_figure,
+    progress,
+    save_figure,
+    seeds,
+    spread,
+    subset_batches,
+)
+from resnets.studies.trained import DEFAULT_DATA
+
+NAME = "scaling"
+CLAIM = (
+    "Without normalisation, deep residual nets fail at the start of training at residual scale 1, and train "
+    "once each residual is scaled down before the addition: by 0.1-0.3 (Szegedy, Ioffe, Vanhoucke & Alemi 2016, "
+    "'Inception-v4, Inception-ResNet and the Impact of Residual Connections on Learning', Sec. 3.3) or so that "
+    "the summed residual weights stay bounded with depth, e.g. 1/sqrt(L) (Hanin & Rolnick 2018, 'How to Start "
+    "Training: The Effect of Initialization and Architecture')."
+)
+DEFAULT_MODEL = "resmlp_identity_20"
+INV_SQRT = "1/sqrt(L)"
+SCALES: tuple[float | str, ...] = (1.0, 0.3, 0.1, INV_SQRT)
+LR = 0.1  # per step: He et al. 2015's rate, high enough to expose an exploding start
+RECIPE = {"lr": LR, "warmup_epochs": 0.0, "schedule": "constant"}  # changes to the default recipe
+STALL_MARGIN = 0.10  # a finished run is stalled when its train error is within 10 points of 1 - 1/classes
+DEFAULT_SAMPLES = 1000  # training images in the fixed subset that decides stalled / trained
+SUBSET_SEED = 0  # the subset is the same for every run
+FINAL_WINDOW = 10  # steps averaged for the final batch loss
+OUTCOMES = ("diverged", "stalled", "trained")
+
+
+@dataclass(frozen=True)
+class Budget:
+    steps: int  # optimiser steps per run
+    depths: tuple[int, ...]  # the default model's depth sweep
+
+
+BUDGETS = {
+    "cpu": Budget(steps=200, depths=(30, 100, 200)),
+    "paper": Budget(steps=4690, depths=(30, 100, 300, 1000)),  # 10 epochs of Fashion-MNIST at batch 128
+}
+
+
+@dataclass(frozen=True)
+class Net:
+    """One model at one depth: its name, the depth asked (None: as registered), its units with a shortcut (L)
+    and the options that build it at that depth (besides ``norm`` and ``residual_scale``)."""
+
+    model: str
+    depth: int | None
+    units: int
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return self.model if self.depth is None else f"{self.model} @ {self.depth}"
+
+
+def scale_value(scale: float | str, units: int) -> float:
+    """The number a scale stands for: 1/sqrt(L) for :data:`INV_SQRT`, else the scale itself."""
+    return 1.0 / math.sqrt(units) if scale == INV_SQRT else float(scale)
+
+
+def scale_label(scale: float | str) -> str:
+    return scale if isinstance(scale, str) else f"{scale:g}"
+
+
+def chance_error(classes: int) -> float:
+    """Error of a constant guess on balanced classes, as a fraction."""
+    return 1.0 - 1.0 / classes
+
+
+def finished_outcome(train_error: float, classes: int) -> str:
+    """``stalled`` within :data:`STALL_MARGIN` of chance (or unmeasurable), else ``trained``; errors as fractions."""
+    if not math.isfinite(train_error) or train_error >= chance_error(classes) - STALL_MARGIN:
+        return "stalled"
+    return "trained"
+
+
+def plan(options: StudyOptions) -> list[Net]:
+    """The nets to train: each ``--model`` (default: the residual MLP) at each depth, built once to check them."""
+    if options.runs:
+        raise ConfigError(
+            "the scaling study trains its own runs (one per scale, depth and seed); --run does not apply, use "
+            "--model and --depths"
+        )
+    if options.budget not in BUDGETS:
+        raise ConfigError(f"unknown budget {options.budget!r}; use one of {', '.join(BUDGETS)}")
+    budget = BUDGETS[options.budget]
+    nets = []
+    for name in options.models or (DEFAULT_MODEL,):
+        missing = [k for k in ("norm", "residual_scale") if k not in get_model_entry(name).options()]
+        if missing:
+            raise ConfigError(
+                f"model {name!r} has no {' or '.join(missing)} option to train it unnormalised under residual "
+                f"scaling; use a residual MLP ({DEFAULT_MODEL}) or a CIFAR ResNet (resnet20, resnet56, ...)"
+            )
+        depths = options.depths or (budget.depths if name == DEFAULT_MODEL else (None,))
+        nets += [build_net(name, depth) for depth in depths]
+    return nets
+
+
+def build_net(name: str, depth: int | None) -> Net:
+    """The :class:`Net` of ``name`` at ``depth`` (None: as registered), built once to count its residual units."""
+    options = {} if depth is None else depth_options(name, depth)
+    model = create_model(name, norm="identity", **options)
+    units = sum(info.has_shortcut for info in model.residual_blocks())
+    if units == 0:
+        raise ConfigError(f"model {name!r} has no unit with a shortcut, so no residual to scale; use a residual net")
+    return Net(name, depth, units, options)
+
+
+def run_path(options: StudyOptions, net: Net, scale: float | str, seed: int, steps: int, lr: float = LR) -> Path:
+    data = Path((options.data or DEFAULT_DATA).rstrip("/")).name.replace(".", "_")
+    depth = "" if net.depth is None else f"-d{net.depth}"
+    tag = "inv_sqrt_L" if scale == INV_SQRT else f"{scale:g}"
+    return Path(options.out) / "runs" / f"scaling-{net.model}{depth}-x{tag}-lr{lr:g}-{data}-s{seed}-{steps}"
+
+
+def diverged_step(path: Path) -> int | None:
+    """The step at which a run's loss became non-finite, read from the engine's per-step log (None: it did not)."""
+    rows = RunDir(path).read_steps()
+    return rows[-1]["step"] if rows and not math.isfinite(rows[-1]["loss"]) else None
+
+
+def train_run(
+    options: StudyOptions, net: Net, scale: float | str, seed: int, steps: int, lr: float = LR
+) -> tuple[Path, int | None]:
+    """Train one run (or reuse the finished or diverged one in OUT/runs); returns its path and divergence step."""
+    from resnets.train import TrainConfig, apply_overrides, resume_config, train
+
+    out = run_path(options, net, scale, seed, steps, lr)
+    if (out / "summary.json").exists() or diverged_step(out) is not None:
+        return out, diverged_step(out)
+    try:
+        if (out / "checkpoints" / "last.json").exists():  # interrupted after a checkpoint: continue it
+            train(resume_config(out, {"max_steps": steps, "quiet": options.quiet}), resume=True)
+        else:
+            overrides = {
+                "model": net.model,
+                "model_options": {**net.options, "norm": "identity", "residual_scale": scale_value(scale, net.units)},
+                "data": options.data or DEFAULT_DATA,
+                "data_dir": options.data_dir,
+                "seed": seed,
+                "out": str(out),
+                "device": options.device,
+                "quiet": options.quiet,
+                "max_steps": steps,
+                "epochs": None,
+                **RECIPE,
+                "lr": lr,
+            }
+            train(apply_overrides(TrainConfig(), overrides, "the scaling study's run"))
+    except TrainingDivergedError as error:
+        return out, error.step if error.step is not None else diverged_step(out)
+    return out, None
+
+
+def measure_run(path: Path, diverged_at: int | None, samples: int, device: str = "cpu") -> dict[str, Any]:
+    """Outcome, errors (%) and loss curve of one run."""
+    rows = RunDir(path).read_steps()
+    losses = [row["loss"] for row in rows]
+    result: dict[str, Any] = {
+        "run": str(path),
+        "diverged_at": diverged_at,
+        "initial_loss": losses[0] if losses else math.nan,
+        "final_loss": sum(losses[-FINAL_WINDOW:]) / len(losses[-FINAL_WINDOW:]) if losses else math.nan,
+        "curve": {"step": [row["step"] for row in rows], "loss": losses},
+    }
+    if diverged_at is not None:
+        return {"outcome": "diverged", "train_error": math.nan, "test_error": math.nan, **result}
+    run = open_run(path, device=device)
+    train_error = error_rate(run.model, subset_batches(run, samples, SUBSET_SEED, split="train"), run.precision)
+    test_error = RunDir(path).read_json("summary.json")["test_error"]
+    return {
+        "outcome": finished_outcome(train_error, run.record.num_classes),
+        "train_error": 100.0 * train_error,
+        "test_error": test_error,
+        **result,
+    }
+
+
+def summarise(runs: Sequence[dict[str, Any]], nets: Sequence[Net]) -> list[dict[str, Any]]:
+    """Per net and scale: outcome counts over seeds, divergence steps, error and loss spreads."""
+    cells = []
+    for net in nets:
+        for scale in SCALES:
+            mine = [r for r in runs if r["net"] == net.label and r["scale"] == scale_label(scale)]
+            cells.append(
+                {
+                    "net": net.label,
+                    "model": net.model,
+                    "depth": net.depth,
+                    "units": net.units,
+                    "scale": scale_label(scale),
+                    "scale_value": scale_value(scale, net.units),
+                    "scale_sum": net.units * scale_value(scale, net.units) ** 2,  # sum over units of s^2
+                    "counts": {o: sum(r["outcome"] == o for r in mine) for o in OUTCOMES},
+                    "diverged_at": [r["diverged_at"] for r in mine if r["diverged_at"] is not None],
+                    "train_error": spread(r["train_error"] for r in mine),
+                    "test_error": spread(r["test_error"] for r in mine),
+                    "initial_loss": spread(r["initial_loss"] for r in mine),
+                }
+            )
+    return cells
+
+
+def _verdict(cells: Sequence[dict[str, Any]], steps: int) -> tuple[str, bool | None]:
+    by_scale = {scale_label(s): [c for c in cells if c["scale"] == scale_label(s)] for s in SCALES}
+
+    def counts(scale: str) -> dict[str, int]:
+        return {o: sum(c["counts"][o] for c in by_scale[scale]) for o in OUTCOMES}
+
+    def describe(scale: str) -> str:
+        n = counts(scale)
+        total = sum(n.values())
+        steps_seen = sorted(step for c in by_scale[scale] for step in c["diverged_at"])
+        text = f"scale {scale}: {n['trained']}/{total} trained, {n['diverged']} diverged"
+        if steps_seen:
+            text += f" (at step {steps_seen[0]}" + (f"-{steps_seen[-1]})" if steps_seen[-1] != steps_seen[0] else ")")
+        return text + f", {n['stalled']} stalled"
+
+    parts = "; ".join(describe(scale_label(s)) for s in SCALES)
+    if not any(c["counts"]["trained"] for c in cells):
+        return f"Undecided: no run trained in {steps} steps at any scale, too short to tell ({parts}).", None
+    one_fails = counts("1")["trained"] == 0
+    scaled = [scale_label(s) for s in SCALES if s != 1.0]
+    scaled_train = all(counts(s)["trained"] == sum(counts(s).values()) for s in scaled)
+    if one_fails and scaled_train:
+        head = "Supported: every unnormalised net failed at scale 1 and every down-scaled one trained"
+    elif one_fails:
+        head = "Partly supported: scale 1 always failed, but not every down-scaled net trained"
+    else:
+        head = "Not supported: some unnormalised nets trained at scale 1"
+    return f"{head} ({parts}; {steps} steps at lr {LR:g}).", one_fails and scaled_train
+
+
+def _figures(runs: Sequence[dict[str, Any]], cells: Sequence[dict[str, Any]], nets: Sequence[Net], out: str) -> list:
+    colors = {scale_label(s): f"C{i}" for i, s in enumerate(SCALES)}
+    figure, axes = new_figure(4.2 * len(nets), 3.8, cols=len(nets))
+    axes = [axes] if len(nets) == 1 else list(axes[0])
+    for ax, net in zip(axes, nets):
+        for r in (r for r in runs if r["net"] == net.label):
+            steps, losses = r["curve"]["step"], r["curve"]["loss"]
+            kept = [(s, v) for s, v in zip(steps, losses) if math.isfinite(v) and v > 0]
+            label = r["scale"] if r["seed"] == 0 else None
+            if kept:
+                ax.plot(*zip(*kept), color=colors[r["scale"]], lw=1, alpha=0.8, label=label)
+            if r["diverged_at"] is not None:
+                ax.plot(r["diverged_at"], kept[-1][1] if kept else 1.0, "x", color=colors[r["scale"]], ms=9)
+        ax.set(title=f"{net.label} (L = {net.units})", xlabel="step", ylabel="batch loss", yscale="log")
+        ax.grid(alpha=0.3)
+        ax.legend(title="residual scale (x: diverged)", fontsize=8)
+    paths = [save_figure(figure, out, f"{NAME}-loss")]
+
+    figure, ax = new_figure(1.8 + 1.6 * len(nets), 1.2 + 0.6 * len(SCALES))
+    grid = [[math.nan] * len(nets) for _ in SCALES]
+    for c in cells:
+        i = [scale_label(s) for s in SCALES].index(c["scale"])
+        j = [n.label for n in nets].index(c["net"])
+        total = sum(c["counts"].values())
+        grid[i][j] = c["counts"]["trained"] / total if total else math.nan
+        text = " ".join(f"{o[0].upper()}{c['counts'][o]}" for o in OUTCOMES if c["counts"][o])
+        ax.text(j, i, text, ha="center", va="center", fontsize=8)
+    ax.imshow(grid, cmap="RdYlGn", vmin=-0.5, vmax=1.5, aspect="auto")  # pale ends, so the counts stay legible
+    ax.set_xticks(range(len(nets)), [f"{n.label}\nL = {n.units}" for n in nets], fontsize=7)
+    ax.set_yticks(range(len(SCALES)), [f"s = {scale_label(s)}" for s in SCALES])
+    ax.set_title("outcomes over seeds (D diverged, S stalled, T trained)", fontsize=9)
+    paths.append(save_figure(figure, out, f"{NAME}-outcomes"))
+    return paths
+
+
+def _table(cells: Sequence[dict[str, Any]]) -> str:
+    header = (
+        "net | L | scale | L·s² | diverged | stalled | trained | diverged at step | train error (%) | test error (%)"
+    )
+    rows = [f"| {header} | first loss |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for c in cells:
+        n = c["counts"]
+        errors = [fmt(c[k]) if c[k]["n"] else "-" for k in ("train_error", "test_error")]
+        scale = f"{c['scale']} = {c['scale_value']:.3g}" if c["scale"] == INV_SQRT else c["scale"]
+        rows.append(
+            f"| {c['net']} | {c['units']} | {scale} | {c['scale_sum']:.3g} | "
+            f"{n['diverged']} | {n['stalled']} | {n['trained']} | "
+            f"{', '.join(map(str, c['diverged_at'])) or '-'} | {errors[0]} | {errors[1]} | "
+            f"{fmt(c['initial_loss'])} |"
+        )
+    return "\n".join(rows)
+
+
+def run(options: StudyOptions) -> StudyResult:
+    """Train every net at every scale and seed, classify each run, and compare the outcomes with the claim."""
+    nets = plan(options)
+    steps = options.pick("steps", BUDGETS[options.budget].steps)
+    samples = options.pick("samples", DEFAULT_SAMPLES)
+    work = [(net, scale, seed) for net in nets for scale in SCALES for seed in seeds(options, default=2)]
+    runs = []
+    for net, scale, seed in progress(work, desc=NAME, quiet=options.quiet):
+        path, diverged_at = train_run(options, net, scale, seed, steps)
+        measured = measure_run(path, diverged_at, samples, options.device)
+        runs.append({"net": net.label, "scale": scale_label(scale), "seed": seed, **measured})
+    cells = summarise(runs, nets)
+    verdict, supported = _verdict(cells, steps)
+    settings = {
+        "what_was_run": "each net trained from scratch without normalisation (norm='identity') at every residual "
+        "scale and seed, with the same recipe; outcome from the engine's divergence error, else from the error "
+        "on a fixed training subset",
+        "nets": [{"model": n.model, "depth": n.depth, "units": n.units, "options": n.options} for n in nets],
+        "scales": [scale_label(s) for s in SCALES],
+        "units": "L = residual units with a shortcut; 1/sqrt(L) is computed per net",
+        "norm": "identity (no normalisation anywhere)",
+        "recipe": "default recipe with " + ", ".join(f"{k}={v}" for k, v in RECIPE.items()),
+        "steps": steps,
+        "budget": options.budget,
+        "seeds": len(seeds(options, default=2)),
+        "data": options.data or DEFAULT_DATA,
+        "train_subset": f"{samples} training images drawn by seed {SUBSET_SEED}, unaugmented, last weights",
+        "stalled_when": f"train-subset error >= 1 - 1/classes - {STALL_MARGIN:g} (80% for 10 classes)",
+        "loss_curve": "batch loss per step from the run's steps.csv",
+        "device": options.device,
+    }
+    return StudyResult(
+        name=NAME,
+        claim=CLAIM,
+        verdict=verdict,
+        supported=supported,
+        settings=settings,
+        numbers={"cells": cells, "runs": runs},
+        table=_table(cells),
+        figures=_figures(runs, cells, nets, options.out),
+    )
