@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 from pathlib import Path
@@ -13,6 +14,7 @@ from resnets.errors import ConfigError, UnknownNameError
 from resnets.studies import STUDIES, get_study
 from resnets.studies.common import (
     NoDepthSweep,
+    StudyOptions,
     StudyResult,
     model_at_depth,
     new_figure,
@@ -24,14 +26,16 @@ from resnets.studies.untrained import build_near
 from resnets.train import weighted_depth
 
 
-def test_help_lists_the_eight_instruments(capsys: pytest.CaptureFixture) -> None:
+def test_help_lists_every_instrument(capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["study", "--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     names = ["gradients", "responses", "lesion", "paths", "shattered", "iterative", "signal", "gates"]
+    names += ["degradation", "landscape", "hessian", "scaling", "dynamics"]
     assert list(STUDIES) == names
     assert all(f"  {name} " in out for name in names)
+    assert all(importlib.util.find_spec(f"resnets.studies.{module}") for module, _ in STUDIES.values())
 
 
 def test_unknown_study_and_bad_options_are_one_line_errors(capsys: pytest.CaptureFixture) -> None:
@@ -99,3 +103,38 @@ def test_write_study_writes_json_markdown_and_keeps_figures(tmp_path: Path) -> N
     text = paths["md"].read_text()
     assert "A claim (Someone 2016)." in text and "Verdict (supported)" in text and "![demo-figure]" in text
     assert "resnets study demo --seeds 3" in text and png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_study_all_refuses_options_that_mean_different_things_to_each_instrument(capsys: pytest.CaptureFixture) -> None:
+    assert main(["study", "all", "--model", "resnet20"]) == 2
+    assert "one instrument at a time" in capsys.readouterr().err
+
+
+def test_study_all_runs_every_instrument_then_writes_the_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    import types
+
+    from resnets import studies
+
+    ran: list[tuple[str, StudyOptions]] = []
+
+    def fake(name: str) -> types.ModuleType:
+        def run(options: StudyOptions) -> StudyResult:
+            ran.append((name, options))
+            figure, ax = new_figure()
+            ax.plot([0, 1], [1, 0])
+            png = save_figure(figure, options.out, f"{name}-fig")
+            return StudyResult(name, f"claim {name}", f"verdict {name}", True, {}, {}, "| a |\n|---|\n| 1 |", [png])
+
+        return types.SimpleNamespace(run=run)
+
+    monkeypatch.setattr(studies, "STUDIES", {"gradients": ("gradients", "g"), "hessian": ("hessian", "h")})
+    monkeypatch.setattr(studies, "get_study", fake)
+    assert main(["study", "all", "--seeds", "2", "--out", str(tmp_path), "--quiet"]) == 0
+    assert [name for name, _ in ran] == ["gradients", "hessian"] and all(o.seeds == 2 for _, o in ran)
+    saved = json.loads((tmp_path / "hessian.json").read_text())
+    assert saved["command"] == f"resnets study hessian --seeds 2 --out {tmp_path}"
+    page = (tmp_path / "report.html").read_text()
+    assert "verdict gradients" in page and "verdict hessian" in page
+    assert f"wrote {tmp_path / 'report.html'}" in capsys.readouterr().out

@@ -1,12 +1,20 @@
-"""``resnets study NAME``: run one instrument and write NAME.json, its figures and NAME.md."""
+"""``resnets study NAME``: run one instrument and write NAME.json, its figures and NAME.md.
+
+``resnets study all --out DIR`` runs every instrument on its defaults into DIR, then writes the report
+(``resnets report DIR``): the one command that makes the whole report.
+"""
 
 from __future__ import annotations
 
 import argparse
 import shlex
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from resnets.errors import ConfigError
+
+if TYPE_CHECKING:
+    from resnets.studies.common import StudyOptions
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -19,18 +27,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Run one instrument on registered models or trained runs. It writes OUT/NAME.json (every "
         "number with its settings), PNG figures and OUT/NAME.md (the claim, the numbers, a verdict). Without "
         "--run, instruments that need trained nets train short runs into OUT/runs once and reuse them.\n\n"
-        "instruments:\n" + listing,
+        "instruments:\n" + listing + "\n  all        every instrument in turn on its defaults, then the report "
+        "(resnets report OUT)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("name", metavar="NAME", choices=list(STUDIES), help="the instrument: " + ", ".join(STUDIES))
+    parser.add_argument(
+        "name", metavar="NAME", choices=[*STUDIES, "all"], help="the instrument (" + ", ".join(STUDIES) + ") or all"
+    )
     parser.add_argument("--model", action="append", default=[], metavar="NAME", help="a registered model (repeatable)")
     parser.add_argument("--run", action="append", default=[], metavar="RUN_DIR", help="a trained run (repeatable)")
     parser.add_argument("--data", help="data set for default runs and measurements (default: fashion-mnist)")
     parser.add_argument("--data-dir", help="where the named data set lives")
     parser.add_argument("--depths", type=_ints, help="depth sweep in weighted layers, e.g. 20,56,110")
-    parser.add_argument("--seeds", type=int, default=3, help="repetitions for mean and spread (default: 3)")
+    parser.add_argument("--seeds", type=int, help="repetitions for mean and spread (default: the instrument's, 3 or 2)")
     parser.add_argument("--samples", type=int, help="images or points measured per evaluation")
     parser.add_argument("--steps", type=int, help="training steps of the default runs")
+    parser.add_argument(
+        "--budget",
+        choices=("cpu", "paper"),
+        default="cpu",
+        help="training budget of instruments that train: cpu (minutes, the default) or paper (the paper's "
+        "schedule, for a GPU)",
+    )
+    parser.add_argument("--grid", type=int, help="points per axis of a measured grid (landscape)")
     parser.add_argument("--out", default="studies", help="output directory (default: studies)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -58,12 +77,16 @@ def command_line(args: argparse.Namespace) -> str:
         ("--data-dir", args.data_dir),
         ("--samples", args.samples),
         ("--steps", args.steps),
+        ("--grid", args.grid),
+        ("--seeds", args.seeds),
     ):
         if value is not None:
             parts += [flag, str(value)]
     if args.depths:
         parts += ["--depths", ",".join(map(str, args.depths))]
-    parts += ["--seeds", str(args.seeds), "--out", args.out]
+    if args.budget != "cpu":
+        parts += ["--budget", args.budget]
+    parts += ["--out", args.out]
     if args.device != "cpu":
         parts += ["--device", args.device]
     return shlex.join(parts)
@@ -71,11 +94,10 @@ def command_line(args: argparse.Namespace) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from resnets.device import resolve_device
-    from resnets.studies import get_study
-    from resnets.studies.common import StudyOptions, write_study
+    from resnets.studies.common import StudyOptions
 
-    if args.seeds < 1 or (args.samples is not None and args.samples < 1) or (args.steps is not None and args.steps < 1):
-        raise ConfigError("--seeds, --samples and --steps must be positive")
+    if any(value is not None and value < 1 for value in (args.seeds, args.samples, args.steps, args.grid)):
+        raise ConfigError("--seeds, --samples, --steps and --grid must be positive")
     resolve_device(args.device)  # one clear line for a missing GPU, before any work
     options = StudyOptions(
         models=tuple(args.model),
@@ -86,13 +108,37 @@ def run(args: argparse.Namespace) -> int:
         seeds=args.seeds,
         samples=args.samples,
         steps=args.steps,
+        budget=args.budget,
+        grid=args.grid,
         out=args.out,
         device=args.device,
         quiet=args.quiet,
     )
-    result = get_study(args.name).run(options)
-    result = replace(result, command=command_line(args))
-    paths = write_study(result, options.out)
-    print(f"{args.name}: {result.verdict}")
-    print(f"wrote {paths['json']}, {paths['md']}" + "".join(f", {p}" for p in result.figures))
+    if args.name != "all":
+        _study(args.name, args, options)
+        return 0
+    if args.model or args.run or args.depths or args.samples or args.grid:
+        raise ConfigError(
+            "`resnets study all` runs every instrument on its own defaults; --model, --run, --depths, --samples and "
+            "--grid mean different things to each, so give them to one instrument at a time"
+        )
+    from resnets.reports.study_report import write_report
+    from resnets.studies import STUDIES
+
+    for name in STUDIES:
+        _study(name, args, options)
+    report = write_report(options.out)
+    print(f"wrote {report.html}, {report.markdown}")
     return 0
+
+
+def _study(name: str, args: argparse.Namespace, options: StudyOptions) -> None:
+    """Run instrument ``name``, write its files and print its verdict."""
+    from resnets.studies import get_study
+    from resnets.studies.common import write_study
+
+    result = get_study(name).run(options)
+    result = replace(result, command=command_line(argparse.Namespace(**{**vars(args), "name": name})))
+    paths = write_study(result, options.out)
+    print(f"{name}: {result.verdict}")
+    print(f"wrote {paths['json']}, {paths['md']}" + "".join(f", {p}" for p in result.figures))

@@ -22,6 +22,11 @@ STUDIES: dict[str, tuple[str, str]] = {
     "iterative": ("iterative", "units refine their stage's estimate: cosine, update size, shuffles (Greff et al.)"),
     "signal": ("signal", "forward and gradient variance along depth under residual scaling (Hanin & Rolnick)"),
     "gates": ("gates", "transform-gate activity of trained Highway nets, per layer and checkpoint"),
+    "degradation": ("degradation", "training and test error of plain vs residual twins over depth (He et al. 2015)"),
+    "landscape": ("landscape", "loss surface along filter-normalised directions, residual vs plain (Li et al. 2018)"),
+    "hessian": ("hessian", "Hessian condition number of deep linear nets with 1/2/3-layer shortcuts (Li et al. 2016)"),
+    "scaling": ("scaling", "training without normalisation under residual scaling: who diverges or stalls"),
+    "dynamics": ("dynamics", "per-unit branch/shortcut ratio, BN scale and path lengths over training"),
 }
 
 
