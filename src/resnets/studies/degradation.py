@@ -37,7 +37,6 @@ from resnets.studies.common import (
     StudyResult,
     depth_options,
     error_rate,
-    fmt,
     new_figure,
     progress,
     save_figure,
@@ -278,9 +277,10 @@ def _table(numbers: dict[str, Any], families: dict[str, str], depths: Sequence[i
         for d in depths:
             row = numbers["final"][family][str(d)]
             label = f"{'plain' if family == 'plain' else 'ResNet'}-{d}"
+            train, test = row["train_error"], row["test_error"]
             lines.append(
-                f"| {label} ({name}) | {d} | {row['params'] / 1e6:.2f}M | {fmt(row['train_error'], 3)} | "
-                f"{fmt(row['test_error'], 3)} |"
+                f"| {label} ({at_depth(name, d)[2]}) | {d} | {row['params'] / 1e6:.2f}M | "
+                f"{train['mean']:.1f} ± {train['std']:.1f} | {test['mean']:.1f} ± {test['std']:.1f} |"
             )
     return "\n".join(lines)
 

@@ -244,6 +244,9 @@ def _figure(m: dict[str, Any], label: str, out: str) -> Path:
     """Heat maps of unit against step (ratio, BN scale), path-length share against step, and the mean length."""
     fig, axes = new_figure(16.0, 4.2, cols=4)
     steps = [s["step"] for s in m["snapshots"]]
+    epochs = [s["epoch"] for s in m["snapshots"]]
+    in_epochs = all(e is not None for e in epochs) and epochs[-1] >= 2  # runs kept with --snapshot-every
+    ticks, axis = ([f"{e:.3g}" for e in epochs], "epoch") if in_epochs else ([str(s) for s in steps], "step")
     units = m["units"]
     extent = (-0.5, len(steps) - 0.5, units - 0.5, -0.5)
     for ax, key, title in (
@@ -253,15 +256,15 @@ def _figure(m: dict[str, Any], label: str, out: str) -> Path:
         grid = torch.tensor([s[key] for s in m["snapshots"]]).T  # (units, snapshots)
         image = ax.imshow(grid.numpy(), aspect="auto", cmap="viridis", extent=extent)
         fig.colorbar(image, ax=ax, fraction=0.046)
-        ax.set(xlabel="snapshot step", ylabel="unit (input → output)", title=f"{title} ({label})")
-        ax.set_xticks(range(len(steps)), [str(s) for s in steps], rotation=60, fontsize=7)
+        ax.set(xlabel=axis, ylabel="unit (input → output)", title=f"{title} ({label})")
+        ax.set_xticks(range(len(steps)), ticks, rotation=60, fontsize=7)
     share = torch.tensor([s["gradient_share"] for s in m["snapshots"]]).T  # (lengths, snapshots)
     image = axes[0][2].imshow(
         share.numpy(), aspect="auto", origin="lower", cmap="magma", extent=(-0.5, len(steps) - 0.5, -0.5, units + 0.5)
     )
     fig.colorbar(image, ax=axes[0][2], fraction=0.046)
-    axes[0][2].set(xlabel="snapshot step", ylabel="path length k", title="share of the gradient by path length")
-    axes[0][2].set_xticks(range(len(steps)), [str(s) for s in steps], rotation=60, fontsize=7)
+    axes[0][2].set(xlabel=axis, ylabel="path length k", title="share of the gradient by path length")
+    axes[0][2].set_xticks(range(len(steps)), ticks, rotation=60, fontsize=7)
     mean_length = [s["gradient_mean_length"] for s in m["snapshots"]]
     ratio = [spread(s["ratio"])["mean"] for s in m["snapshots"]]
     ax = axes[0][3]
