@@ -1,7 +1,8 @@
 """Atomic file writes: a temporary file in the same directory, fsync, then ``os.replace``.
 
 A reader (or a resumed run) therefore sees either the old file or the new one, never half of one,
-whenever the process is killed.
+whenever the process is killed. The file gets the permissions a plain ``open`` would give it (0666 less the
+umask, usually 0644), not the private 0600 of a temporary file: run directories and reports are for sharing.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())
         write(tmp)
         fsync_file(tmp)
         os.replace(tmp, path)
@@ -28,6 +30,13 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
             os.unlink(tmp)
         raise
     fsync_dir(path.parent)
+
+
+def _umask() -> int:
+    """The process umask (reading it means setting it; it is put back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
