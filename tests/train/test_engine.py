@@ -223,3 +223,45 @@ def test_snapshot_every_keeps_the_initial_weights_and_every_nth_epoch(tmp_path, 
     assert all(torch.equal(v, last[k]) for k, v in open_run(run, checkpoint="step-24").model.state_dict().items())
     with pytest.raises(ResnetsError, match="snapshot_every must be 0"):
         train(replace(tiny_config(tmp_path / "bad", epochs=1), snapshot_every=-1), data=bundle)
+
+
+def test_non_finite_weights_or_buffers_are_never_saved(tmp_path, bundle, monkeypatch):
+    """The loss can stay finite while BN running statistics overflow: every save checks every tensor."""
+    from resnets.train.engine import Trainer
+
+    original, saves = Trainer._save, []
+
+    def poisoned(self, best):
+        saves.append(self.state.step)
+        if len(saves) == 2:  # the second save (end of epoch 2): a running variance has overflowed
+            model = self.dist.unwrap(self.model)
+            next(b for name, b in model.named_buffers() if name.endswith("running_var")).fill_(float("inf"))
+        return original(self, best)
+
+    monkeypatch.setattr(Trainer, "_save", poisoned)
+    run = tmp_path / "run"
+    with pytest.raises(TrainingDivergedError, match=r"not finite at step 12 \(first: .*running_var\).*step 6\)") as err:
+        train(tiny_config(run, epochs=3), data=bundle)
+    assert err.value.step == 12
+    assert json.loads((run / "checkpoints/last.json").read_text())["step"] == 6
+    weights = load_file(str(run / "checkpoints/last.safetensors"))
+    assert all(torch.isfinite(t).all() for t in weights.values())
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("lr", float("nan"), "lr a finite"),
+        ("lr", float("inf"), "lr a finite"),
+        ("epochs", 0, "epochs must be"),
+        ("epochs", float("nan"), "epochs must be"),
+        ("max_steps", -5, "max_steps must be"),
+        ("warmup_start_factor", -1, "warmup_start_factor > 0"),
+        ("weight_decay", -1e-4, "weight_decay=-0.0001"),
+    ],
+)
+def test_recipe_values_that_cannot_train_are_refused(key, value, message):
+    from resnets.train import TrainConfig, apply_overrides
+
+    with pytest.raises(ResnetsError, match=message):
+        apply_overrides(TrainConfig(), {key: value})

@@ -253,6 +253,25 @@ class Trainer:
             step=self.state.step + 1,
         )
 
+    def _check_finite(self) -> None:
+        """Refuse to save weights or buffers that hold NaN or infinity: a diverged run keeps its last good save.
+
+        The loss can stay finite while BN's running statistics overflow (a large learning rate), so the check
+        reads every parameter and buffer, not the loss.
+        """
+        model = self.dist.unwrap(self.model)
+        tensors = [*model.named_parameters(), *model.named_buffers()]
+        bad = [name for name, t in tensors if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+        if bad:
+            saved = _saved_step(self.run_dir)
+            kept = f"the last good checkpoint (step {saved}) is kept" if saved is not None else "nothing was saved"
+            raise TrainingDivergedError(
+                f"{len(bad)} of {len(tensors)} weight and buffer tensors are not finite at step {self.state.step} "
+                f"(first: {bad[0]}); {kept}; lower the learning rate (--lr) or add a warm-up "
+                "(--set warmup_epochs=1)",
+                step=self.state.step,
+            )
+
     def _clock(self) -> None:
         """Move this session's elapsed time into the run's wall time (kept across resumes)."""
         now = time.perf_counter()
@@ -308,6 +327,7 @@ class Trainer:
     def _save(self, best: bool) -> None:
         if not self.dist.is_main:
             return
+        self._check_finite()
         state = self.state
         payload = {
             "optimizer": self.optimizer.state_dict(),

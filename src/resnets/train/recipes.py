@@ -7,6 +7,7 @@ every optimiser step, as in He et al. 2015 ("divided by 10 at 32k and 48k iterat
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 
 from resnets.errors import UnknownNameError
@@ -54,8 +55,23 @@ class Recipe:
             raise ValueError(f"schedule must be one of {list(SCHEDULES)}, got {self.schedule!r}")
         if self.epochs is None and self.max_steps is None:
             raise ValueError("a recipe needs epochs or max_steps (or both) to know when to stop")
-        if self.batch_size < 1 or self.lr <= 0:
-            raise ValueError(f"batch_size must be >= 1 and lr > 0, got {self.batch_size} and {self.lr}")
+        if self.batch_size < 1 or not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"batch_size must be >= 1 and lr a finite number > 0, got {self.batch_size} and {self.lr}")
+        if self.epochs is not None and not (math.isfinite(self.epochs) and self.epochs > 0):
+            raise ValueError(f"epochs must be a finite number > 0, got {self.epochs}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
+        numbers = {
+            "momentum": self.momentum,
+            "weight_decay": self.weight_decay,
+            "label_smoothing": self.label_smoothing,
+        }
+        bad = [f"{k}={v}" for k, v in numbers.items() if not (math.isfinite(v) and v >= 0)]
+        if bad or self.warmup_start_factor <= 0 or not math.isfinite(self.warmup_start_factor):
+            raise ValueError(
+                f"momentum, weight_decay and label_smoothing must be finite and >= 0, warmup_start_factor > 0; "
+                f"got {', '.join(bad) or f'warmup_start_factor={self.warmup_start_factor}'}"
+            )
         object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))
 
 
