@@ -119,7 +119,9 @@ def test_stall_threshold_scale_values_and_plans() -> None:
         scaling.plan(StudyOptions(models=("highway_fc_10",)))
 
 
-def test_absurd_learning_rate_diverges_at_step_two_and_a_sane_run_trains(batch_bars: Path, tmp_path: Path) -> None:
+def test_absurd_learning_rate_diverges_at_step_two_and_a_sane_run_trains(
+    batch_bars: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Step 1's loss is computed before any update, so it is finite; at lr 1e30 that update leaves weights of
     # ~1e28 and the next forward pass overflows float32: the engine must name step 2.
     options = StudyOptions(data=str(batch_bars), out=str(tmp_path), quiet=True)
@@ -128,7 +130,11 @@ def test_absurd_learning_rate_diverges_at_step_two_and_a_sane_run_trains(batch_b
     assert step == 2
     losses = [row["loss"] for row in RunDir(path).read_steps()]
     assert len(losses) == 2 and math.isfinite(losses[0]) and not math.isfinite(losses[1])
-    assert scaling.train_run(options, net, 1.0, 0, steps=5, lr=1e30) == (path, 2)  # reused, not retrained
+    import resnets.train
+
+    with monkeypatch.context() as patch:  # asked again, the diverged run is read back, never trained again
+        patch.setattr(resnets.train, "train", lambda *args, **kwargs: pytest.fail("a diverged run was retrained"))
+        assert scaling.train_run(options, net, 1.0, 0, steps=5, lr=1e30) == (path, 2)
     measured = scaling.measure_run(path, step, samples=24)
     assert (measured["outcome"], measured["diverged_at"], measured["curve"]["step"]) == ("diverged", 2, [1, 2])
 

@@ -31,6 +31,7 @@ from typing import Any
 from resnets.errors import ConfigError
 from resnets.models import create_model, list_models
 from resnets.runs import Run, open_run
+from resnets.runs.checkpoint import snapshot_steps
 from resnets.runs.directory import RunDir
 from resnets.studies.common import (
     StudyOptions,
@@ -126,7 +127,7 @@ def measure(path: Path, options: StudyOptions, curve: list) -> dict[str, Any]:
         test_curve = [(int(r["step"]), float(r["test_error"])) for r in rows]
     else:
         test_curve = []
-        for step in open_run(path, device=options.device).snapshots:
+        for step in sorted(snapshot_steps(path / "checkpoints")):
             snapshot = open_run(path, checkpoint=f"step-{step}", device=options.device)
             test_curve.append((step, 100.0 * error_rate(snapshot.model, curve, snapshot.precision)))
         test_curve.append((int(summary["steps"]), float(summary["test_error"])))
@@ -173,25 +174,27 @@ def run(options: StudyOptions) -> StudyResult:
     draws = list(seeds(options, default=2))
     measured: dict[str, dict[int, list[dict[str, Any]]]] = {plain_name: {}, residual_name: {}}
     curve: list | None = None
-    jobs = [(d, s, name) for s in draws for d in depths for name in (plain_name, residual_name)]
-    for depth, seed, name in progress(jobs, desc="degradation", quiet=options.quiet):
-        model, model_options, label = at_depth(name, depth)
-        path = train_short_run(
-            options,
-            model,
-            steps=steps,
-            seed=seed,
-            snapshots=SNAPSHOTS if not paper else 0,
-            model_options=model_options,
-            label=f"{label}-paper" if paper else label,
-            settings=settings,
-        )
+    pairs = [(d, s) for s in draws for d in depths]
+    for depth, seed in progress(pairs, desc="degradation", quiet=options.quiet):
+        paths = {}
+        for name in (plain_name, residual_name):
+            model, model_options, label = at_depth(name, depth)
+            paths[name] = train_short_run(
+                options,
+                model,
+                steps=steps,
+                seed=seed,
+                snapshots=SNAPSHOTS if not paper else 0,
+                model_options=model_options,
+                label=f"{label}-paper" if paper else label,
+                settings=settings,
+            )
+        plain_run, residual_run = (open_run(paths[name], device=options.device) for name in paths)
+        check_twins(plain_run, residual_run)  # before anything is compared
         if curve is None:
-            curve = subset_batches(open_run(path, device=options.device), options.pick("samples", CURVE_SAMPLES), 0)
-        measured[name].setdefault(depth, []).append(measure(path, options, curve))
-    for depth in depths:  # twins, seed by seed
-        for a, b in zip(measured[plain_name][depth], measured[residual_name][depth]):
-            check_twins(open_run(a["run"]), open_run(b["run"]))
+            curve = subset_batches(plain_run, options.pick("samples", CURVE_SAMPLES), 0)
+        for name, path in paths.items():
+            measured[name].setdefault(depth, []).append(measure(path, options, curve))
     families = {"plain": plain_name, "residual": residual_name}
     numbers: dict[str, Any] = {"runs": {}, "final": {}, "comparison": {}}
     for family, name in families.items():

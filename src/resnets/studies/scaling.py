@@ -54,7 +54,7 @@ from resnets.studies.common import (
     spread,
     subset_batches,
 )
-from resnets.studies.trained import DEFAULT_DATA
+from resnets.studies.trained import DEFAULT_DATA, short_run_path, train_short_run
 
 NAME = "scaling"
 CLAIM = (
@@ -157,50 +157,32 @@ def build_net(name: str, depth: int | None) -> Net:
     return Net(name, depth, units, options)
 
 
-def run_path(options: StudyOptions, net: Net, scale: float | str, seed: int, steps: int, lr: float = LR) -> Path:
-    data = Path((options.data or DEFAULT_DATA).rstrip("/")).name.replace(".", "_")
+def scaling_label(net: Net, scale: float | str, lr: float = LR) -> str:
+    """The name of a scaling run in OUT/runs (before its data, seed and steps)."""
     depth = "" if net.depth is None else f"-d{net.depth}"
     tag = "inv_sqrt_L" if scale == INV_SQRT else f"{scale:g}"
-    return Path(options.out) / "runs" / f"scaling-{net.model}{depth}-x{tag}-lr{lr:g}-{data}-s{seed}-{steps}"
-
-
-def diverged_step(path: Path) -> int | None:
-    """The step at which a run's loss became non-finite, read from the engine's per-step log (None: it did not)."""
-    rows = RunDir(path).read_steps()
-    return rows[-1]["step"] if rows and not math.isfinite(rows[-1]["loss"]) else None
+    return f"scaling-{net.model}{depth}-x{tag}-lr{lr:g}"
 
 
 def train_run(
     options: StudyOptions, net: Net, scale: float | str, seed: int, steps: int, lr: float = LR
 ) -> tuple[Path, int | None]:
     """Train one run (or reuse the finished or diverged one in OUT/runs); returns its path and divergence step."""
-    from resnets.train import TrainConfig, apply_overrides, resume_config, train
-
-    out = run_path(options, net, scale, seed, steps, lr)
-    if (out / "summary.json").exists() or diverged_step(out) is not None:
-        return out, diverged_step(out)
+    label = scaling_label(net, scale, lr)
     try:
-        if (out / "checkpoints" / "last.json").exists():  # interrupted after a checkpoint: continue it
-            train(resume_config(out, {"max_steps": steps, "quiet": options.quiet}), resume=True)
-        else:
-            overrides = {
-                "model": net.model,
-                "model_options": {**net.options, "norm": "identity", "residual_scale": scale_value(scale, net.units)},
-                "data": options.data or DEFAULT_DATA,
-                "data_dir": options.data_dir,
-                "seed": seed,
-                "out": str(out),
-                "device": options.device,
-                "quiet": options.quiet,
-                "max_steps": steps,
-                "epochs": None,
-                **RECIPE,
-                "lr": lr,
-            }
-            train(apply_overrides(TrainConfig(), overrides, "the scaling study's run"))
+        path = train_short_run(
+            options,
+            net.model,
+            steps=steps,
+            seed=seed,
+            snapshots=0,
+            model_options={**net.options, "norm": "identity", "residual_scale": scale_value(scale, net.units)},
+            label=label,
+            settings={**RECIPE, "lr": lr},
+        )
     except TrainingDivergedError as error:
-        return out, error.step if error.step is not None else diverged_step(out)
-    return out, None
+        return short_run_path(options, label, steps=steps, seed=seed), error.step
+    return path, None
 
 
 def measure_run(path: Path, diverged_at: int | None, samples: int, device: str = "cpu") -> dict[str, Any]:

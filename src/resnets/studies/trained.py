@@ -8,11 +8,14 @@ trained to convergence for the papers' settings.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from resnets.errors import TrainingDivergedError
 from resnets.runs import Run, open_run
+from resnets.runs.directory import RunDir
 from resnets.runs.record import RECORD_FILE
 from resnets.studies.common import StudyOptions
 
@@ -42,6 +45,19 @@ def trained_runs(
     ]
 
 
+def short_run_path(options: StudyOptions, label: str, *, steps: int, seed: int, data: str | None = None) -> Path:
+    """OUT/runs/LABEL-DATA-sSEED-STEPS: where a study keeps the run it trains (and finds it next time)."""
+    data = data or options.data or DEFAULT_DATA
+    name = Path(data.rstrip("/")).name.replace(".", "_")
+    return Path(options.out) / "runs" / f"{label}-{name}-s{seed}-{steps}"
+
+
+def diverged_step(path: str | Path) -> int | None:
+    """The step at which a run's loss became non-finite, from its per-step log (None: it did not diverge)."""
+    rows = RunDir(path).read_steps()
+    return rows[-1]["step"] if rows and not math.isfinite(rows[-1]["loss"]) else None
+
+
 def train_short_run(
     options: StudyOptions,
     model: str,
@@ -57,14 +73,22 @@ def train_short_run(
 
     ``model_options`` change the registered model (``label`` then names the run in place of the model);
     ``settings`` are further training overrides (a recipe, a validation split); a study that passes them also
-    gives a ``label`` of its own, so that its runs never mix with the default ones.
+    gives a ``label`` of its own, so that its runs never mix with the default ones. A run that diverged raises
+    :class:`TrainingDivergedError` with its step, the first time and every time it is asked for again.
     """
-    from resnets.train import TrainConfig, apply_overrides, train
+    from resnets.train import TrainConfig, apply_overrides, resume_config, train
 
     data = (settings or {}).get("data") or options.data or DEFAULT_DATA
-    name = Path(data.rstrip("/")).name.replace(".", "_")
-    out = Path(options.out) / "runs" / f"{label or model}-{name}-s{seed}-{steps}"
+    out = short_run_path(options, label or model, steps=steps, seed=seed, data=data)
     if (out / RECORD_FILE).exists() and (out / "summary.json").exists():
+        return out
+    diverged = diverged_step(out)
+    if diverged is not None:
+        raise TrainingDivergedError(
+            f"{out} diverged at step {diverged} (its steps.csv says so); delete it to train it again", step=diverged
+        )
+    if (out / "checkpoints" / "last.json").exists():  # interrupted after a checkpoint: continue it
+        train(resume_config(out, {"max_steps": steps, "quiet": options.quiet}), resume=True)
         return out
     kept = tuple(sorted({round(i * steps / max(1, snapshots - 1)) for i in range(snapshots)})) if snapshots else ()
     overrides = {
@@ -81,10 +105,5 @@ def train_short_run(
         "epochs": None,
         "snapshot_steps": kept,
     }
-    if out.exists():  # a run interrupted before its summary: continue it
-        from resnets.train import resume_config
-
-        train(resume_config(out, {"max_steps": steps}), resume=True)
-        return out
     train(apply_overrides(TrainConfig(), overrides, "the study's default run"))
     return out
