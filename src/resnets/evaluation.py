@@ -25,13 +25,14 @@ def evaluate_source(
     model: str | None = None,
     device: str = "cpu",
     checkpoint: str | None = None,
+    compile: bool | None = None,
 ) -> tuple[EvalResult, dict[str, Any]]:
     """Open ``source`` and evaluate it on ``split``; returns the result and what was evaluated.
 
     ``data`` replaces the recorded data set (the same splits are drawn from it when it is the same data).
     """
     run = open_run(source, model=model, checkpoint=checkpoint, device=device)
-    result = run.evaluate(split, data=data, data_dir=data_dir)
+    result = run.evaluate(split, data=data, data_dir=data_dir, compile=compile)
     record = run.record
     bundle = run.data(data, data_dir)
     from_record = record.data is not None
@@ -48,6 +49,7 @@ def evaluate_source(
         "std": list(record.data.std if from_record else bundle.std),
         "statistics": "run" if from_record else "data",
         "precision": "bf16 autocast" if run.precision.amp else "fp32",
+        "inference": run.inference,  # the fast path's steps (folded BatchNorms, layout, compile)
     }
     return result, described
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from resnets.errors import ResnetsError, UnknownNameError
+from resnets.inference import fold_batchnorm
 from resnets.models.base import SkipNetwork
 from resnets.models.profile import default_input
 from resnets.runs.open import Run, open_run
@@ -54,14 +55,25 @@ def export_model(
     opset: int | None = None,
     checkpoint: str | None = None,
     tolerance: float = TOLERANCE,
+    optimize: bool = False,
 ) -> ExportResult:
-    """Open a run directory or weight file and write it as ``format``; see the module docstring."""
+    """Open a run directory or weight file and write it as ``format``; see the module docstring.
+
+    ``optimize`` writes the fast inference graph (:mod:`resnets.inference`): BatchNorms folded into their
+    convolutions and, for TorchScript, the graph frozen (weights become constants the JIT can fuse). It is checked against the
+    unoptimised fp32 model like any export.
+    """
     if format not in FORMATS:
         raise UnknownNameError("export format", format, FORMATS)
+    if optimize and format == "safetensors":
+        raise ResnetsError(
+            "--optimize applies to onnx and torchscript: a folded model no longer has the state-dict keys "
+            "that safetensors files carry; leave it out, or choose --format torchscript"
+        )
     run = open_run(source, model=model, checkpoint=checkpoint)
     net = run.model.float().to(memory_format=torch.contiguous_format).eval()
     record = run.record
-    path = Path(out) if out else default_output(source, record.model, format)
+    path = Path(out) if out else default_output(source, record.model, format, optimize)
     if path.exists() and path.resolve() == Path(source).resolve():
         raise ResnetsError(f"--out {str(path)!r} is the file being exported; choose another path")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -71,13 +83,18 @@ def export_model(
         raise ResnetsError(f"--opset applies to ONNX only, not {format}")
     x = example_input(net, record, TRACE_BATCH)
     check = example_input(net, record, CHECK_BATCH)
+    exported, note = net, ""
+    if optimize:
+        exported, folded = fold_batchnorm(net, x)
+        note = f"optimized: {folded} BatchNorms folded into their layers"
     if format == "onnx":
-        exporter = export_onnx(net, x, path, opset)
-        (diff, scale), note = _check_onnx(path, net, check)
+        exporter = export_onnx(exported, x, path, opset)
+        (diff, scale), check_note = _check_onnx(path, net, check)
+        note = "; ".join(n for n in (note, check_note) if n)
     else:
-        exporter = export_torchscript(net, x, path)
+        exporter = export_torchscript(exported, x, path, optimize=optimize)
         with torch.jit.optimized_execution(False):  # the graph as saved, without seconds of JIT fusion first
-            (diff, scale), note = _compare(net, _load_torchscript(path), check), ""
+            diff, scale = _compare(net, _load_torchscript(path), check)
     if diff is not None and not diff <= tolerance * max(1.0, scale):
         raise ResnetsError(
             f"the exported {format} model differs from the PyTorch model by {diff:.3g} on logits up "
@@ -86,12 +103,14 @@ def export_model(
     return ExportResult(path, format, exporter, diff, scale, note)
 
 
-def default_output(source: str | Path, model: str, format: str) -> Path:
-    """``RUN_DIR/exports/MODEL.EXT`` for a run, ``STEM.EXT`` in the current folder for a weight file."""
+def default_output(source: str | Path, model: str, format: str, optimize: bool = False) -> Path:
+    """``RUN_DIR/exports/MODEL.EXT`` for a run, ``STEM.EXT`` in the current folder for a weight file
+    (``MODEL-optimized.EXT`` and ``STEM-optimized.EXT`` for the optimised graph)."""
     source = Path(source)
+    suffix = ("-optimized" if optimize else "") + FORMATS[format]
     if source.is_dir():
-        return source / "exports" / f"{model}{FORMATS[format]}"
-    return Path(f"{source.name.split('.')[0]}{FORMATS[format]}")
+        return source / "exports" / f"{model}{suffix}"
+    return Path(f"{source.name.split('.')[0]}{suffix}")
 
 
 def example_input(net: SkipNetwork, record: RunRecord, batch: int) -> torch.Tensor:
@@ -148,14 +167,17 @@ def export_onnx(net: SkipNetwork, x: torch.Tensor, path: Path, opset: int | None
     return f"legacy TorchScript-based ONNX exporter, opset {opset or 17} (the dynamo exporter failed: {failure})"
 
 
-def export_torchscript(net: SkipNetwork, x: torch.Tensor, path: Path) -> str:
-    """Trace in eval mode and save; returns the exporter used."""
+def export_torchscript(net: torch.nn.Module, x: torch.Tensor, path: Path, optimize: bool = False) -> str:
+    """Trace in eval mode and save (frozen: weights as constants, with ``optimize``); returns the exporter."""
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated in torch 2.x, still widely read
         # check_trace re-runs the model to compare; we compare on a fresh batch size afterwards instead
         traced = torch.jit.trace(net, (x,), check_trace=False)
+        if optimize:
+            # Frozen only: optimize_for_inference's oneDNN graph does not survive save and load (torch 2.14).
+            traced = torch.jit.freeze(traced.eval())
     traced.save(str(path))
-    return "torch.jit.trace"
+    return "torch.jit.trace, frozen" if optimize else "torch.jit.trace"
 
 
 def _load_torchscript(path: Path) -> torch.nn.Module:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from resnets.errors import DataError
+from resnets.inference import with_fast_model
 from resnets.runs.open import measurement_loader, open_run
 
 _MODES = {1: "L", 3: "RGB"}  # channels -> Pillow mode
@@ -68,8 +69,13 @@ def predict_images(
     top_k: int = 5,
     device: str = "cpu",
     checkpoint: str | None = None,
+    compile: bool | None = None,
 ) -> list[Prediction]:
-    """The ``top_k`` labels of each image under the model of a run directory (or a safetensors export)."""
+    """The ``top_k`` labels of each image under the model of a run directory (or a safetensors export).
+
+    The model runs on the fast inference path (:mod:`resnets.inference`); ``compile`` None compiles only
+    batches of images big enough to win the compilation time back.
+    """
     from resnets.data import ArrayDataset
 
     if top_k < 1:
@@ -98,11 +104,10 @@ def predict_images(
         batch_size=run.record.eval_batch_size,
     )
     k = min(top_k, run.record.num_classes)
-    probabilities = []
-    with torch.no_grad():
-        for x, _ in loader.epoch_batches(0):
-            with run.precision.autocast():
-                probabilities.append(run.model(x).float().softmax(dim=1).cpu())
+    model, batches = with_fast_model(
+        run.model, loader.epoch_batches(0), precision=run.precision, compile=compile, images=len(images)
+    )
+    probabilities = [model(x).softmax(dim=1).cpu() for x, _ in batches]
     top = torch.cat(probabilities).topk(k, dim=1)
     return [
         Prediction(str(path), [run.classes[i] for i in indices.tolist()], values.tolist())

@@ -35,6 +35,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "or eval-NAME-SPLIT here for a weight file)",
     )
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    parser.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        help="torch.compile the model with frozen weights (10-20 s once, then 1.5-2.5x faster on a CPU); "
+        "default: only for jobs big enough to win that back, where a C++ compiler is installed",
+    )
     parser.set_defaults(func=run)
 
 
@@ -47,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
         model=args.model,
         device=args.device,
         checkpoint=args.checkpoint,
+        compile=args.compile,
     )
     source = Path(args.source)
     out = (
@@ -57,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
     paths = write_eval_report(result, described, out)
     print(
         f"{described['model']} ({described['checkpoint']}) on {described['data']} {args.split}, "
-        f"normalised with the {described['statistics']}'s statistics, {described['precision']}"
+        f"normalised with the {described['statistics']}'s statistics, {described['precision']}, "
+        f"{', '.join(described['inference'])}"
     )
     print(format_table(result))
     print(f"wrote {paths['json']} and {paths['png']}")

@@ -25,12 +25,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=("best", "last"),
         help="which checkpoint of a run (default: best where a validation split chose one, else last)",
     )
+    parser.add_argument(
+        "--optimize",
+        action="store_true",
+        help="write the fast inference graph: BatchNorms folded into their convolutions (and, for TorchScript, "
+        "frozen); checked against the unoptimised model like any export",
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     result = export_model(
-        args.source, args.format, model=args.model, out=args.out, opset=args.opset, checkpoint=args.checkpoint
+        args.source,
+        args.format,
+        model=args.model,
+        out=args.out,
+        opset=args.opset,
+        checkpoint=args.checkpoint,
+        optimize=args.optimize,
     )
     print(f"wrote {result.path} ({result.exporter})")
     if result.sidecar:

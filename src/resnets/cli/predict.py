@@ -25,12 +25,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object per image")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    parser.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        help="torch.compile the model with frozen weights (10-20 s once, then 1.5-2.5x faster on a CPU); "
+        "default: only for jobs big enough to win that back, where a C++ compiler is installed",
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     predictions = predict_images(
-        args.source, args.images, top_k=args.top_k, device=args.device, checkpoint=args.checkpoint
+        args.source,
+        args.images,
+        top_k=args.top_k,
+        device=args.device,
+        checkpoint=args.checkpoint,
+        compile=args.compile,
     )
     for prediction in predictions:
         if args.json:

@@ -22,6 +22,7 @@ import torch
 
 from resnets.device import Precision
 from resnets.errors import CheckpointError, ConfigError, DataError
+from resnets.inference import with_fast_model
 from resnets.io.weight_files import infer_sizes, load_weights, read_safetensors_metadata, read_weight_file
 from resnets.metrics import EvalResult, evaluate
 from resnets.models import SkipNetwork, create_model, get_model_entry
@@ -68,6 +69,7 @@ class Run:
     path: Path | None  # the run directory; None for a weight file outside one
     device: torch.device
     _data: dict[tuple[str, str | None], Any] = field(default_factory=dict, repr=False)
+    inference: list[str] = field(default_factory=list)  # what the last evaluate() ran with
 
     @property
     def precision(self) -> Precision:
@@ -151,13 +153,32 @@ class Run:
             dataset, mean=mean, std=std, layout=layout, precision=self.precision, batch_size=self.record.eval_batch_size
         )
 
-    def evaluate(self, split: str = "test", *, data: str | None = None, data_dir: str | None = None) -> EvalResult:
-        """Loss, top-1/top-5 error, per-class accuracy and confusion of ``split``, as training measures them."""
+    def evaluate(
+        self,
+        split: str = "test",
+        *,
+        data: str | None = None,
+        data_dir: str | None = None,
+        fast: bool = True,
+        compile: bool | None = None,
+    ) -> EvalResult:
+        """Loss, top-1/top-5 error, per-class accuracy and confusion of ``split``, as training measures them.
+
+        ``fast`` runs the inference path that training's evaluation runs (:mod:`resnets.inference`: folded
+        BatchNorms, the run's layout and precision); ``compile`` as there (None: only for big jobs). What it
+        applied is left in ``self.inference``.
+        """
         loader = self.loader(split, data=data, data_dir=data_dir)
         classes = self.classes if self.record.data else [str(c) for c in self.data(data, data_dir).classes]
-        return evaluate(
-            self.model, loader.epoch_batches(0), self.record.num_classes, precision=self.precision, classes=classes
-        )
+        model, batches, precision = self.model, loader.epoch_batches(0), self.precision
+        if fast:
+            model, batches = with_fast_model(
+                model, batches, precision=precision, compile=compile, images=len(loader.targets)
+            )
+            self.inference, precision = list(model.applied), None
+        else:
+            self.inference = ["eager"]
+        return evaluate(model, batches, self.record.num_classes, precision=precision, classes=classes)
 
 
 def open_run(
