@@ -73,6 +73,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-amp", action="store_true", help="no mixed precision: train in fp32")
     p.add_argument("--no-channels-last", action="store_true", help="keep the NCHW memory format")
     p.add_argument("--tensorboard", action="store_true", help="also write TensorBoard event files (needs tensorboard)")
+    p.add_argument(
+        "--grad-checkpointing",
+        action="store_true",
+        help="recompute each residual unit in the backward pass instead of storing its activations: "
+        "far less memory for deep models, about 1/3 more compute; same losses and gradients",
+    )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile (inductor) the training model: the first steps wait for compilation, later ones "
+        "usually run faster; needs a C++ compiler (g++) on CPU",
+    )
     p.add_argument("--quiet", action="store_true", help="print only the final line")
     p.add_argument("--print-config", action="store_true", help="print the resolved configuration as YAML and exit")
     p.add_argument("--list-recipes", action="store_true", help="list the named recipes and exit")
@@ -116,6 +128,10 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
             overrides[key] = False
     if args.tensorboard:
         overrides["tensorboard"] = True
+    if args.grad_checkpointing:
+        overrides["grad_checkpointing"] = True
+    if args.compile:
+        overrides["compile"] = True
     if args.reset_head:
         overrides["reset_head"] = True
     if args.quiet:

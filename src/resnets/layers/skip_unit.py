@@ -22,11 +22,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 from resnets.errors import LesionError
+from resnets.layers.checkpointing import checkpoint_module, has_forward_hooks
 from resnets.layers.drop_path import DropPath
 
 #: A tap receives (branch F(x) before drop path and scaling, shortcut output or None) on every forward pass.
@@ -82,10 +84,12 @@ class SkipUnit(nn.Module):
         num_branches: parallel residual functions (k for a multi-residual block, else 1).
         lesioned_branches: the branches deleted now (all of them: the unit is lesioned); see ``lesioned``.
         taps: callbacks receiving (branch, shortcut) on every forward pass; see ``capture``.
+        grad_checkpointing: keep only the input for backward and recompute the unit there (see ``__call__``).
     """
 
     num_branches: int = 1
     join: str = "add"  # add: y = post(branch + shortcut) | concat: y = branch; the container concatenates
+    grad_checkpointing: bool = False  # set for a whole model by SkipNetwork.set_grad_checkpointing
 
     def __init__(
         self,
@@ -104,6 +108,21 @@ class SkipUnit(nn.Module):
         self.lesioned_branches: tuple[int, ...] = ()
         self.is_lesioned = False  # every branch lesioned: the unit outputs its shortcut
         self.taps: list[Tap] = []
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """The module call, checkpointed while training with ``grad_checkpointing`` on (Chen et al. 2016).
+
+        Here, around every family's ``forward``, so one flag covers them all. An observed unit (taps, a lesion,
+        forward hooks) runs as usual: its instruments must see each forward pass once, not again in backward.
+        """
+        if self.grad_checkpointing and self.training and torch.is_grad_enabled() and not self.observed:
+            return checkpoint_module(super().__call__, self, args, kwargs)
+        return super().__call__(*args, **kwargs)
+
+    @property
+    def observed(self) -> bool:
+        """Whether anything reads this unit's forward pass: a tap, a lesion, a forward hook on it or inside it."""
+        return bool(self.taps) or self.is_lesioned or has_forward_hooks(self)
 
     # -- what each family provides ----------------------------------------------------------------------
 

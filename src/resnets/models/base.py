@@ -112,6 +112,7 @@ class SkipNetwork(nn.Module):
     in_channels: int
     num_classes: int
     num_features: int
+    grad_checkpointing: bool = False  # see set_grad_checkpointing
 
     @classmethod
     def check_config(cls, config: Any) -> None:
@@ -145,6 +146,17 @@ class SkipNetwork(nn.Module):
     def residual_blocks(self) -> list[BlockInfo]:
         """The ordered residual units with their stage; plain twins list their (shortcut-free) units too."""
         return [BlockInfo(name, stage, i, m) for i, (name, stage, m) in enumerate(self._residual_block_modules())]
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each residual unit in backward instead of storing its activations (timm's interface).
+
+        Chen et al. 2016 ("Training Deep Nets with Sublinear Memory Cost"): training then keeps about one
+        tensor per unit, its input, for roughly one more forward pass of compute. Losses, gradients and BN
+        running statistics stay the same; units that instruments read are not checkpointed.
+        """
+        for info in self.residual_blocks():
+            info.unit.grad_checkpointing = enable
+        self.grad_checkpointing = enable
 
     def expected_input_shape(self) -> str:
         return _SHAPES[self.input_kind].format(c=self.in_channels)

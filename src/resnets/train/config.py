@@ -43,6 +43,8 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool | None = None  # None: bf16 autocast on CUDA and on CPUs with native bf16, fp32 elsewhere
     channels_last: bool | None = None  # None: on (image models; faster on CUDA and on CPUs alike)
+    grad_checkpointing: bool = False  # recompute each unit in backward: far less activation memory, ~1/3 more compute
+    compile: bool = False  # torch.compile (inductor) the training model; needs a C++ compiler on CPU
     threads: int | None = None  # torch intra-op CPU threads; None keeps torch's default (one per core)
     out: str | None = None  # run directory; default runs/<model>-<data>-<timestamp>
     quiet: bool = False

@@ -8,6 +8,7 @@ with samples, done with whole batches), so the global batch is W times the recip
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -59,6 +60,10 @@ class Distributed:
 
     @staticmethod
     def unwrap(model: nn.Module) -> nn.Module:
+        """The plain model inside torch.compile's and DDP's wrappers, whose state-dict keys are the weight format."""
+        compiled = sys.modules.get("torch._dynamo.eval_frame")  # loaded once anything is compiled, not before
+        if compiled is not None and isinstance(model, compiled.OptimizedModule):
+            model = model._orig_mod
         return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
     def batches(self, loader, epoch: int, start: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -16,6 +16,7 @@ from resnets.device import Precision
 from resnets.models import SkipNetwork, get_model_entry
 from resnets.runs.open import measurement_loader
 from resnets.runs.record import EVAL_BATCH, DataRecord, RunRecord
+from resnets.train.compiling import check_compile
 from resnets.train.config import TrainConfig
 from resnets.train.setup import build_model, check_channels, input_layout
 
@@ -35,6 +36,8 @@ class Session:
         from resnets.data import BatchLoader, load_data  # the data layer loads only when a run starts
         from resnets.data.augment import BatchAugment
 
+        if config.compile:  # before the data loads and the run directory exists, not at the first step
+            check_compile(precision.device)
         if bundle is None:
             bundle = load_data(
                 config.data,
@@ -58,6 +61,8 @@ class Session:
             weights=weights,
             reset_head=config.reset_head,
         )
+        if config.grad_checkpointing:
+            model.set_grad_checkpointing(True)
         record = make_record(config, bundle, layout, in_channels, precision)
         measured = record.precision(precision.device)
         model.to(
