@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from resnets.device import resolve_device, resolve_precision
 from resnets.errors import ConfigError, ResnetsError, TrainingDivergedError
+from resnets.inference import with_fast_model
 from resnets.metrics import evaluate
 from resnets.runs.checkpoint import load_checkpoint, save_checkpoint, save_snapshot
 from resnets.runs.directory import RunDir, default_run_path, environment
@@ -139,6 +140,10 @@ class Trainer:
             if not (self.run_dir.path / "env.json").exists():
                 self.run_dir.write_json("env.json", environment(device))
         self.model = dist.wrap(model)
+        if config.compile:  # after DDP, as PyTorch recommends; dist.unwrap gives the plain model back for saving
+            from resnets.train.compiling import compile_model
+
+            self.model = compile_model(self.model, self.precision.device)
         self.board = None
         if config.tensorboard and dist.is_main:
             self.board = TensorBoard.open(self.run_dir.path / "tensorboard")
@@ -200,6 +205,30 @@ class Trainer:
             self.run_dir.write_json("summary.json", summary)
         self.dist.close()
         return summary
+
+    def benchmark_steps(self, steps: int) -> float:
+        """Run ``steps`` optimiser steps of the real loop, without evaluating or saving; return images/s.
+
+        The figure is measured on the clock that metrics.csv's images_per_s uses, so a benchmark built on
+        this method times exactly what ``resnets train`` logs (``resnets bench`` does).
+        """
+        state, stop_at = self.state, self.last_step
+        self.last_step = state.step + steps
+        seen, elapsed = 0, 0.0
+        self.model.train()
+        try:
+            with StopRequests() as stop:
+                while state.step < self.last_step and not stop.requested:
+                    if state.batch == 0:
+                        state.start_epoch()
+                    before_seen, before_time = state.seen, state.epoch_time_s
+                    self._train_until_break(stop)
+                    seen, elapsed = seen + state.seen - before_seen, elapsed + state.epoch_time_s - before_time
+                    if state.batch >= self.steps_per_epoch:
+                        state.epoch, state.batch = state.epoch + 1, 0
+        finally:
+            self.last_step = stop_at
+        return seen / max(elapsed, 1e-9)
 
     def _train_until_break(self, stop: StopRequests) -> None:
         """Steps of the current epoch until it ends, the run's last step, or a stop request."""
@@ -316,12 +345,14 @@ class Trainer:
 
     def _measure(self, loader: Any) -> tuple[float, float]:
         """(loss, top-1 error %) of a split, measured as ``resnets eval`` measures it after the run."""
-        result = evaluate(
-            self.model,
+        # The fast inference path (folded BatchNorms, the run's layout and precision), as `resnets eval` runs
+        # it; never compiled here, since the weights change between evaluations.
+        model, batches = with_fast_model(
+            self.dist.unwrap(self.model),
             loader.epoch_batches(0),
-            self.session.record.num_classes,
             precision=self.session.record.precision(self.precision.device),
         )
+        result = evaluate(model, batches, self.session.record.num_classes)
         return result.loss, result.top1_error
 
     def _save(self, best: bool) -> None:
