@@ -1,0 +1,73 @@
+"""What a benchmark ran on: the numbers mean little without the CPU, its vector units and the threads.
+
+The flags listed are the ones that decide CPU speed for these models: AVX2 / AVX-512 for fp32, and
+AVX512-BF16 / AMX for bf16 (without them bf16 is emulated and the run stays fp32; see resnets.device).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from resnets.device import Precision
+
+RELEVANT_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
+
+
+def _cpuinfo() -> tuple[str | None, list[str]]:
+    """(model name, flags) of the first CPU in /proc/cpuinfo; (None, []) where there is no such file."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None, []
+    model, flags = None, []
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "model name" and model is None:
+            model = value.strip()
+        elif key in ("flags", "Features") and not flags:
+            flags = value.split()
+    return model, flags
+
+
+def describe_machine(precision: Precision) -> dict[str, Any]:
+    model, flags = _cpuinfo()
+    try:
+        import torchvision
+
+        torchvision_version: str | None = torchvision.__version__
+    except ImportError:
+        torchvision_version = None
+    return {
+        "cpu": model or platform.processor() or platform.machine(),
+        "flags": {flag: flag in flags for flag in RELEVANT_FLAGS},
+        "cores": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "torch": torch.__version__,
+        "torchvision": torchvision_version,
+        "threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "precision": {
+            "amp": precision.amp,
+            "dtype": str(precision.dtype).removeprefix("torch.") if precision.amp else "float32",
+            "channels_last": precision.channels_last,
+        },
+        "cxx_compiler": shutil.which("g++"),
+        "platform": platform.platform(),
+    }
+
+
+def summary_line(machine: dict[str, Any]) -> str:
+    """One line for the top of the printed table."""
+    flags = ", ".join(name for name, present in machine["flags"].items() if present) or "none of note"
+    p = machine["precision"]
+    return (
+        f"{machine['cpu']} ({machine['usable_cores']} usable cores; {flags}), torch {machine['torch']}, "
+        f"{machine['threads']} thread{'s' if machine['threads'] != 1 else ''}, {p['dtype']} {'channels_last' if p['channels_last'] else 'NCHW'}"
+    )

@@ -1,0 +1,116 @@
+"""Training cases: the baseline loop against the training engine's own step on its own loader.
+
+Ours is ``Trainer.benchmark_steps``: the real loop of ``resnets train`` (BatchLoader with batched
+augmentation, the precision and memory format the machine gets, the engine's optimiser and schedule),
+timed on the clock that writes images/s to metrics.csv, so the benchmark and a training log agree.
+Both sides see the same synthetic uint8 images, the same augmentation (pad-and-crop for CIFAR shapes,
+flips only at 224) and the same batch; nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from resnets.bench.baselines import MEAN, STD, EagerTraining, PerSampleDataset, reference_model
+from resnets.bench.cases import Case
+from resnets.bench.peak import peak_share
+from resnets.bench.results import Row
+from resnets.bench.timing import alternate, median
+
+LR = 0.01  # small, so that random labels never make a long run diverge; the rate does not depend on it
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    batch: int
+    steps: int  # timed steps per round
+    rounds: int
+    warmup: int  # untimed steps of each side first
+    threads: int | None
+
+    @property
+    def total_steps(self) -> int:
+        return self.warmup + self.rounds * self.steps
+
+
+def synthetic_bundle(case: Case, samples: int, seed: int = 0) -> Any:
+    """A DataBundle of random uint8 images and labels with the case's shapes."""
+    from resnets.data import ArrayDataset, DataBundle
+
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (samples, *case.input_size), dtype=torch.uint8, generator=generator)
+    targets = torch.randint(0, case.classes, (samples,), generator=generator)
+    classes = [str(i) for i in range(case.classes)]
+    return DataBundle("synthetic", "image", classes, ArrayDataset(images, targets), None, None, MEAN, STD, True)
+
+
+def crop_padding(case: Case) -> int:
+    """He et al. (2015) pad 4 and crop at 32x32; at 224 the tutorials' pipeline is flips (and resizing)."""
+    return 4 if case.image_size <= 64 else 0
+
+
+def build_trainer(case: Case, plan: TrainingPlan, bundle: Any, out: str) -> Any:
+    """The engine's Trainer for this case, writing its (small) run files into ``out``."""
+    from resnets.train.config import TrainConfig
+    from resnets.train.engine import Trainer
+    from resnets.train.recipes import get_recipe
+
+    recipe = replace(
+        get_recipe("default"),
+        batch_size=plan.batch,
+        lr=LR,
+        epochs=None,
+        max_steps=plan.total_steps + 1,
+        crop_padding=crop_padding(case),
+        augment=True,
+    )
+    config = TrainConfig(model=case.model, data="synthetic", device="cpu", threads=plan.threads, out=out, quiet=True)
+    return Trainer(replace(config, recipe=recipe), bundle, resume=False)
+
+
+def run_training(case: Case, plan: TrainingPlan, peaks: dict[str, float], macs: int) -> list[Row]:
+    # Enough samples that every step of the run falls in one epoch: no epoch-end work inside the timing.
+    bundle = synthetic_bundle(case, plan.batch * (plan.total_steps + 1))
+    generator = torch.Generator().manual_seed(1)
+    dataset = PerSampleDataset(bundle.train.inputs, bundle.train.targets, crop_padding(case), generator)
+    loader = DataLoader(dataset, batch_size=plan.batch, shuffle=True, drop_last=True, num_workers=0)
+    torch.manual_seed(0)
+    reference, what = reference_model(case.model, case.classes)
+    baseline = EagerTraining(reference, loader, LR)
+    with tempfile.TemporaryDirectory(prefix="resnets-bench-") as out:
+        trainer = build_trainer(case, plan, bundle, out)
+        if plan.warmup:
+            baseline.steps(plan.warmup)
+            trainer.benchmark_steps(plan.warmup)
+        rates = alternate(
+            {"baseline": lambda: baseline.rate(plan.steps), "ours": lambda: trainer.benchmark_steps(plan.steps)},
+            plan.rounds,
+        )
+        precision = trainer.precision
+    ours_dtype = str(precision.dtype).removeprefix("torch.") if precision.amp else "float32"
+    flops = case.flop_factor * macs
+    base, ours = median(rates["baseline"]), median(rates["ours"])
+    details = {
+        "batch": plan.batch,
+        "steps_per_round": plan.steps,
+        "rounds": plan.rounds,
+        "warmup_steps": plan.warmup,
+        "baseline_rates": rates["baseline"],
+        "ours_rates": rates["ours"],
+        "macs_per_image": macs,
+        "flops_per_image": flops,
+        "baseline_model": what,
+        "baseline_peak_fraction": peak_share(flops, base, peaks["float32"]),
+        "ours_dtype": ours_dtype,
+        "ours_channels_last": precision.channels_last,
+    }
+    layout = "channels_last" if precision.channels_last else "NCHW"
+    notes = f"batch {plan.batch}; baseline {what}, per-sample DataLoader; ours {ours_dtype} {layout}, BatchLoader"
+    return [
+        Row(case.name, "engine", "images/s", base, ours, peak_share(flops, ours, peaks[ours_dtype]), notes, details)
+    ]
