@@ -26,7 +26,7 @@ class Settings:
     warmup: int = 1  # untimed steps (training) or passes (inference) of each side first
     quick: bool = False  # smoke-test settings: 1 round, 2 steps, each case's small batch, a small peak matmul
     threads: int | None = None  # torch intra-op threads; None keeps torch's default
-    compile: bool = True  # also time torch.compile in the inference cases
+    compile: bool = True  # also time torch.compile (training: the engine's --compile; inference: with freezing)
     memory_batch: int | None = None  # batch of the memory cases; None: the case's (128, or its quick batch)
 
     def __post_init__(self) -> None:
@@ -72,7 +72,7 @@ def run_case(case: Case, settings: Settings, peaks: dict[str, float]) -> list[Ro
     if case.kind == "training":
         from resnets.bench.training import TrainingPlan, run_training
 
-        plan = TrainingPlan(batch, steps, rounds, warmup, settings.threads)
+        plan = TrainingPlan(batch, steps, rounds, warmup, settings.threads, settings.compile)
         return run_training(case, plan, peaks, _macs(case))
     if case.kind == "inference":
         from resnets.bench.inference import InferencePlan, run_inference

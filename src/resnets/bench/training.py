@@ -2,14 +2,17 @@
 
 Ours is ``Trainer.benchmark_steps``: the real loop of ``resnets train`` (BatchLoader with batched
 augmentation, the precision and memory format the machine gets, the engine's optimiser and schedule),
-timed on the clock that writes images/s to metrics.csv, so the benchmark and a training log agree.
+timed on the clock that writes images/s to metrics.csv, so the benchmark and a training log agree; and,
+where a C++ compiler exists, the same engine with ``--compile`` (its compilation timed apart).
 Both sides see the same synthetic uint8 images, the same augmentation (pad-and-crop for CIFAR shapes,
 flips only at 224) and the same batch; nothing is downloaded.
 """
 
 from __future__ import annotations
 
+import math
 import tempfile
+import time
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -18,8 +21,9 @@ from torch.utils.data import DataLoader
 
 from resnets.bench.baselines import MEAN, STD, EagerTraining, PerSampleDataset, reference_model
 from resnets.bench.cases import Case
+from resnets.bench.inference import compile_skip_reason
 from resnets.bench.peak import peak_share
-from resnets.bench.results import Row
+from resnets.bench.results import Row, skipped
 from resnets.bench.timing import alternate, median
 
 LR = 0.01  # small, so that random labels never make a long run diverge; the rate does not depend on it
@@ -32,6 +36,7 @@ class TrainingPlan:
     rounds: int
     warmup: int  # untimed steps of each side first
     threads: int | None
+    compile: bool = False  # also time the engine with --compile (torch.compile of the training model)
 
     @property
     def total_steps(self) -> int:
@@ -54,7 +59,7 @@ def crop_padding(case: Case) -> int:
     return 4 if case.image_size <= 64 else 0
 
 
-def build_trainer(case: Case, plan: TrainingPlan, bundle: Any, out: str) -> Any:
+def build_trainer(case: Case, plan: TrainingPlan, bundle: Any, out: str, compile: bool = False) -> Any:
     """The engine's Trainer for this case, writing its (small) run files into ``out``."""
     from resnets.train.config import TrainConfig
     from resnets.train.engine import Trainer
@@ -69,7 +74,9 @@ def build_trainer(case: Case, plan: TrainingPlan, bundle: Any, out: str) -> Any:
         crop_padding=crop_padding(case),
         augment=True,
     )
-    config = TrainConfig(model=case.model, data="synthetic", device="cpu", threads=plan.threads, out=out, quiet=True)
+    config = TrainConfig(
+        model=case.model, data="synthetic", device="cpu", threads=plan.threads, out=out, quiet=True, compile=compile
+    )
     return Trainer(replace(config, recipe=recipe), bundle, resume=False)
 
 
@@ -83,14 +90,22 @@ def run_training(case: Case, plan: TrainingPlan, peaks: dict[str, float], macs: 
     reference, what = reference_model(case.model, case.classes)
     baseline = EagerTraining(reference, loader, LR)
     with tempfile.TemporaryDirectory(prefix="resnets-bench-") as out:
-        trainer = build_trainer(case, plan, bundle, out)
+        trainer = build_trainer(case, plan, bundle, f"{out}/eager")
+        contenders = {
+            "baseline": lambda: baseline.rate(plan.steps),
+            "ours": lambda: trainer.benchmark_steps(plan.steps),
+        }
+        why_not, compile_s = compile_skip_reason(plan.compile), math.nan
+        if why_not is None:
+            compiled = build_trainer(case, plan, bundle, f"{out}/compiled", compile=True)
+            start = time.perf_counter()
+            compiled.benchmark_steps(max(plan.warmup, 1))  # compiles: the one-off cost
+            compile_s = time.perf_counter() - start
+            contenders["compiled"] = lambda: compiled.benchmark_steps(plan.steps)
         if plan.warmup:
             baseline.steps(plan.warmup)
             trainer.benchmark_steps(plan.warmup)
-        rates = alternate(
-            {"baseline": lambda: baseline.rate(plan.steps), "ours": lambda: trainer.benchmark_steps(plan.steps)},
-            plan.rounds,
-        )
+        rates = alternate(contenders, plan.rounds)
         precision = trainer.precision
     ours_dtype = str(precision.dtype).removeprefix("torch.") if precision.amp else "float32"
     flops = case.flop_factor * macs
@@ -111,6 +126,25 @@ def run_training(case: Case, plan: TrainingPlan, peaks: dict[str, float], macs: 
     }
     layout = "channels_last" if precision.channels_last else "NCHW"
     notes = f"batch {plan.batch}; baseline {what}, per-sample DataLoader; ours {ours_dtype} {layout}, BatchLoader"
-    return [
+    rows = [
         Row(case.name, "engine", "images/s", base, ours, peak_share(flops, ours, peaks[ours_dtype]), notes, details)
     ]
+    if "compiled" in rates:
+        fast = median(rates["compiled"])
+        details = {**details, "ours_rates": rates["compiled"], "compile_s": compile_s}
+        share = peak_share(flops, fast, peaks[ours_dtype])
+        rows.append(
+            Row(
+                case.name,
+                "compiled",
+                "images/s",
+                base,
+                fast,
+                share,
+                f"{notes}, --compile; compile {compile_s:.0f} s (one-off)",
+                details,
+            )
+        )
+    else:
+        rows.append(skipped(case.name, "compiled", "images/s", why_not or "", baseline=base))
+    return rows

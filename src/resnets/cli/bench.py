@@ -25,7 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--quick", action="store_true", help="smoke-test settings: 1 round, 2 steps, small batches")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's, one per core)")
     parser.add_argument("--memory-batch", type=int, metavar="N", help="batch of the memory cases (default 128)")
-    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile inference variant")
+    parser.add_argument(
+        "--no-compile", action="store_true", help="skip the torch.compile variants (training and inference)"
+    )
     parser.add_argument("--out", metavar="DIR", help="also write DIR/bench.json (every number) and DIR/bench.md")
     parser.set_defaults(func=run)
 
