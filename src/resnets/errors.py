@@ -52,3 +52,11 @@ class TrainingDivergedError(ResnetsError):
     def __init__(self, message: str, step: int | None = None) -> None:
         super().__init__(message)
         self.step = step
+
+
+class RunDirError(ResnetsError):
+    """A run directory that cannot hold this run: a file, someone else's folder, or a place that is not writable."""
+
+
+class RunDirInUseError(RunDirError):
+    """Another process holds the run directory's lock; two writers would mix their checkpoints and metrics."""

@@ -12,6 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from resnets.errors import ConfigError
+from resnets.io.atomic import atomic_write, atomic_write_text
 from resnets.metrics import EvalResult
 from resnets.runs.open import open_run
 
@@ -54,14 +56,54 @@ def evaluate_source(
     return result, described
 
 
+#: The files ``write_eval_report`` writes into its folder.
+REPORT_FILES = ("eval.json", "confusion.png")
+
+
+def report_dir(source: str | Path, split: str, out: str | Path | None = None) -> Path:
+    """Where eval's report goes: ``out``, else RUN/eval-SPLIT for a run, else eval-NAME-SPLIT here.
+
+    The default folder inside a run must be a real folder: a symlink there (planted, or left by a copy)
+    would send the report outside the run, so it is refused rather than followed.
+    """
+    if out is not None:
+        return Path(out)
+    source = Path(source)
+    if not source.is_dir():
+        return Path(f"eval-{source.stem}-{split}")
+    folder = source / f"eval-{split}"
+    if folder.is_symlink():
+        raise ConfigError(
+            f"{str(folder)!r} is a symlink (to {str(folder.readlink())!r}); eval does not write through links "
+            "out of the run directory: remove it, or give --out"
+        )
+    return folder
+
+
+def check_report_targets(out_dir: str | Path) -> None:
+    """Refuse an out folder that is a file, or report files that are links or folders, before any work is done."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"eval's output {str(out)!r} is a file, not a folder; remove it or give another --out")
+    for name in REPORT_FILES:
+        target = out / name
+        if target.is_symlink() or (target.exists() and not target.is_file()):
+            kind = "a symlink" if target.is_symlink() else "not a regular file"
+            raise ConfigError(f"{str(target)!r} is {kind}; eval does not write through it: remove it or give --out")
+
+
 def write_eval_report(result: EvalResult, described: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
-    """Write eval.json (metrics and what was evaluated) and confusion.png into ``out_dir``."""
+    """Write eval.json (metrics and what was evaluated) and confusion.png into ``out_dir``, each atomically."""
     from resnets.reports.confusion import plot_confusion
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    json_path = out / "eval.json"
-    json_path.write_text(json.dumps({**result.to_dict(), **described}, indent=2) + "\n")
+    check_report_targets(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"cannot create eval's output folder {str(out)!r} ({error.strerror}); give --out") from None
+    json_path, png_path = (out / name for name in REPORT_FILES)
+    atomic_write_text(json_path, json.dumps({**result.to_dict(), **described}, indent=2) + "\n")
     title = f"{described.get('model', 'model')} on {described.get('data', 'data')} ({described.get('split', '')})"
-    png_path = plot_confusion(result.confusion, result.classes, out / "confusion.png", title=title)
+    atomic_write(png_path, lambda tmp: plot_confusion(result.confusion, result.classes, Path(tmp), title=title))
     return {"json": json_path, "png": png_path}

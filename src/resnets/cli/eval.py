@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from resnets.evaluation import evaluate_source, write_eval_report
+from resnets.evaluation import check_report_targets, evaluate_source, report_dir, write_eval_report
 from resnets.metrics import format_table
 from resnets.runs.open import CHECKPOINTS, SPLITS
 
@@ -45,6 +44,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    out = report_dir(args.source, args.split, args.out)
+    check_report_targets(out)  # before the evaluation: a refused folder costs no work
     result, described = evaluate_source(
         args.source,
         data=args.data,
@@ -54,12 +55,6 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         checkpoint=args.checkpoint,
         compile=args.compile,
-    )
-    source = Path(args.source)
-    out = (
-        Path(args.out)
-        if args.out
-        else (source / f"eval-{args.split}" if source.is_dir() else Path(f"eval-{source.stem}-{args.split}"))
     )
     paths = write_eval_report(result, described, out)
     print(

@@ -13,6 +13,7 @@ Its layout is a contract read by resume, ``resnets eval/predict/export`` and the
                      split also the validation-selected epoch and its errors (never a test-selected figure)
     curves.png       train and test error (%) against epoch
     checkpoints/     see resnets.runs.checkpoint
+    .lock            held (flock) by the process training the run; names it (resnets.runs.lock)
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import json
 import math
 import os
 import platform
+import secrets
 import socket
 import subprocess
 import sys
@@ -33,7 +35,9 @@ from typing import Any
 import torch
 
 import resnets
+from resnets.errors import ConfigError, RunDirError
 from resnets.io.atomic import atomic_write_text
+from resnets.runs.lock import LOCK_FILE
 
 #: Columns of metrics.csv, in order; val_* only when the run has a validation split.
 METRIC_COLUMNS = [
@@ -48,6 +52,8 @@ METRIC_COLUMNS = [
     "epoch_time_s",
     "wall_time_s",
 ]
+#: Where runs without --out go, relative to the working directory.
+RUNS = Path("runs")
 VAL_COLUMNS = ["val_loss", "val_error"]
 #: Columns of steps.csv: the step's number (1-based), learning rate, batch loss and batch top-1 error (%).
 STEP_COLUMNS = ["step", "lr", "loss", "error"]
@@ -146,7 +152,72 @@ def environment(device: torch.device) -> dict[str, Any]:
 
 
 def default_run_path(model: str, data: str) -> Path:
-    """runs/<model>-<data>-<timestamp>, with the data's last path component when it is a path."""
+    """runs/<model>-<data>-<timestamp>-<suffix>, with the data's last path component when it is a path.
+
+    The random suffix tells apart runs started in the same second; :func:`create_default_run_dir` makes the
+    directory exclusively, so even a repeated suffix never puts two runs in one directory.
+    """
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     data_name = Path(data.rstrip("/")).name.replace(".tar.gz", "").replace(".", "_") or "data"
-    return Path("runs") / f"{model}-{data_name}-{stamp}"
+    return RUNS / f"{model}-{data_name}-{stamp}-{_run_suffix()}"
+
+
+def _run_suffix() -> str:
+    return secrets.token_hex(2)  # 65,536 names per second; a collision only costs a retry
+
+
+def create_default_run_dir(model: str, data: str, attempts: int = 32) -> Path:
+    """A new, empty default run directory, made with ``mkdir`` that fails if it exists: two processes never share one."""
+    try:
+        RUNS.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise RunDirError(f"cannot create {str(RUNS)!r} for the run ({error.strerror}); give --out") from None
+    for _ in range(attempts):
+        path = default_run_path(model, data)
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        except OSError as error:
+            raise RunDirError(f"cannot create run directory {str(path)!r} ({error.strerror}); give --out") from None
+        return path
+    raise RunDirError(f"found no free run directory name under {str(RUNS)!r} in {attempts} tries; give --out")
+
+
+def is_run_dir(path: str | Path) -> bool:
+    """Whether ``path`` holds a run record written by ``resnets train`` (and so may be written again by it)."""
+    from resnets.runs.record import read_record
+
+    try:
+        read_record(path)
+    except (ConfigError, OSError):
+        return False
+    return True
+
+
+def prepare_out_dir(path: str | Path) -> None:
+    """Make ``path`` ready to receive a run, refusing what would overwrite the user's own files.
+
+    An existing ``path`` must be a folder that is empty or a run directory of ours; a file, someone else's
+    folder (its config.json, summary.json or metrics.csv would be overwritten) or an unwritable place is a
+    RunDirError on one line. Nothing is written when it refuses.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise RunDirError(f"--out {str(path)!r} is a file, not a folder; give a new or empty folder for the run")
+    try:
+        if path.is_dir():
+            entries = sorted(name for name in os.listdir(path) if name != LOCK_FILE)
+            if entries and not is_run_dir(path):
+                shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+                raise RunDirError(
+                    f"--out {str(path)!r} is a folder that is not a run directory (it holds {shown} but no run "
+                    f"record); give a new or empty folder, so that none of its files is overwritten"
+                )
+        path.mkdir(parents=True, exist_ok=True)
+    except RunDirError:
+        raise
+    except OSError as error:
+        raise RunDirError(
+            f"cannot create run directory {str(path)!r} ({error.strerror}); give a writable --out"
+        ) from None

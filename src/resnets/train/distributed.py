@@ -75,6 +75,25 @@ class Distributed:
         for index in range(start * self.world_size + self.rank, len(loader), self.world_size):
             yield loader.batch(epoch, index, order)
 
+    def agree(self, flag: bool) -> bool:
+        """Whether any rank raised ``flag``: a SIGTERM that reached one rank stops all at the same step.
+
+        Without it the signalled rank left the gradient all-reduce and the others died with gloo's
+        "Connection closed by peer". One tiny all-reduce per step, next to DDP's gradient ones.
+        """
+        if not self.active:
+            return flag
+        value = torch.tensor([1 if flag else 0], device=self._collective_device())
+        torch_dist.all_reduce(value, op=torch_dist.ReduceOp.MAX)
+        return bool(value.item())
+
+    def barrier(self) -> None:
+        if self.active and torch_dist.is_initialized():
+            torch_dist.barrier()
+
+    def _collective_device(self) -> torch.device:
+        return torch.device("cuda", self.local_rank) if torch_dist.get_backend() == "nccl" else torch.device("cpu")
+
     def close(self) -> None:
         if self.active and torch_dist.is_initialized():
             torch_dist.barrier()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -20,8 +21,15 @@ from resnets.device import resolve_device, resolve_precision
 from resnets.errors import ConfigError, ResnetsError, TrainingDivergedError
 from resnets.inference import with_fast_model
 from resnets.metrics import evaluate
-from resnets.runs.checkpoint import load_checkpoint, save_checkpoint, save_snapshot
-from resnets.runs.directory import RunDir, default_run_path, environment
+from resnets.runs.checkpoint import restore_checkpoint, save_checkpoint, save_snapshot
+from resnets.runs.directory import (
+    RunDir,
+    create_default_run_dir,
+    default_run_path,
+    environment,
+    prepare_out_dir,
+)
+from resnets.runs.lock import RunLock
 from resnets.runs.record import RECORD_FILE, read_record
 from resnets.train.config import TrainConfig, apply_overrides, config_from_dict
 from resnets.train.distributed import Distributed
@@ -120,25 +128,29 @@ class Trainer:
             r, steps_per_epoch=self.steps_per_epoch, total_steps=self.last_step, depth=weighted_depth(model)
         )
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision.needs_scaler)
-        self.run_dir = RunDir(config.out or default_run_path(config.model, config.data))
         if config.snapshot_every < 0:
             raise ConfigError(f"snapshot_every must be 0 (off) or a number of epochs >= 1, got {config.snapshot_every}")
+        self.run_dir, self.lock = self._claim_run_dir()
         self.state, self.rows = TrainState(), []
         self.steps: list[tuple[int, float, float, float]] = []  # (step, lr, loss, error %) of every step
-        if resume:
-            self._restore()
-        elif (self.run_dir.checkpoints / "last.json").exists():
-            raise ConfigError(
-                f"{str(self.run_dir.path)!r} already holds a run; continue it with --resume {self.run_dir.path} "
-                f"or choose another --out"
-            )
-        if dist.is_main:
-            self.run_dir.create()
-            self.run_dir.write_json(RECORD_FILE, session.record.to_dict())
-            if not resume and (0 in config.snapshot_steps or config.snapshot_every > 0):
-                save_snapshot(self.run_dir.checkpoints, model, config.model, 0)
-            if not (self.run_dir.path / "env.json").exists():
-                self.run_dir.write_json("env.json", environment(device))
+        try:
+            if resume:
+                self._restore()
+            elif (self.run_dir.checkpoints / "last.json").exists():
+                raise ConfigError(
+                    f"{str(self.run_dir.path)!r} already holds a run; continue it with --resume "
+                    f"{self.run_dir.path} or choose another --out"
+                )
+            if dist.is_main:
+                self.run_dir.create()
+                self.run_dir.write_json(RECORD_FILE, session.record.to_dict())
+                if not resume and (0 in config.snapshot_steps or config.snapshot_every > 0):
+                    save_snapshot(self.run_dir.checkpoints, model, config.model, 0)
+                if not (self.run_dir.path / "env.json").exists():
+                    self.run_dir.write_json("env.json", environment(device))
+        except BaseException:
+            self._release_run_dir()
+            raise
         self.model = dist.wrap(model)
         if config.compile:  # after DDP, as PyTorch recommends; dist.unwrap gives the plain model back for saving
             from resnets.train.compiling import compile_model
@@ -152,7 +164,10 @@ class Trainer:
         self.session_start = time.perf_counter()
 
     def _restore(self) -> None:
-        saved = load_checkpoint(self.run_dir.checkpoints, self.session.model)
+        restored = restore_checkpoint(self.run_dir.checkpoints, self.session.model)
+        if restored.warning and self.dist.is_main:  # e.g. last.safetensors corrupt: one epoch lost, not the run
+            print(f"resnets train: warning: {restored.warning}", file=sys.stderr)
+        saved = restored.state
         self.optimizer.load_state_dict(saved["optimizer"])
         self.schedule.load_state_dict(saved["schedule"])
         if "scaler" in saved and self.precision.needs_scaler:
@@ -172,6 +187,33 @@ class Trainer:
         ]
 
     def run(self) -> dict[str, Any]:
+        """Train to the last step; the run directory's lock is let go however this ends (done, failed, stopped)."""
+        try:
+            return self._run()
+        finally:
+            self._release_run_dir()
+
+    def _claim_run_dir(self) -> tuple[RunDir, RunLock | None]:
+        """The run directory, made ready and locked before anything is read from or written into it.
+
+        Only the writing rank (``dist.is_main``) creates and locks; a second writer (the same --out twice, or
+        --resume of a run still training) is refused with the holder's pid instead of mixing two runs' files.
+        """
+        config = self.config
+        if not self.dist.is_main:  # never writes; without --out its name is only shown, never created
+            return RunDir(config.out or default_run_path(config.model, config.data)), None
+        if config.out:
+            prepare_out_dir(config.out)
+            path = Path(config.out)
+        else:
+            path = create_default_run_dir(config.model, config.data)
+        return RunDir(path), RunLock.acquire(path)
+
+    def _release_run_dir(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+
+    def _run(self) -> dict[str, Any]:
         state = self.state
         self.model.train()
         with StopRequests() as stop:
@@ -188,11 +230,13 @@ class Trainer:
                         )
                     if state.epoch % self.config.recipe.eval_every == 0 or state.step >= self.last_step:
                         self._record()
-                if stop.requested:
+                if self.dist.agree(stop.requested):  # every rank stops at this step, whichever got the signal
                     self._clock()
                     self._save(best=False)
+                    self.dist.barrier()  # the other ranks wait for rank 0's checkpoint, then all exit cleanly
                     raise TrainingInterrupted(
-                        f"stopped by signal {stop.signal} at step {state.step}; checkpoint saved, continue with "
+                        f"stopped by {f'signal {stop.signal}' if stop.requested else 'a signal to another rank'} at step "
+                        f"{state.step}; checkpoint saved, continue with "
                         f"`resnets train --resume {self.run_dir.path}`"
                     )
         if state.batch != 0:  # stopped inside an epoch (max_steps): evaluate and save where it stands
@@ -265,7 +309,8 @@ class Trainer:
             now = time.perf_counter()
             state.epoch_time_s, tick = state.epoch_time_s + (now - tick), now
             self.progress.update(state, lr)
-            if stop.requested or state.step >= self.last_step or state.batch >= self.steps_per_epoch:
+            stopping = self.dist.agree(stop.requested)  # one flag all-reduced per step: ranks stop together
+            if stopping or state.step >= self.last_step or state.batch >= self.steps_per_epoch:
                 break
         self.progress.close()
 

@@ -1,0 +1,122 @@
+"""One writer per run directory: an exclusive ``flock`` on ``RUN/.lock`` for the whole training session.
+
+Why ``flock`` and not a pid file: the kernel drops the lock when the holder exits, however it exits (crash,
+SIGKILL, out of memory), so a dead run never leaves a stale lock to delete by hand. The lock is the ``flock``;
+the file's content only describes the holder (pid, host, command line, start time) so that a refused second
+writer can say who is in the way. The file stays after release (emptied): deleting it would let two later
+writers lock two different files of the same name.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shlex
+import socket
+import sys
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+from resnets.errors import RunDirError, RunDirInUseError
+
+LOCK_FILE = ".lock"
+_COMMAND_CHARS = 160  # the holder's command line is cut to keep the refusal on one readable line
+
+
+class RunLock:
+    """The held lock of one run directory; :meth:`release` (or leaving a ``with`` block) lets it go."""
+
+    def __init__(self, run_dir: Path, handle: IO[bytes]) -> None:
+        self.run_dir = run_dir
+        self._handle: IO[bytes] | None = handle
+
+    @classmethod
+    def acquire(cls, run_dir: str | Path) -> RunLock:
+        """Lock ``run_dir`` without waiting; a RunDirInUseError naming the holder if another process has it.
+
+        Nothing in the directory changes when the lock is refused: the holder's description is read, not written.
+        """
+        run_dir = Path(run_dir)
+        try:
+            fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as error:
+            raise RunDirError(
+                f"cannot lock run directory {str(run_dir)!r} ({error.strerror}); choose another --out"
+            ) from None
+        handle = os.fdopen(fd, "r+b")  # a file object: closed (and so unlocked) even if release is never called
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_holder(handle)
+            handle.close()
+            raise RunDirInUseError(in_use_message(run_dir, holder)) from None
+        except OSError as error:  # a filesystem without flock support
+            handle.close()
+            raise RunDirError(f"cannot lock run directory {str(run_dir)!r} ({error.strerror})") from None
+        handle.truncate(0)
+        handle.write((json.dumps(describe_holder()) + "\n").encode())
+        handle.flush()
+        return cls(run_dir, handle)
+
+    @property
+    def held(self) -> bool:
+        return self._handle is not None
+
+    def release(self) -> None:
+        """Empty the description, then unlock (in that order, so the next holder's description survives)."""
+        if self._handle is None:
+            return
+        handle, self._handle = self._handle, None
+        try:
+            handle.truncate(0)
+            handle.flush()
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+            handle.close()
+
+    def __enter__(self) -> RunLock:  # noqa: PYI034 - Python 3.10 has no typing.Self
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None) -> None:
+        self.release()
+
+
+def describe_holder() -> dict[str, Any]:
+    """Who holds the lock, as the refusal message shows it."""
+    argv = [Path(sys.argv[0]).name if sys.argv else "python", *sys.argv[1:]]
+    return {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "command": shlex.join(argv),
+        "since": datetime.now().astimezone().isoformat(timespec="seconds"),
+    }
+
+
+def _read_holder(handle: IO[bytes]) -> dict[str, Any]:
+    """The holder's description, or {} while it is still being written (or was written by something else)."""
+    handle.seek(0)
+    try:
+        holder = json.loads(handle.read(4096).decode())
+    except (ValueError, UnicodeDecodeError):
+        return {}
+    return holder if isinstance(holder, dict) else {}
+
+
+def in_use_message(run_dir: Path, holder: dict[str, Any]) -> str:
+    """One line: which directory, who holds it (pid, host, since when, which command) and what to do."""
+    who = f"pid {holder['pid']}" if "pid" in holder else "another process"
+    if holder.get("host"):
+        who += f" on host {holder['host']}"
+    if holder.get("since"):
+        try:
+            who += f" since {datetime.fromisoformat(str(holder['since'])):%Y-%m-%d %H:%M}"
+        except ValueError:
+            pass
+    command = " ".join(str(holder.get("command", "")).split())  # no newlines: the message stays on one line
+    if command:
+        cut = command if len(command) <= _COMMAND_CHARS else command[: _COMMAND_CHARS - 3] + "..."
+        who += f" ({cut})"
+    return f"run directory {str(run_dir)!r} is in use by {who}; wait for it or choose another --out"

@@ -1,0 +1,104 @@
+"""torchrun on CPU (gloo): ranks stop together, a stopped 2-process run resumes bit for bit, and DDP's average
+over 2 processes at batch b is the step of 1 process at batch 2b."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.train.test_distributed import _free_port
+
+PRELUDE = """
+import os, pathlib, signal, sys, torch
+sys.path.insert(0, {tests!r})
+torch.set_num_threads(1)
+from train.conftest import tiny_bundle, tiny_config
+from resnets.train import TrainingInterrupted, resume_config, train
+from resnets.train.distributed import Distributed
+out, mode = sys.argv[1], sys.argv[2]
+rank = os.environ["RANK"]
+"""
+
+# Rank 1 alone gets SIGTERM while it builds its first batch of the second epoch (its 4th step): before the
+# ranks agreed on stopping, rank 0 then died with gloo's "Connection closed by peer".
+STOP = """
+batches = Distributed.batches
+def signalled(self, loader, epoch, start):
+    for index, batch in enumerate(batches(self, loader, epoch, start)):
+        if mode == "stop" and rank == "1" and epoch == 1 and index == 0:
+            os.kill(os.getpid(), signal.SIGTERM)
+        yield batch
+Distributed.batches = signalled
+try:
+    if mode == "resume":
+        summary = train(resume_config(out), data=tiny_bundle(), resume=True)
+    else:
+        summary = train(tiny_config(out, epochs=2), data=tiny_bundle())
+    pathlib.Path(out + ".rank" + rank).write_text("done %d" % summary["steps"])
+except TrainingInterrupted as stopped:
+    pathlib.Path(out + ".rank" + rank).write_text("stopped " + str(stopped))
+"""
+
+# The same run with a model without BatchNorm (DDP averages gradients; BN statistics would be per rank) and
+# no augmentation, in 2 processes at batch 16 and in 1 process at batch 32: the same samples in each step.
+EQUIVALENCE = """
+import dataclasses
+config = tiny_config(out, epochs=1)
+config = dataclasses.replace(config, model="resmlp_identity_20", snapshot_steps=(0,), recipe=dataclasses.replace(
+    config.recipe, batch_size=int(sys.argv[3]), augment=False, label_smoothing=0.0))
+train(config, data=tiny_bundle())
+"""
+
+
+def torchrun(script: Path, *args: str, processes: int = 2) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes)]
+    command += ["--master_port", str(_free_port()), str(script), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+
+
+def write_script(tmp_path: Path, body: str) -> Path:
+    script = tmp_path / "run.py"
+    tests = str(Path(__file__).parents[1])
+    script.write_text(textwrap.dedent(PRELUDE.format(tests=tests)) + textwrap.dedent(body))
+    return script
+
+
+@pytest.mark.slow
+def test_a_signal_to_one_rank_stops_every_rank_cleanly_and_the_run_resumes_bit_for_bit(tmp_path: Path) -> None:
+    script = write_script(tmp_path, STOP)
+    stopped = tmp_path / "stopped"
+    result = torchrun(script, str(stopped), "stop")
+    assert "Connection closed" not in result.stderr and "Traceback" not in result.stderr, result.stderr[-2000:]
+    outcomes = [(tmp_path / f"stopped.rank{rank}").read_text() for rank in (0, 1)]
+    assert outcomes[0].startswith("stopped stopped by a signal to another rank at step 4;"), outcomes
+    assert outcomes[1].startswith("stopped stopped by signal 15 at step 4;"), outcomes
+    assert torch.load(stopped / "checkpoints" / "last.state.pt", weights_only=True)["step"] == 4
+
+    resumed = torchrun(script, str(stopped), "resume")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert [(tmp_path / f"stopped.rank{rank}").read_text() for rank in (0, 1)] == ["done 6", "done 6"]
+    straight = tmp_path / "straight"
+    assert torchrun(script, str(straight), "straight").returncode == 0
+    resumed_weights = load_file(stopped / "checkpoints" / "last.safetensors")
+    straight_weights = load_file(straight / "checkpoints" / "last.safetensors")
+    assert all(torch.equal(resumed_weights[k], straight_weights[k]) for k in straight_weights)
+
+
+@pytest.mark.slow
+def test_two_processes_at_batch_b_step_like_one_process_at_batch_2b(tmp_path: Path) -> None:
+    script = write_script(tmp_path, EQUIVALENCE)
+    assert torchrun(script, str(tmp_path / "two"), "two", "16").returncode == 0
+    assert torchrun(script, str(tmp_path / "one"), "one", "32", processes=1).returncode == 0
+    two = load_file(tmp_path / "two" / "checkpoints" / "last.safetensors")
+    one = load_file(tmp_path / "one" / "checkpoints" / "last.safetensors")
+    assert torch.load(tmp_path / "two/checkpoints/last.state.pt", weights_only=True)["step"] == 3
+    for key in one:
+        torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-5)
+    start = load_file(tmp_path / "one" / "checkpoints" / "step-0.safetensors")
+    assert max(float((one[k] - start[k]).abs().max()) for k in one) > 1e-3  # the three steps moved the weights
