@@ -92,12 +92,40 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    """The keys the user gave on the command line (flags left out are not overrides)."""
-    from resnets.train import load_config_file, parse_assignment
+    """The keys the user gave on the command line or in ``--config`` (flags left out are not overrides)."""
+    return sourced_overrides(args)[0]
 
-    overrides: dict[str, Any] = load_config_file(args.config) if args.config else {}
-    if args.recipe:
-        overrides["recipe"] = args.recipe
+
+def sourced_overrides(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, str]]:
+    """The overrides, and the ``--config`` file as the source of the keys that no flag replaced.
+
+    Errors then name the file that holds a bad value instead of blaming the command line.
+    """
+    from resnets.train import load_config_file
+
+    from_file = _flat_recipe(load_config_file(args.config)) if args.config else {}
+    given = _flag_overrides(args, from_file)
+    sources = {key: str(args.config) for key in from_file if key not in given}
+    return {**from_file, **given}, sources
+
+
+def _flat_recipe(overrides: dict[str, Any]) -> dict[str, Any]:
+    """``recipe: {name: fast, lr: 0.3}`` as ``recipe: fast, lr: 0.3``, so ``--recipe`` replaces only the name."""
+    overrides = dict(overrides)
+    nested = overrides.pop("recipe", None)
+    if not isinstance(nested, dict):
+        return overrides if nested is None else {**overrides, "recipe": nested}
+    nested = dict(nested)
+    name = nested.pop("name", None)
+    flat = {**nested, **overrides}  # top-level keys win over the recipe mapping's, as apply_overrides has it
+    return flat if name is None else {**flat, "recipe": name}
+
+
+def _flag_overrides(args: argparse.Namespace, from_file: dict[str, Any]) -> dict[str, Any]:
+    """The keys the flags give, over the recipe and the config file ``from_file``."""
+    from resnets.train import parse_assignment
+
+    given: dict[str, Any] = {"recipe": args.recipe} if args.recipe else {}
     flags = {
         "model": args.model,
         "data": args.data,
@@ -116,28 +144,27 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "threads": args.threads,
         "snapshot_every": args.snapshot_every,
     }
-    overrides.update({k: v for k, v in flags.items() if v is not None})
-    if args.epochs is not None and args.max_steps is None and "max_steps" not in overrides:
-        overrides["max_steps"] = None  # --epochs alone sets the length, even for a recipe counted in steps
+    given.update({k: v for k, v in flags.items() if v is not None})
+    if args.epochs is not None and args.max_steps is None and "max_steps" not in from_file:
+        given["max_steps"] = None  # --epochs alone sets the length, even for a recipe counted in steps
     if args.model_option:
-        options = dict(overrides.get("model_options") or {})
+        options = dict(from_file.get("model_options") or {})
         options.update(parse_assignment(text) for text in args.model_option)
-        overrides["model_options"] = options
+        given["model_options"] = options
     for flag, key in ((args.no_amp, "amp"), (args.no_channels_last, "channels_last")):
         if flag:
-            overrides[key] = False
-    if args.tensorboard:
-        overrides["tensorboard"] = True
-    if args.grad_checkpointing:
-        overrides["grad_checkpointing"] = True
-    if args.compile:
-        overrides["compile"] = True
-    if args.reset_head:
-        overrides["reset_head"] = True
-    if args.quiet:
-        overrides["quiet"] = True
-    overrides.update(parse_assignment(text) for text in args.set)
-    return overrides
+            given[key] = False
+    for flag, key in (
+        (args.tensorboard, "tensorboard"),
+        (args.grad_checkpointing, "grad_checkpointing"),
+        (args.compile, "compile"),
+        (args.reset_head, "reset_head"),
+        (args.quiet, "quiet"),
+    ):
+        if flag:
+            given[key] = True
+    given.update(parse_assignment(text) for text in args.set)
+    return given
 
 
 def run(args: argparse.Namespace) -> int:
@@ -155,14 +182,14 @@ def run(args: argparse.Namespace) -> int:
         for name, recipe in RECIPES.items():
             print(f"{name:14s} {recipe.description}")
         return 0
-    overrides = overrides_from_args(args)
+    overrides, sources = sourced_overrides(args)
     if args.resume:
         if args.out and args.out != args.resume:
             raise ConfigError("--out and --resume name different directories; a resumed run stays in its directory")
         overrides.pop("out", None)
         config = resume_config(args.resume, overrides)
     else:
-        config = apply_overrides(TrainConfig(), overrides, "the command line")
+        config = apply_overrides(TrainConfig(), overrides, "the command line", sources)
         if config.reset_head and not config.weights:
             raise ConfigError("--reset-head replaces the classifier of a weight file; give the file with --weights")
     if args.print_config:

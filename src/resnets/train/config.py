@@ -9,6 +9,7 @@ valid ones, so a typo never silently does nothing.
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -18,7 +19,34 @@ import tomllib
 import yaml
 
 from resnets.errors import ConfigError
-from resnets.train.recipes import Recipe, get_recipe, recipe_fields
+from resnets.train.recipes import (
+    COUNT,
+    NATURAL,
+    FieldError,
+    Recipe,
+    Rule,
+    check_fields,
+    each,
+    get_recipe,
+    optional,
+    recipe_fields,
+)
+
+#: What each run field accepts; checked when a TrainConfig is made, so before any data loads or file is written.
+RUN_RULES: dict[str, Rule] = {
+    "seed": (lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**63, "an integer in [0, 2**63)"),
+    "threads": optional(COUNT),
+    "val_size": optional(NATURAL),
+    "val_fraction": (
+        lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1,
+        "a number in [0, 1)",
+    ),
+    "snapshot_every": NATURAL,
+    "snapshot_steps": each(NATURAL),
+    "image_size": optional(COUNT),
+    "max_bad_files": optional(NATURAL),
+    "in_channels": optional(COUNT),
+}
 
 
 @dataclass
@@ -49,6 +77,13 @@ class TrainConfig:
     out: str | None = None  # run directory; default runs/<model>-<data>-<timestamp>
     quiet: bool = False
     tensorboard: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.snapshot_steps, list):  # as a run record's JSON gives it back
+            self.snapshot_steps = tuple(self.snapshot_steps)
+        check_fields(self, RUN_RULES)
+        if self.val_size is not None and self.val_fraction:
+            raise FieldError("val_size", self.val_size, f"null when val_fraction is set ({self.val_fraction})")
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -89,7 +124,8 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         else:
             raise ConfigError(f"config file {str(path)!r}: unknown extension {path.suffix!r}; use .yaml, .yml or .toml")
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as error:
-        raise ConfigError(f"config file {str(path)!r} cannot be parsed: {error}") from None
+        reason = " ".join(str(error).split())  # YAML's message spans lines; the CLI prints one
+        raise ConfigError(f"config file {str(path)!r} cannot be parsed: {reason}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {str(path)!r} must hold a mapping of keys to values, got {type(data).__name__}")
     return data
@@ -106,8 +142,21 @@ def parse_assignment(text: str) -> tuple[str, Any]:
         return key.strip(), raw
 
 
-def apply_overrides(config: TrainConfig, overrides: dict[str, Any], source: str = "overrides") -> TrainConfig:
-    """A copy of ``config`` with ``overrides`` applied; ``recipe`` may name a base recipe or be a mapping."""
+def apply_overrides(
+    config: TrainConfig,
+    overrides: dict[str, Any],
+    source: str = "overrides",
+    sources: dict[str, str] | None = None,
+) -> TrainConfig:
+    """A copy of ``config`` with ``overrides`` applied; ``recipe`` may name a base recipe or be a mapping.
+
+    ``source`` says where the overrides came from in error messages; ``sources`` names another origin for some
+    keys (the ``--config`` file under command-line flags), so a bad value is blamed on the place that gave it.
+    """
+
+    def where(key: str) -> str:
+        return (sources or {}).get(key, source)
+
     overrides = dict(overrides)
     recipe = config.recipe
     base = overrides.pop("recipe", None)
@@ -120,27 +169,35 @@ def apply_overrides(config: TrainConfig, overrides: dict[str, Any], source: str 
         recipe = get_recipe(str(base))
     unknown = sorted(set(overrides) - set(valid_keys()))
     if unknown:
-        raise ConfigError(f"unknown key {unknown[0]!r} in {source}; valid keys: {', '.join(valid_keys())}")
+        raise ConfigError(f"unknown key {unknown[0]!r} in {where(unknown[0])}; valid keys: {', '.join(valid_keys())}")
     recipe_hints = typing.get_type_hints(Recipe)
     run_hints = typing.get_type_hints(TrainConfig)
-    recipe_changes = {k: _coerce(k, v, recipe_hints[k], source) for k, v in overrides.items() if k in recipe_hints}
-    run_changes = {k: _coerce(k, v, run_hints[k], source) for k, v in overrides.items() if k not in recipe_hints}
+    changes = {k: _coerce(k, v, recipe_hints.get(k) or run_hints[k], where(k)) for k, v in overrides.items()}
     try:
-        recipe = dataclasses.replace(recipe, **recipe_changes)
-    except ValueError as error:
-        raise ConfigError(f"bad recipe value in {source}: {error}") from None
-    return dataclasses.replace(config, recipe=recipe, **run_changes)
+        recipe = dataclasses.replace(recipe, **{k: v for k, v in changes.items() if k in recipe_hints})
+        return dataclasses.replace(config, recipe=recipe, **{k: v for k, v in changes.items() if k not in recipe_hints})
+    except FieldError as error:
+        raise ConfigError(f"in {where(error.key)}: {error}") from None
+
+
+#: Strings that mean "no value" for an optional field: YAML's null words (which ``--set`` and YAML files already
+#: read as None when bare) and Python's None, which users type as often.
+NULL_WORDS = ("null", "Null", "NULL", "~", "None", "none")
 
 
 def _coerce(key: str, value: Any, hint: Any, source: str) -> Any:
-    """Check ``value`` against the field's type hint, converting the lossless cases (int -> float, list -> tuple)."""
+    """Check ``value`` against the field's type hint, converting the lossless cases (int -> float, list -> tuple).
+
+    A string that Python's ``float()`` or ``int()`` reads is a number for a float or int field: YAML 1.1 reads
+    ``1e-3`` as a string (it wants ``1.0e-3``), and ``--set`` and ``--config`` files both come through here.
+    """
     args = typing.get_args(hint)
     origin = typing.get_origin(hint)
-    if value is None:
+    if value is None or (type(None) in args and isinstance(value, str) and value.strip() in NULL_WORDS):
         if type(None) in args:
             return None
         raise ConfigError(f"{key} in {source} cannot be empty; expected {_name(hint)}")
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if origin in (typing.Union, types.UnionType):
         for option in (a for a in args if a is not type(None)):
             try:
                 return _coerce(key, value, option, source)
@@ -157,20 +214,32 @@ def _coerce(key: str, value: Any, hint: Any, source: str) -> Any:
         return dict(value)
     if hint is Any:
         return value
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-    elif hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    elif hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-    elif hint is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
+    number = _number(value, hint)
+    if number is not None:
+        return number
+    if hint is bool and isinstance(value, bool):
+        return value
+    if hint is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
         return str(value)
     raise ConfigError(f"{key} in {source} must be {_name(hint)}, got {value!r}")
+
+
+def _number(value: Any, hint: Any) -> int | float | None:
+    """``value`` as the int or float that ``hint`` asks for, or None when it is not one."""
+    if hint not in (int, float) or isinstance(value, bool):
+        return None
+    try:
+        if isinstance(value, str):
+            return hint(value)
+        if hint is float and isinstance(value, (int, float)):
+            return float(value)
+        if hint is int and isinstance(value, int):
+            return value
+        if hint is int and isinstance(value, float) and value.is_integer():
+            return int(value)
+    except (ValueError, OverflowError):
+        return None
+    return None
 
 
 def _name(hint: Any) -> str:

@@ -8,9 +8,11 @@ every optimiser step, as in He et al. 2015 ("divided by 10 at 32k and 48k iterat
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
+from typing import Any
 
-from resnets.errors import UnknownNameError
+from resnets.errors import ConfigError, UnknownNameError
 
 #: Epochs of the no-argument ``resnets train`` run (resnet20 on Fashion-MNIST). Change it here only: the
 #: README's measured time and accuracy refer to this value (~14 min at ~450 images/s on 2 CPU cores).
@@ -18,6 +20,57 @@ DEFAULT_EPOCHS = 6
 
 SCHEDULES = ("step", "cosine", "onecycle", "constant")
 OPTIMIZERS = ("sgd", "adamw")
+
+
+class FieldError(ConfigError):
+    """A field value outside its range; ``key`` lets the caller say where the value came from (file or flag)."""
+
+    def __init__(self, key: str, value: Any, expected: str) -> None:
+        super().__init__(f"{key} must be {expected}, got {value!r}")
+        self.key, self.value, self.expected = key, value, expected
+
+
+#: A field's rule: a test of its value and the words that say what the test expects.
+Rule = tuple[Callable[[Any], bool], str]
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+POSITIVE: Rule = (lambda v: _number(v) and v > 0, "a finite number > 0")
+NON_NEGATIVE: Rule = (lambda v: _number(v) and v >= 0, "a finite number >= 0")
+COUNT: Rule = (lambda v: _integer(v) and v >= 1, "an integer >= 1")
+NATURAL: Rule = (lambda v: _integer(v) and v >= 0, "an integer >= 0")
+FLAG: Rule = (lambda v: isinstance(v, bool), "true or false")
+
+
+def optional(rule: Rule) -> Rule:
+    """The rule, or None (left to the data or the machine)."""
+    test, words = rule
+    return (lambda v: v is None or test(v), f"{words}, or null")
+
+
+def each(rule: Rule) -> Rule:
+    """A list of values that each pass the rule."""
+    test, words = rule
+    return (lambda v: isinstance(v, (list, tuple)) and all(test(x) for x in v), f"a list, each {words}")
+
+
+def one_of(choices: tuple[str, ...]) -> Rule:
+    return (lambda v: v in choices, f"one of {list(choices)}")
+
+
+def check_fields(obj: Any, rules: Mapping[str, Rule]) -> None:
+    """Raise FieldError for the first field of ``obj`` that breaks its rule; checked in the order of ``rules``."""
+    for key, (test, expected) in rules.items():
+        value = getattr(obj, key)
+        if not test(value):
+            raise FieldError(key, value, expected)
 
 
 @dataclass(frozen=True)
@@ -49,30 +102,42 @@ class Recipe:
     eval_every: int = 1  # epochs between test evaluations and checkpoints
 
     def __post_init__(self) -> None:
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {self.optimizer!r}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {list(SCHEDULES)}, got {self.schedule!r}")
+        if isinstance(self.milestones, (list, tuple)):
+            object.__setattr__(self, "milestones", tuple(self.milestones))
+        check_fields(self, RECIPE_RULES)
         if self.epochs is None and self.max_steps is None:
-            raise ValueError("a recipe needs epochs or max_steps (or both) to know when to stop")
-        if self.batch_size < 1 or not (math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"batch_size must be >= 1 and lr a finite number > 0, got {self.batch_size} and {self.lr}")
-        if self.epochs is not None and not (math.isfinite(self.epochs) and self.epochs > 0):
-            raise ValueError(f"epochs must be a finite number > 0, got {self.epochs}")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
-        numbers = {
-            "momentum": self.momentum,
-            "weight_decay": self.weight_decay,
-            "label_smoothing": self.label_smoothing,
-        }
-        bad = [f"{k}={v}" for k, v in numbers.items() if not (math.isfinite(v) and v >= 0)]
-        if bad or self.warmup_start_factor <= 0 or not math.isfinite(self.warmup_start_factor):
-            raise ValueError(
-                f"momentum, weight_decay and label_smoothing must be finite and >= 0, warmup_start_factor > 0; "
-                f"got {', '.join(bad) or f'warmup_start_factor={self.warmup_start_factor}'}"
-            )
-        object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))
+            raise FieldError("epochs", None, "a finite number > 0 (or give max_steps): a recipe needs one to stop")
+        if self.optimizer == "adamw" and not self.momentum < 1:
+            raise FieldError("momentum", self.momentum, "< 1 with optimizer adamw (it is AdamW's beta1)")
+        if self.nesterov and self.optimizer == "sgd" and self.momentum == 0:
+            raise FieldError("momentum", self.momentum, "> 0 with nesterov true (Nesterov needs momentum)")
+
+
+#: What each recipe field accepts: values that torch refuses or that cannot train are refused here, before any
+#: data loads or a run directory exists.
+RECIPE_RULES: dict[str, Rule] = {
+    "optimizer": one_of(OPTIMIZERS),
+    "schedule": one_of(SCHEDULES),
+    "lr": POSITIVE,
+    "momentum": NON_NEGATIVE,
+    "nesterov": FLAG,
+    "weight_decay": NON_NEGATIVE,
+    "batch_size": COUNT,
+    "milestones": each(NATURAL),
+    "lr_decay": NON_NEGATIVE,
+    "epochs": optional(POSITIVE),
+    "max_steps": optional(COUNT),
+    "warmup_epochs": NON_NEGATIVE,
+    "warmup_start_factor": POSITIVE,
+    "final_lr_factor": NON_NEGATIVE,
+    "deep_warmup_lr": NON_NEGATIVE,
+    "deep_warmup_min_depth": NATURAL,
+    "deep_warmup_until_error": NON_NEGATIVE,
+    "label_smoothing": (lambda v: _number(v) and 0 <= v <= 1, "a number in [0, 1]"),
+    "augment": FLAG,
+    "crop_padding": NATURAL,
+    "eval_every": COUNT,
+}
 
 
 def recipe_fields() -> list[str]:
