@@ -117,3 +117,15 @@ def test_sigterm_saves_a_resumable_checkpoint_at_the_current_step(tmp_path, monk
     whole = load_file(str(tmp_path / "whole/checkpoints/last.safetensors"))
     parts = load_file(str(tmp_path / "parts/checkpoints/last.safetensors"))
     assert all(torch.equal(whole[k], parts[k]) for k in whole)
+
+
+def test_auto_resume_starts_a_run_then_continues_it(tmp_path, tree, capsys):
+    run = tmp_path / "run"
+    common = ["--model", TINY, "--data", str(tree), "--batch-size", "8", "--quiet", "--out", str(run), "--auto-resume"]
+    assert main(["train", *common, "--max-steps", "3"]) == 0  # nothing there yet: a new run
+    assert json.loads((run / "summary.json").read_text())["steps"] == 3
+    assert main(["train", *common, "--max-steps", "5"]) == 0  # the same command again (a restart): it continues
+    assert json.loads((run / "summary.json").read_text())["steps"] == 5
+    assert [row["step"] for row in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())][-1] == 5
+    assert main(["train", "--auto-resume", "--model", TINY]) == 2  # it needs the run directory
+    assert "--auto-resume needs --out" in capsys.readouterr().err

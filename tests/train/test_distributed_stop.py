@@ -56,8 +56,29 @@ train(config, data=tiny_bundle())
 """
 
 
-def torchrun(script: Path, *args: str, processes: int = 2) -> subprocess.CompletedProcess:
+# Rank 1 dies (exit 1, no checkpoint) at step 5, once; torchrun --max-restarts starts both ranks again with the
+# same command, which continues the run from its last checkpoint (step 3) as --auto-resume does.
+RESTART = """
+marker = pathlib.Path(out + ".crashed")
+batches = Distributed.batches
+def crashing(self, loader, epoch, start):
+    for index, batch in enumerate(batches(self, loader, epoch, start)):
+        if rank == "1" and epoch == 1 and index == 1 and not marker.exists():
+            marker.write_text("once")
+            os._exit(1)
+        yield batch
+Distributed.batches = crashing
+from resnets.train import has_checkpoint
+resume = has_checkpoint(out)
+config = resume_config(out) if resume else tiny_config(out, epochs=2)
+summary = train(config, data=tiny_bundle(), resume=resume)
+pathlib.Path(out + ".rank" + rank).write_text("done %d, resumed %s" % (summary["steps"], resume))
+"""
+
+
+def torchrun(script: Path, *args: str, processes: int = 2, restarts: int = 0) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes)]
+    command += ["--max-restarts", str(restarts)] if restarts else []
     command += ["--master_port", str(_free_port()), str(script), *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
 
@@ -102,3 +123,18 @@ def test_two_processes_at_batch_b_step_like_one_process_at_batch_2b(tmp_path: Pa
         torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-5)
     start = load_file(tmp_path / "one" / "checkpoints" / "step-0.safetensors")
     assert max(float((one[k] - start[k]).abs().max()) for k in one) > 1e-3  # the three steps moved the weights
+
+
+@pytest.mark.slow
+def test_torchrun_max_restarts_resumes_a_crashed_run_to_the_same_weights(tmp_path: Path) -> None:
+    script = write_script(tmp_path, RESTART)
+    crashed = tmp_path / "crashed"
+    result = torchrun(script, str(crashed), "restart", restarts=1)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "crashed.crashed").exists()  # the crash happened
+    assert [(tmp_path / f"crashed.rank{rank}").read_text() for rank in (0, 1)] == ["done 6, resumed True"] * 2
+    straight = tmp_path / "straight"
+    assert torchrun(write_script(tmp_path, STOP), str(straight), "straight").returncode == 0
+    restarted_weights = load_file(crashed / "checkpoints" / "last.safetensors")
+    straight_weights = load_file(straight / "checkpoints" / "last.safetensors")
+    assert all(torch.equal(restarted_weights[k], straight_weights[k]) for k in straight_weights)

@@ -35,6 +35,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, help="seed of the initial weights, shuffling and augmentation")
     p.add_argument("--out", metavar="RUN_DIR", help="run directory; default runs/<model>-<data>-<timestamp>")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    p.add_argument(
+        "--auto-resume",
+        action="store_true",
+        help="continue the run in --out if it has a checkpoint, else start it there: for torchrun --max-restarts "
+        "and job schedulers that rerun the same command",
+    )
     p.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
     p.add_argument("--in-channels", type=int, help="input channels the model expects (checked against the data)")
     p.add_argument("--weights", metavar="FILE", help="initial weights (.safetensors, or .pt/.pth weights only)")
@@ -174,6 +180,7 @@ def run(args: argparse.Namespace) -> int:
         TrainingInterrupted,
         apply_overrides,
         final_line,
+        has_checkpoint,
         resume_config,
         train,
     )
@@ -183,6 +190,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"{name:14s} {recipe.description}")
         return 0
     overrides, sources = sourced_overrides(args)
+    if args.auto_resume:
+        if not args.out or args.resume:
+            raise ConfigError("--auto-resume needs --out RUN_DIR (and no --resume): the run to start or continue")
+        if has_checkpoint(args.out):
+            args.resume = args.out
     if args.resume:
         if args.out and args.out != args.resume:
             raise ConfigError("--out and --resume name different directories; a resumed run stays in its directory")

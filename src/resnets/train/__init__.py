@@ -5,7 +5,7 @@
 """
 
 from resnets.train.config import TrainConfig, apply_overrides, load_config_file, parse_assignment, valid_keys
-from resnets.train.engine import final_line, resume_config, stop_step, train
+from resnets.train.engine import final_line, has_checkpoint, resume_config, stop_step, train
 from resnets.train.recipes import DEFAULT_EPOCHS, RECIPES, Recipe, get_recipe, list_recipes
 from resnets.train.schedule import LRSchedule, weighted_depth
 from resnets.train.signals import TrainingInterrupted
@@ -20,6 +20,7 @@ __all__ = [
     "apply_overrides",
     "final_line",
     "get_recipe",
+    "has_checkpoint",
     "list_recipes",
     "load_config_file",
     "parse_assignment",

@@ -67,6 +67,12 @@ def stop_step(config: TrainConfig, steps_per_epoch: int) -> int:
     return min(limits)
 
 
+def has_checkpoint(run_dir: str | Path) -> bool:
+    """Whether ``run_dir`` holds a checkpoint to continue (either generation): what --auto-resume asks."""
+    checkpoints = Path(run_dir) / "checkpoints"
+    return (checkpoints / "last.json").is_file() or (checkpoints / "previous.json").is_file()
+
+
 def resume_config(run_dir: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """The saved configuration of ``run_dir`` with ``overrides`` (e.g. a larger max_steps) applied."""
     run = RunDir(run_dir)
@@ -136,7 +142,7 @@ class Trainer:
         try:
             if resume:
                 self._restore()
-            elif (self.run_dir.checkpoints / "last.json").exists():
+            elif has_checkpoint(self.run_dir.path):
                 raise ConfigError(
                     f"{str(self.run_dir.path)!r} already holds a run; continue it with --resume "
                     f"{self.run_dir.path} or choose another --out"
