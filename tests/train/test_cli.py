@@ -129,3 +129,16 @@ def test_auto_resume_starts_a_run_then_continues_it(tmp_path, tree, capsys):
     assert [row["step"] for row in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())][-1] == 5
     assert main(["train", "--auto-resume", "--model", TINY]) == 2  # it needs the run directory
     assert "--auto-resume needs --out" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("name", "garbage"), [("metrics.jsonl", "{not json\n"), ("steps.csv", "step,lr\nx,y\n")])
+def test_a_damaged_log_stops_a_resume_with_one_line(tmp_path, tree, capsys, name, garbage):
+    run = tmp_path / "run"
+    common = ["--model", TINY, "--data", str(tree), "--batch-size", "8", "--quiet"]
+    assert main(["train", *common, "--max-steps", "3", "--out", str(run)]) == 0
+    with open(run / name, "a") as log:
+        log.write(garbage)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--max-steps", "5"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{name}' is damaged" in err and "Traceback" not in err

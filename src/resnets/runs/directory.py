@@ -95,14 +95,32 @@ class RunDir:
         path = self.path / "steps.csv"
         if not path.exists():
             return []
-        rows = list(csv.DictReader(io.StringIO(path.read_text())))
-        return [{"step": int(r["step"]), **{k: float(r[k]) for k in STEP_COLUMNS[1:]}} for r in rows]
+        try:
+            rows = list(csv.DictReader(io.StringIO(path.read_text())))
+            return [{"step": int(r["step"]), **{k: float(r[k]) for k in STEP_COLUMNS[1:]}} for r in rows]
+        except (OSError, UnicodeDecodeError, KeyError, TypeError, ValueError) as error:
+            raise _damaged(path, error) from None
 
     def read_metrics(self) -> list[dict[str, Any]]:
+        """The rows of metrics.jsonl (empty for a run that has none)."""
         path = self.path / "metrics.jsonl"
         if not path.exists():
             return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        try:
+            rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        except (OSError, UnicodeDecodeError, ValueError) as error:
+            raise _damaged(path, error) from None
+        if not all(isinstance(row, dict) and isinstance(row.get("step"), int) for row in rows):
+            raise _damaged(path, "a row is not an object with an integer step")
+        return rows
+
+
+def _damaged(path: Path, error: object) -> RunDirError:
+    """Every write of these files is atomic, so a bad one was changed by hand or by a failing disk."""
+    return RunDirError(
+        f"{str(path)!r} is damaged ({str(error).splitlines()[0] if str(error) else type(error).__name__}); restore "
+        f"it, or move it away to resume without the rows it held"
+    )
 
 
 def _finite(value: Any) -> Any:
