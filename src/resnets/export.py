@@ -6,6 +6,10 @@ fails, which the result records. TorchScript is a trace in eval mode (our models
 check while tracing). Safetensors is the weights with the run record in the file's metadata and in a JSON
 sidecar, so ``open_run`` rebuilds it, data settings included, without ``--model``.
 
+Every file is serialised in memory and then written through a temporary file in the destination folder
+that is renamed into place (:func:`write_file`): a full disk or a read-only folder is one error line and
+leaves no partial file. (TorchScript's own file writer aborts the process from C++ when the disk fills.)
+
 After writing ONNX or TorchScript the exported model is run on a random batch of a size other than the
 one traced, and compared with the PyTorch model: the maximum absolute difference is returned, and a
 difference above the tolerance (relative to the logits' scale when they exceed 1, since an untrained deep
@@ -14,6 +18,7 @@ pre-activation net can output 1e5 where float32 rounding alone differs by 0.1) i
 
 from __future__ import annotations
 
+import io
 import json
 import warnings
 from dataclasses import dataclass
@@ -23,6 +28,7 @@ import torch
 
 from resnets.errors import ResnetsError, UnknownNameError
 from resnets.inference import fold_batchnorm
+from resnets.io.atomic import atomic_write
 from resnets.models.base import SkipNetwork
 from resnets.models.profile import default_input
 from resnets.runs.open import Run, open_run
@@ -76,7 +82,10 @@ def export_model(
     path = Path(out) if out else default_output(source, record.model, format, optimize)
     if path.exists() and path.resolve() == Path(source).resolve():
         raise ResnetsError(f"--out {str(path)!r} is the file being exported; choose another path")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:  # fail before the export's seconds of work where the folder cannot even be made
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ResnetsError(f"cannot write {str(path)!r}: {error.strerror or error}") from None
     if format == "safetensors":
         return _export_safetensors(net, run, path)
     if opset is not None and format != "onnx":
@@ -125,6 +134,18 @@ def example_input(net: SkipNetwork, record: RunRecord, batch: int) -> torch.Tens
     return torch.randn((batch, *size), generator=generator)
 
 
+def write_file(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path`` and rename it into place; any OSError is one line.
+
+    On failure (no space left, a read-only folder, a directory in the way) the temporary file is removed and
+    an existing file at ``path`` is left as it was.
+    """
+    try:
+        atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+    except OSError as error:
+        raise ResnetsError(f"cannot write {str(path)!r}: {error.strerror or error}") from None
+
+
 def export_onnx(net: SkipNetwork, x: torch.Tensor, path: Path, opset: int | None) -> str:
     """Write ONNX with input "input" and output "logits", batch axis dynamic; returns the exporter used."""
     try:
@@ -136,35 +157,41 @@ def export_onnx(net: SkipNetwork, x: torch.Tensor, path: Path, opset: int | None
             "install them with: pip install 'resnets[onnx]'"
         ) from None
     names = {"input_names": ["input"], "output_names": ["logits"]}
-    try:
+    try:  # exported in memory, so that only write_file touches the disk and its errors are not "export failed"
         with torch.no_grad():
             program = torch.onnx.export(
                 net,
                 (x,),
-                str(path),
+                None,
                 dynamo=True,
                 verbose=False,
-                external_data=False,
                 dynamic_shapes=({0: torch.export.Dim("batch")},),
                 opset_version=opset,
                 **names,
             )
-        version = program.model.opset_imports.get("", opset) if program is not None else opset
-        return f"torch.onnx dynamo exporter, opset {version}"
+        data = program.model_proto.SerializeToString()  # weights inside: no external data file
+        version = program.model.opset_imports.get("", opset)
+        exporter = f"torch.onnx dynamo exporter, opset {version}"
     except Exception as error:  # noqa: BLE001 - any op the new exporter cannot translate: fall back, and say so
         failure = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # the legacy exporter's deprecation and constant-folding notices
-        torch.onnx.export(
-            net,
-            (x,),
-            str(path),
-            dynamo=False,
-            opset_version=opset or 17,
-            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-            **names,
+        buffer = io.BytesIO()
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # the legacy exporter's deprecation and constant-folding notices
+            torch.onnx.export(
+                net,
+                (x,),
+                buffer,
+                dynamo=False,
+                opset_version=opset or 17,
+                dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+                **names,
+            )
+        data = buffer.getvalue()
+        exporter = (
+            f"legacy TorchScript-based ONNX exporter, opset {opset or 17} (the dynamo exporter failed: {failure})"
         )
-    return f"legacy TorchScript-based ONNX exporter, opset {opset or 17} (the dynamo exporter failed: {failure})"
+    write_file(path, data)
+    return exporter
 
 
 def export_torchscript(net: torch.nn.Module, x: torch.Tensor, path: Path, optimize: bool = False) -> str:
@@ -176,7 +203,9 @@ def export_torchscript(net: torch.nn.Module, x: torch.Tensor, path: Path, optimi
         if optimize:
             # Frozen only: optimize_for_inference's oneDNN graph does not survive save and load (torch 2.14).
             traced = torch.jit.freeze(traced.eval())
-    traced.save(str(path))
+        buffer = io.BytesIO()
+        torch.jit.save(traced, buffer)  # in memory: the C++ file writer aborts the process when the disk fills
+    write_file(path, buffer.getvalue())
     return "torch.jit.trace, frozen" if optimize else "torch.jit.trace"
 
 
@@ -187,17 +216,17 @@ def _load_torchscript(path: Path) -> torch.nn.Module:
 
 
 def _export_safetensors(net: SkipNetwork, run: Run, path: Path) -> ExportResult:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     record = run.record.to_dict()
     weights = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     metadata = {"model": run.record.model, "format": "resnets-checkpoint-1", "record": json.dumps(record)}
-    save_file(weights, str(path), metadata=metadata)
+    write_file(path, save(weights, metadata=metadata))
     sidecar = path.with_name(path.name.removesuffix(".safetensors") + ".json")
-    sidecar.write_text(json.dumps({"source": str(run.checkpoint), "record": record}, indent=2) + "\n")
+    write_file(sidecar, (json.dumps({"source": str(run.checkpoint), "record": record}, indent=2) + "\n").encode())
     reloaded = open_run(path).model.to(memory_format=torch.contiguous_format)
     diff, scale = _compare(net, reloaded, example_input(net, run.record, CHECK_BATCH))
-    return ExportResult(path, "safetensors", "safetensors.torch.save_file", diff, scale, sidecar=sidecar)
+    return ExportResult(path, "safetensors", "safetensors.torch.save", diff, scale, sidecar=sidecar)
 
 
 def _check_onnx(path: Path, net: SkipNetwork, x: torch.Tensor) -> tuple[tuple[float | None, float | None], str]:

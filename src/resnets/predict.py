@@ -3,11 +3,16 @@
 Each image is read with Pillow, converted to the run's channel count (greyscale "L" or "RGB"), resized to
 the run's sample size, and fed through the same loader as training and evaluation (same normalisation
 with the run's statistics, same layout for image, vector and sequence models), so a prediction sees
-exactly what the model saw in training.
+exactly what the model saw in training. Only regular files are opened (a named pipe would block until
+something writes to it), and an image of more than ``MAX_PIXELS`` is refused from its header, before it is
+decoded, so that a decompression bomb costs neither time nor memory.
 """
 
 from __future__ import annotations
 
+import os
+import stat
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +26,7 @@ from resnets.inference import with_fast_model
 from resnets.runs.open import measurement_loader, open_run
 
 _MODES = {1: "L", 3: "RGB"}  # channels -> Pillow mode
+MAX_PIXELS = 64 * 2**20  # 8192 x 8192, 200 MB as RGB; a larger image is refused before it is decoded
 
 
 @dataclass(frozen=True)
@@ -36,6 +42,19 @@ class Prediction:
         return {"path": self.path, "top": top}
 
 
+def check_regular_file(path: str | Path) -> None:
+    """Refuse anything but a regular file before opening it: opening a named pipe blocks until a writer comes."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise DataError(f"image {str(path)!r} does not exist") from None
+    except OSError as error:
+        raise DataError(f"cannot read image {str(path)!r}: {error.strerror}") from None
+    if not stat.S_ISREG(mode):
+        kind = "a directory" if stat.S_ISDIR(mode) else "a named pipe" if stat.S_ISFIFO(mode) else "not a regular file"
+        raise DataError(f"image {str(path)!r} is {kind}; predict reads only regular image files")
+
+
 def read_image(path: str | Path, channels: int, size: tuple[int, int]) -> torch.Tensor:
     """One image as uint8 (C, H, W) with ``channels`` channels, resized to ``size`` = (height, width)."""
     from PIL import Image, UnidentifiedImageError
@@ -45,12 +64,23 @@ def read_image(path: str | Path, channels: int, size: tuple[int, int]) -> torch.
             f"the model takes {channels}-channel images; predict reads only 1-channel (greyscale) "
             "or 3-channel (RGB) images"
         )
+    check_regular_file(path)
     try:
-        with Image.open(path) as image:
-            image.load()
-            image = image.convert(_MODES[channels])
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # refused below, not just logged
+            with Image.open(path) as image:
+                width, height = image.size  # from the header: nothing is decoded yet
+                if width * height > MAX_PIXELS:
+                    raise Image.DecompressionBombError(f"{width}x{height} pixels")
+                image.load()
+                image = image.convert(_MODES[channels])
     except FileNotFoundError:
         raise DataError(f"image {str(path)!r} does not exist") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise DataError(
+            f"image {str(path)!r} is too large to decode ({error}; at most {MAX_PIXELS:,} pixels are read); "
+            "it may be a decompression bomb, or shrink it first"
+        ) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
         raise DataError(
             f"cannot read image {str(path)!r}: {error}; expected a PNG, JPEG or other image Pillow can open"

@@ -71,7 +71,7 @@ def test_corrupt_images_are_logged_skipped_counted(tmp_path: Path, caplog: pytes
 
 
 def test_too_many_corrupt_images_fail(tmp_path: Path) -> None:
-    write_image_tree(tmp_path / "d", {"a": 2})
+    write_image_tree(tmp_path / "d", {"a": 1, "b": 1})
     for i in range(3):
         (tmp_path / "d" / "a" / f"bad{i}.png").write_bytes(b"nope")
     with pytest.raises(DataError, match=r"3 of 5 images .* \(more than the 2 tolerated"):
@@ -80,7 +80,7 @@ def test_too_many_corrupt_images_fail(tmp_path: Path) -> None:
 
 
 def test_empty_class_folder_is_named(tmp_path: Path) -> None:
-    write_image_tree(tmp_path / "d", {"a": 2})
+    write_image_tree(tmp_path / "d", {"a": 1, "b": 1})
     (tmp_path / "d" / "empty").mkdir()
     (tmp_path / "d" / "empty" / "notes.txt").write_text("no images here")
     with pytest.raises(DataError, match=r"class folder .*empty holds no images"):

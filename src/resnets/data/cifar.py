@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from resnets.data.dataset import ArrayDataset
+from resnets.data.dataset import ArrayDataset, reading
 from resnets.errors import DataError
 
 try:  # numpy >= 2 renamed numpy.core to numpy._core; files written by either name the old one
@@ -82,7 +82,8 @@ class _Source:
                 self._tar = tarfile.open(path, "r:*")  # noqa: SIM115 - held open for reads, closed by close()
             except (tarfile.TarError, OSError) as err:
                 raise DataError(f"{path} is not a readable tar archive: {err}") from err
-            self._members = {Path(m.name).name: m for m in self._tar.getmembers() if m.isfile()}
+            with reading(path, "tar archive"):  # listing members decompresses the whole stream
+                self._members = {Path(m.name).name: m for m in self._tar.getmembers() if m.isfile()}
 
     def has(self, name: str) -> bool:
         return name in self._members if self._tar else (self.path / name).is_file()
@@ -90,9 +91,10 @@ class _Source:
     def read(self, name: str) -> bytes:
         if self._tar is None:
             return (self.path / name).read_bytes()
-        handle = self._tar.extractfile(self._members[name])
-        assert handle is not None  # members are regular files
-        return handle.read()
+        with reading(self.path, "tar archive"):
+            handle = self._tar.extractfile(self._members[name])
+            assert handle is not None  # members are regular files
+            return handle.read()
 
     def close(self) -> None:
         if self._tar is not None:

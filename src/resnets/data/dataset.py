@@ -6,7 +6,12 @@ pipeline runs while a model trains. Vectors are ``float32`` (N, D). Targets are 
 
 from __future__ import annotations
 
+import tarfile
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -14,6 +19,26 @@ from resnets.errors import ConfigError, DataError
 
 KINDS = ("image", "vector")
 HOLDOUT_FRACTION = 0.2  # of a data set that comes without a test split (a CSV, an npz of x/y, a single tree)
+# What reading a damaged compressed file raises: a bad gzip header is gzip.BadGzipFile (an OSError without
+# errno), a stream cut short EOFError, damaged deflate data zlib.error, a bad tar header tarfile.TarError.
+READ_ERRORS = (OSError, EOFError, zlib.error, tarfile.TarError)
+
+
+@contextmanager
+def reading(path: Path | str, what: str) -> Iterator[None]:
+    """Turn the errors of reading ``path`` (a ``what``: "gzip file", "tar archive") into one DataError.
+
+    Decompression errors surface wherever a stream is consumed (opening, listing members, reading one), so
+    every reader of a compressed file runs inside this block rather than catching them piecemeal.
+    """
+    try:
+        yield
+    except READ_ERRORS as err:
+        if isinstance(err, OSError) and err.errno is not None:  # the system's: permissions, a vanished file
+            raise DataError(f"cannot read {path}: {err.strerror}") from err
+        raise DataError(
+            f"{path} is a damaged or truncated {what} ({err or type(err).__name__}); download or copy it again"
+        ) from err
 
 
 @dataclass
@@ -152,6 +177,12 @@ def make_bundle(
             raise DataError(
                 f"{name}: {split_name} labels range over [{low}, {high}] but there are {len(classes)} classes"
             )
+    present = train.targets.unique()
+    if present.numel() == 1:  # every prediction is right, so "100% accuracy" would mean nothing
+        raise DataError(
+            f"{name}: the training data holds only class {classes[int(present[0])]!r}; "
+            "a classifier needs samples of at least 2 classes"
+        )
     if test is None and test_fraction and len(train) >= 2:
         # no test split given: hold out a seeded fifth, so that every run reports an error on unseen data
         train, test = split_validation(train, val_fraction=test_fraction, seed=seed)

@@ -15,7 +15,7 @@ import zipfile
 from pathlib import Path
 
 from resnets.data import cifar, idx, image_folder, tabular
-from resnets.data.dataset import HOLDOUT_FRACTION, DataBundle, make_bundle
+from resnets.data.dataset import HOLDOUT_FRACTION, DataBundle, make_bundle, reading
 from resnets.errors import DataError
 
 DATASET_NAMES = ("fashion-mnist", "mnist", "cifar10", "cifar100")
@@ -33,11 +33,8 @@ def _head(path: Path, size: int = 512) -> bytes:
     with path.open("rb") as handle:
         raw = handle.read(size)
     if raw[:2] == idx.GZIP_MAGIC:
-        try:
-            with gzip.open(path, "rb") as handle:
-                return handle.read(size)
-        except (OSError, EOFError):
-            return raw
+        with reading(path, "gzip file"), gzip.open(path, "rb") as handle:
+            return handle.read(size)
     return raw
 
 
@@ -52,7 +49,7 @@ def _looks_like_csv(path: Path) -> bool:
 
 def _sniff_tar(path: Path, limit: int = 200) -> str | None:
     """The format inside a tar archive, from its first members only (reading all of a big .tar.gz is slow)."""
-    with tarfile.open(path, "r:*") as archive:
+    with reading(path, "tar archive"), tarfile.open(path, "r:*") as archive:
         for count, member in enumerate(archive):
             base = Path(member.name).name
             if member.isfile() and (base == "batches.meta" or base.startswith("data_batch_")):
@@ -84,7 +81,9 @@ def detect_format(path: Path) -> tuple[str, Path]:
             return "npz", path
         if head[:1] == b"\x80" and cifar.cifar_variant(path.parent):  # one pickled batch: load its folder
             return cifar.cifar_variant(path.parent) or "", path.parent
-        if tarfile.is_tarfile(path):
+        with reading(path, "tar archive"):  # a damaged gzip stream raises more than TarError here
+            is_tar = tarfile.is_tarfile(path)
+        if is_tar:
             fmt = _sniff_tar(path)
             if fmt:
                 return fmt, path

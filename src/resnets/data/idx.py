@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from resnets.data.dataset import ArrayDataset
+from resnets.data.dataset import ArrayDataset, reading
 from resnets.errors import DataError
 
 FASHION_MNIST_CLASSES = [
@@ -39,11 +39,9 @@ GZIP_MAGIC = b"\x1f\x8b"
 
 def read_bytes(path: Path) -> bytes:
     """The file's contents, decompressed when it starts with the gzip magic bytes."""
-    try:
+    with reading(path, "gzip file"):
         raw = path.read_bytes()
         return gzip.decompress(raw) if raw[:2] == GZIP_MAGIC else raw
-    except (OSError, EOFError) as err:
-        raise DataError(f"cannot read {path}: {err}") from err
 
 
 def is_idx_header(head: bytes) -> bool:

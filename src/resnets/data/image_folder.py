@@ -26,7 +26,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from resnets.data import cache
-from resnets.data.dataset import ArrayDataset
+from resnets.data.dataset import ArrayDataset, reading
 from resnets.errors import DataError
 
 log = logging.getLogger("resnets.data")
@@ -165,6 +165,7 @@ def _decode_files(
     stray = sorted({f.label for f in files} - set(classes))
     if stray:
         raise DataError(f"{where}: test classes {', '.join(stray)} have no training folder; add or remove them")
+    _check_split_sizes(good, where)
     pixels = _stack([r for _, r in good], where)
     out: dict = {"classes": classes, "skipped": len(bad), "bad": [s for s, _ in bad[:3]]}
     for split in SPLITS:
@@ -175,6 +176,17 @@ def _decode_files(
     if "x_train" not in out:
         raise DataError(f"no readable training images in {where}")
     return out
+
+
+def _check_split_sizes(good: list[tuple[ImageFile, np.ndarray]], where: str) -> None:
+    """Refuse test images of another size than the training images, naming both sizes."""
+    sizes = {split: {r.shape[:2] for f, r in good if f.split == split} for split in SPLITS}
+    if len(sizes["train"]) == 1 and len(sizes["test"]) == 1 and sizes["train"] != sizes["test"]:
+        (train_h, train_w), (test_h, test_w) = sizes["train"].pop(), sizes["test"].pop()
+        raise DataError(
+            f"{where}: training images are {train_h}x{train_w} but test images are {test_h}x{test_w} (HxW); "
+            "a model sees one size, so resize them to match or pass image_size=(H, W)"
+        )
 
 
 def check_bad_count(bad: int, total: int, max_bad: int | None, where: str, examples: Sequence[str] = ()) -> None:
@@ -231,16 +243,17 @@ def _decode_tree(
                 archive = tarfile.open(root, "r:*")  # noqa: SIM115 - closed in the finally below
             except (tarfile.TarError, OSError) as err:
                 raise DataError(f"{root} is not a readable tar archive of an image tree: {err}") from err
-            files = scan_archive(archive)
+            with reading(root, "tar archive"):
+                files = scan_archive(archive)
         if not files:
             raise DataError(f"no images found in {root}; expected [train|test/]CLASS/*.png|jpg|jpeg|bmp|webp")
-        return _decode_files(files, _reader(archive), image_size, max_bad_files, str(root)), len(files)
+        return _decode_files(files, _reader(archive, root), image_size, max_bad_files, str(root)), len(files)
     finally:
         if archive is not None:
             archive.close()
 
 
-def _reader(archive: tarfile.TarFile | None):
+def _reader(archive: tarfile.TarFile | None, root: Path):
     """Sources to decode: paths for a folder (read by the workers), bytes for an archive (read here, in order)."""
     if archive is None:
         return lambda files: [f.source for f in files]
@@ -248,10 +261,11 @@ def _reader(archive: tarfile.TarFile | None):
     def read(files: list[ImageFile]) -> list[bytes]:
         wanted = {f.source for f in files}
         blobs = {}
-        for member in archive:  # one sequential pass over the compressed stream
-            if member.name in wanted:
-                handle = archive.extractfile(member)
-                blobs[member.name] = handle.read() if handle else b""
+        with reading(root, "tar archive"):
+            for member in archive:  # one sequential pass over the compressed stream
+                if member.name in wanted:
+                    handle = archive.extractfile(member)
+                    blobs[member.name] = handle.read() if handle else b""
         return [blobs[f.source] for f in files]
 
     return read

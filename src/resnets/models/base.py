@@ -113,6 +113,7 @@ class SkipNetwork(nn.Module):
     num_classes: int
     num_features: int
     grad_checkpointing: bool = False  # see set_grad_checkpointing
+    min_input_size: int = 1  # smallest image height and width the trunk accepts (fixed-size pools need more)
 
     @classmethod
     def check_config(cls, config: Any) -> None:
@@ -171,6 +172,12 @@ class SkipNetwork(nn.Module):
                 f"{type(self).__name__} expects input of shape {self.expected_input_shape()}, "
                 f"got {tuple(x.shape)}; build the model with in_channels={x.shape[1] if x.dim() > 1 else '?'} "
                 f"or convert the data"
+            )
+        if self.input_kind == "image" and min(x.shape[-2:]) < self.min_input_size:
+            raise InputShapeError(
+                f"{type(self).__name__} needs images of at least {self.min_input_size}x{self.min_input_size} "
+                f"pixels (its poolings shrink smaller ones to nothing), got {x.shape[-2]}x{x.shape[-1]}; "
+                "resize the images or choose a model made for small inputs"
             )
 
 

@@ -99,6 +99,7 @@ class DenseNet(SkipNetwork):
         self.features.add_module("norm5", norm(channels))
 
         self.num_features = channels
+        self.min_input_size = min_input_size(config)
         self.classifier = make_classifier(channels, num_classes)
         self._init_weights()
 
@@ -128,6 +129,17 @@ class DenseNet(SkipNetwork):
             for stage, block_name in enumerate(self.block_names, start=1)
             for layer_name, layer in getattr(self.features, block_name).items()
         ]
+
+
+def min_input_size(config: DenseNetConfig) -> int:
+    """The smallest height (and width) whose feature map survives every transition's 2x2/2 average pool.
+
+    Each transition floors h/2, so the map entering the first needs h >= 2^transitions. The ImageNet stem
+    (7x7/2 conv, 3x3/2 max-pool, both padded) turns s into ceil(s/4), so it needs s >= 4 (2^t - 1) + 1:
+    29 for DenseNet-121, which is why 28x28 Fashion-MNIST is too small for it.
+    """
+    after_stem = 2 ** (len(config.block_config) - 1)
+    return 4 * (after_stem - 1) + 1 if config.stem == "imagenet" else after_stem
 
 
 def densenet_bc_cifar(depth: int, growth_rate: int) -> DenseNetConfig:
