@@ -142,3 +142,17 @@ def test_a_damaged_log_stops_a_resume_with_one_line(tmp_path, tree, capsys, name
     assert main(["train", "--resume", str(run), "--max-steps", "5"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"{name}' is damaged" in err and "Traceback" not in err
+
+
+def test_a_run_with_a_relative_data_path_resumes_from_anywhere(tmp_path, tree, monkeypatch, capsys):
+    monkeypatch.chdir(tree.parent)
+    common = ["--model", TINY, "--batch-size", "8", "--quiet"]
+    assert main(["train", *common, "--data", "tree", "--max-steps", "2", "--out", "run"]) == 0
+    recorded = json.loads((tree.parent / "run" / "config.json").read_text())
+    assert recorded["data"]["spec"] == str(tree.resolve())  # recorded resolved, not as typed
+    monkeypatch.chdir(tmp_path.parent)  # elsewhere, where "tree" means nothing
+    run = str(tree.parent / "run")
+    assert main(["train", "--resume", run, "--max-steps", "3", "--quiet"]) == 0
+    # the same folder named another way is the same data, not a change of data
+    assert main(["train", "--resume", run, "--max-steps", "4", "--data", str(tree), "--quiet"]) == 0
+    assert json.loads((tree.parent / "run" / "summary.json").read_text())["steps"] == 4

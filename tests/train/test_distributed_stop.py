@@ -12,6 +12,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from resnets.errors import ConfigError
+from resnets.train import resume_config, train
+from tests.train.conftest import tiny_bundle
 from tests.train.test_distributed import _free_port
 
 PRELUDE = """
@@ -101,6 +104,8 @@ def test_a_signal_to_one_rank_stops_every_rank_cleanly_and_the_run_resumes_bit_f
     assert outcomes[1].startswith("stopped stopped by signal 15 at step 4;"), outcomes
     assert torch.load(stopped / "checkpoints" / "last.state.pt", weights_only=True)["step"] == 4
 
+    with pytest.raises(ConfigError, match="trained by 2 process\\(es\\) and is resumed by 1"):
+        train(resume_config(stopped), data=tiny_bundle(), resume=True)  # half the global batch: refused
     resumed = torchrun(script, str(stopped), "resume")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert [(tmp_path / f"stopped.rank{rank}").read_text() for rank in (0, 1)] == ["done 6", "done 6"]

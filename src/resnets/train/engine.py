@@ -36,7 +36,7 @@ from resnets.train.distributed import Distributed
 from resnets.train.optim import make_optimizer
 from resnets.train.progress import Progress
 from resnets.train.schedule import LRSchedule, weighted_depth
-from resnets.train.session import Session
+from resnets.train.session import Session, resolved_path
 from resnets.train.signals import StopRequests, TrainingInterrupted
 from resnets.train.state import TrainState, rng_state, set_rng_state
 from resnets.train.tensorboard import TensorBoard
@@ -88,9 +88,12 @@ def resume_config(run_dir: str | Path, overrides: dict[str, Any] | None = None) 
     overrides.pop("recipe", None)
     for key in FROZEN_ON_RESUME:
         old = getattr(config.recipe, key) if key in RECIPE_KEYS_FROZEN else getattr(config, key)
-        if key in overrides and overrides[key] is not None and overrides[key] != old:
+        given = overrides.get(key)
+        if key in ("data", "data_dir") and given is not None:
+            given, old = resolved_path(str(given)), resolved_path(old)  # the same folder, however it is named
+        if given is not None and given != old:
             raise ConfigError(
-                f"cannot change {key} when resuming {str(run.path)!r} (saved {old!r}, given {overrides[key]!r}); "
+                f"cannot change {key} when resuming {str(run.path)!r} (saved {old!r}, given {given!r}); "
                 f"start a new run with --out instead"
             )
         overrides.pop(key, None)
@@ -178,6 +181,13 @@ class Trainer:
         self.schedule.load_state_dict(saved["schedule"])
         if "scaler" in saved and self.precision.needs_scaler:
             self.scaler.load_state_dict(saved["scaler"])
+        saved_world = saved.get("world_size")  # None in checkpoints older than this check
+        if saved_world is not None and saved_world != self.dist.world_size:
+            raise ConfigError(
+                f"{str(self.run_dir.path)!r} was trained by {saved_world} process(es) and is resumed by "
+                f"{self.dist.world_size}: the global batch (and so the run) would change; resume it with "
+                f"torchrun --nproc_per_node {saved_world}" + (" (or without torchrun)" if saved_world == 1 else "")
+            )
         self.state = state = TrainState(**saved["train"])
         set_rng_state(saved["rng"])
         # Rows after the checkpoint (a kill between two writes) and a partial epoch's row go: they are redone.
@@ -419,6 +429,7 @@ class Trainer:
             "step": state.step,
             "epoch": state.epoch,
             "batch": state.batch,
+            "world_size": self.dist.world_size,  # the global batch is the recipe's times this
         }
         if self.precision.needs_scaler:
             payload["scaler"] = self.scaler.state_dict()

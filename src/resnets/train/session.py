@@ -8,6 +8,7 @@ measured the same way during and after the run.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -99,11 +100,19 @@ class Session:
         return cls(bundle, model, record, train_loader, eval_loader(bundle.test), eval_loader(bundle.val))
 
 
+def resolved_path(spec: str | None) -> str | None:
+    """An existing path made absolute, so a run recorded with a relative --data resumes from anywhere;
+    a data set's name (``fashion-mnist``) stays as it is."""
+    if spec is None or not Path(spec).exists():
+        return spec
+    return str(Path(spec).resolve())
+
+
 def make_record(config: TrainConfig, bundle: Any, layout: str, in_channels: int, precision: Precision) -> RunRecord:
     """The run record (config.json) of a run with this config, data and precision."""
     has_val = bundle.val is not None and len(bundle.val) > 0
     data = DataRecord(
-        spec=str(config.data),
+        spec=resolved_path(str(config.data)),
         name=bundle.name,
         kind=bundle.kind,
         classes=[str(c) for c in bundle.classes],
@@ -112,7 +121,7 @@ def make_record(config: TrainConfig, bundle: Any, layout: str, in_channels: int,
         sample_shape=list(bundle.sample_shape),
         layout=layout,
         flip=bool(bundle.flip),
-        data_dir=config.data_dir,
+        data_dir=resolved_path(config.data_dir),
         val_size=config.val_size,
         val_fraction=config.val_fraction,
         image_size=config.image_size,
@@ -124,6 +133,8 @@ def make_record(config: TrainConfig, bundle: Any, layout: str, in_channels: int,
     )
     resolved = {
         **config.to_dict(),
+        "data": resolved_path(str(config.data)),  # resumable from any working directory
+        "data_dir": resolved_path(config.data_dir),
         "device": str(precision.device),
         "amp": precision.amp,
         "channels_last": precision.channels_last,
