@@ -36,6 +36,7 @@ from resnets.runs.record import RunRecord
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "safetensors": ".safetensors"}
 TOLERANCE = 1e-4  # max |exported - PyTorch| on logits, times max(1, max |logits|): float32 reordering gives ~1e-6
+MIN_OPSET = 7  # the oldest ONNX opset the exporters write (the dynamo one converts to those below 18)
 TRACE_BATCH, CHECK_BATCH = 2, 3  # different sizes, so the check also proves the batch axis is dynamic
 
 
@@ -76,6 +77,10 @@ def export_model(
             "--optimize applies to onnx and torchscript: a folded model no longer has the state-dict keys "
             "that safetensors files carry; leave it out, or choose --format torchscript"
         )
+    if opset is not None and format != "onnx":
+        raise ResnetsError(f"--opset applies to ONNX only, not {format}")
+    if opset is not None and opset < MIN_OPSET:
+        raise ResnetsError(f"--opset must be at least {MIN_OPSET} (an ONNX opset version), got {opset}")
     run = open_run(source, model=model, checkpoint=checkpoint)
     net = run.model.float().to(memory_format=torch.contiguous_format).eval()
     record = run.record
@@ -88,8 +93,6 @@ def export_model(
         raise ResnetsError(f"cannot write {str(path)!r}: {error.strerror or error}") from None
     if format == "safetensors":
         return _export_safetensors(net, run, path)
-    if opset is not None and format != "onnx":
-        raise ResnetsError(f"--opset applies to ONNX only, not {format}")
     x = example_input(net, record, TRACE_BATCH)
     check = example_input(net, record, CHECK_BATCH)
     exported, note = net, ""
@@ -175,17 +178,23 @@ def export_onnx(net: SkipNetwork, x: torch.Tensor, path: Path, opset: int | None
     except Exception as error:  # noqa: BLE001 - any op the new exporter cannot translate: fall back, and say so
         failure = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
         buffer = io.BytesIO()
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")  # the legacy exporter's deprecation and constant-folding notices
-            torch.onnx.export(
-                net,
-                (x,),
-                buffer,
-                dynamo=False,
-                opset_version=opset or 17,
-                dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-                **names,
-            )
+        try:
+            with warnings.catch_warnings(), torch.no_grad():
+                warnings.simplefilter("ignore")  # the legacy exporter's deprecation and constant-folding notices
+                torch.onnx.export(
+                    net,
+                    (x,),
+                    buffer,
+                    dynamo=False,
+                    opset_version=opset or 17,
+                    dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+                    **names,
+                )
+        except Exception as legacy:  # noqa: BLE001 - both exporters failed: say why, in one line
+            raise ResnetsError(
+                f"neither ONNX exporter could write this model (dynamo: {failure}; legacy: "
+                f"{type(legacy).__name__}: {str(legacy).splitlines()[0] if str(legacy) else ''}); try another --opset"
+            ) from None
         data = buffer.getvalue()
         exporter = (
             f"legacy TorchScript-based ONNX exporter, opset {opset or 17} (the dynamo exporter failed: {failure})"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from resnets.errors import UnknownNameError
 from resnets.models.profile import build_meta, count_macs, count_parameters, default_input, format_count, summarize
 from resnets.models.registry import get_model_entry, list_models
 
@@ -38,6 +39,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_models(args: argparse.Namespace) -> int:
+    families = sorted({get_model_entry(n).family for n in list_models()})
+    if args.family and args.family not in families:
+        raise UnknownNameError("model family", args.family, families)
     names = [n for n in list_models(args.pattern) if not args.family or get_model_entry(n).family == args.family]
     if not names:
         print(f"no model matches {args.pattern!r}" + (f" in family {args.family!r}" if args.family else ""))
