@@ -220,3 +220,18 @@ def test_export_into_a_read_only_folder(run_dir: Path, tmp_path: Path, capsys: p
     finally:
         folder.chmod(0o700)
         shutil.rmtree(folder)
+
+
+def test_a_failed_cache_write_leaves_no_staging_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    import numpy as np
+
+    from resnets.data import cache
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cache.np, "save", full)
+    cache.store_entry(tmp_path, "images", "k" * 32, {"x": np.zeros(3)}, {})
+    assert list((tmp_path / "images").iterdir()) == []  # neither the entry nor its staging folder

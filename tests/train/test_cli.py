@@ -156,3 +156,26 @@ def test_a_run_with_a_relative_data_path_resumes_from_anywhere(tmp_path, tree, m
     # the same folder named another way is the same data, not a change of data
     assert main(["train", "--resume", run, "--max-steps", "4", "--data", str(tree), "--quiet"]) == 0
     assert json.loads((tree.parent / "run" / "summary.json").read_text())["steps"] == 4
+
+
+def test_a_full_disk_mid_run_is_one_line_and_keeps_the_last_checkpoint(tmp_path, tree, capsys, monkeypatch):
+    import errno
+
+    from resnets.runs import checkpoint
+
+    run = tmp_path / "run"
+    common = ["--model", TINY, "--data", str(tree), "--batch-size", "8", "--quiet"]
+    assert main(["train", *common, "--epochs", "1", "--out", str(run)]) == 0  # 6 steps, saved at step 6
+    saved = load_file(run / "checkpoints" / "last.safetensors")
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint, "save_file", full)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--epochs", "2", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "No space left on device" in err and "step 6 is kept" in err
+    kept = load_file(run / "checkpoints" / "last.safetensors")
+    assert all(torch.equal(kept[k], saved[k]) for k in saved)
+    assert not list((run / "checkpoints").glob(".*.staged"))

@@ -48,6 +48,7 @@ def load_entry(root: Path, kind: str, key: str) -> tuple[dict[str, np.ndarray], 
 def store_entry(root: Path, kind: str, key: str, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
     """Write an entry atomically; a failure (read-only home, full disk) is logged and otherwise ignored."""
     target = root / kind / key
+    staging: Path | None = None
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=target.parent))
@@ -59,3 +60,5 @@ def store_entry(root: Path, kind: str, key: str, arrays: dict[str, np.ndarray], 
         staging.rename(target)
     except OSError as err:
         log.warning("could not write the data cache in %s (%s); the next run decodes again", target, err)
+        if staging is not None:  # a half-written entry would otherwise stay behind as an orphan folder
+            shutil.rmtree(staging, ignore_errors=True)

@@ -10,6 +10,8 @@ import json
 import math
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from resnets.device import resolve_device, resolve_precision
-from resnets.errors import ConfigError, ResnetsError, TrainingDivergedError
+from resnets.errors import ConfigError, ResnetsError, RunDirError, TrainingDivergedError
 from resnets.inference import with_fast_model
 from resnets.metrics import evaluate
 from resnets.runs.checkpoint import restore_checkpoint, save_checkpoint, save_snapshot
@@ -397,11 +399,12 @@ class Trainer:
         if best:
             state.best_error, state.best_epoch = selection, epoch
         if self.dist.is_main:
-            self.run_dir.write_metrics(self.rows)
-            self.progress.write_epoch(row)
-            if self.board is not None:
-                self.board.write(row)
-            _plot(self.run_dir, self.rows)
+            with _writing(self.run_dir, "the metrics and curves"):
+                self.run_dir.write_metrics(self.rows)
+                self.progress.write_epoch(row)
+                if self.board is not None:
+                    self.board.write(row)
+                _plot(self.run_dir, self.rows)
         self._save(best=best)
 
     def _measure(self, loader: Any) -> tuple[float, float]:
@@ -433,8 +436,27 @@ class Trainer:
         }
         if self.precision.needs_scaler:
             payload["scaler"] = self.scaler.state_dict()
-        self.run_dir.write_steps(self.steps)  # before the checkpoint: a resume drops rows past its step
-        save_checkpoint(self.run_dir.checkpoints, self.dist.unwrap(self.model), self.config.model, payload, best=best)
+        with _writing(self.run_dir, f"the checkpoint of step {state.step}"):
+            self.run_dir.write_steps(self.steps)  # before the checkpoint: a resume drops rows past its step
+            model = self.dist.unwrap(self.model)
+            save_checkpoint(self.run_dir.checkpoints, model, self.config.model, payload, best=best)
+
+
+@contextmanager
+def _writing(run: RunDir, what: str) -> Iterator[None]:
+    """A full disk or a read-only folder mid-run: one line saying what is kept and how to go on."""
+    try:
+        yield
+    except OSError as error:
+        try:
+            saved = _saved_step(run)
+        except (OSError, ValueError, KeyError):
+            saved = None
+        kept = f"the checkpoint of step {saved} is kept" if saved is not None else "no checkpoint was saved yet"
+        raise RunDirError(
+            f"cannot write {what} in {str(run.path)!r}: {error.strerror or error}; {kept}; free space or make the "
+            f"folder writable, then continue with `resnets train --resume {run.path}`"
+        ) from None
 
 
 def _saved_step(run: RunDir) -> int | None:
