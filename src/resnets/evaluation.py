@@ -103,7 +103,12 @@ def write_eval_report(result: EvalResult, described: dict[str, Any], out_dir: st
     except OSError as error:
         raise ConfigError(f"cannot create eval's output folder {str(out)!r} ({error.strerror}); give --out") from None
     json_path, png_path = (out / name for name in REPORT_FILES)
-    atomic_write_text(json_path, json.dumps({**result.to_dict(), **described}, indent=2) + "\n")
     title = f"{described.get('model', 'model')} on {described.get('data', 'data')} ({described.get('split', '')})"
-    atomic_write(png_path, lambda tmp: plot_confusion(result.confusion, result.classes, Path(tmp), title=title))
+    try:
+        atomic_write_text(json_path, json.dumps({**result.to_dict(), **described}, indent=2) + "\n")
+        atomic_write(png_path, lambda tmp: plot_confusion(result.confusion, result.classes, Path(tmp), title=title))
+    except OSError as error:  # a full disk or a read-only folder: the atomic writer left no partial file
+        raise ConfigError(
+            f"cannot write eval's report into {str(out)!r} ({error.strerror or error}); give --out"
+        ) from None
     return {"json": json_path, "png": png_path}

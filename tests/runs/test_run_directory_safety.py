@@ -179,3 +179,18 @@ def test_eval_refuses_a_symlinked_report_and_writes_nothing_outside(
     assert main(["eval", str(run_dir)]) == 2
     assert "symlink" in _one_error_line(capsys)
     assert _contents(outside) == before
+
+
+def test_eval_on_a_full_disk_is_one_line_and_leaves_no_partial_report(run_dir, capsys, monkeypatch) -> None:
+    import errno
+
+    from resnets.io import atomic
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(atomic.os, "replace", full)
+    assert main(["eval", str(run_dir)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "No space left on device" in err
+    assert not (run_dir / "eval-test").exists() or not list((run_dir / "eval-test").iterdir())
