@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from resnets.errors import ResnetsError, UnknownNameError
-from resnets.inference import fold_batchnorm
+from resnets.inference import agreement, fold_batchnorm
 from resnets.io.atomic import atomic_write
 from resnets.models.base import SkipNetwork
 from resnets.models.profile import default_input
@@ -106,7 +106,8 @@ def export_model(
     else:
         exporter = export_torchscript(exported, x, path, optimize=optimize)
         with torch.jit.optimized_execution(False):  # the graph as saved, without seconds of JIT fusion first
-            diff, scale = _compare(net, _load_torchscript(path), check)
+            check_result = agreement(net, _load_torchscript(path), check)
+            diff, scale = check_result.max_abs_diff, check_result.max_abs_logit
     if diff is not None and not diff <= tolerance * max(1.0, scale):
         raise ResnetsError(
             f"the exported {format} model differs from the PyTorch model by {diff:.3g} on logits up "
@@ -234,8 +235,10 @@ def _export_safetensors(net: SkipNetwork, run: Run, path: Path) -> ExportResult:
     sidecar = path.with_name(path.name.removesuffix(".safetensors") + ".json")
     write_file(sidecar, (json.dumps({"source": str(run.checkpoint), "record": record}, indent=2) + "\n").encode())
     reloaded = open_run(path).model.to(memory_format=torch.contiguous_format)
-    diff, scale = _compare(net, reloaded, example_input(net, run.record, CHECK_BATCH))
-    return ExportResult(path, "safetensors", "safetensors.torch.save", diff, scale, sidecar=sidecar)
+    check = agreement(net, reloaded, example_input(net, run.record, CHECK_BATCH))
+    return ExportResult(
+        path, "safetensors", "safetensors.torch.save", check.max_abs_diff, check.max_abs_logit, sidecar=sidecar
+    )
 
 
 def _check_onnx(path: Path, net: SkipNetwork, x: torch.Tensor) -> tuple[tuple[float | None, float | None], str]:
@@ -248,10 +251,3 @@ def _check_onnx(path: Path, net: SkipNetwork, x: torch.Tensor) -> tuple[tuple[fl
     with torch.no_grad():
         expected = net(x)
     return (float((torch.from_numpy(output) - expected).abs().max()), float(expected.abs().max())), ""
-
-
-@torch.no_grad()
-def _compare(net: torch.nn.Module, other: torch.nn.Module, x: torch.Tensor) -> tuple[float, float]:
-    """(max |other - net|, max |net|) on ``x``."""
-    expected = net(x)
-    return float((other(x) - expected).abs().max()), float(expected.abs().max())

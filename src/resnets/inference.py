@@ -10,8 +10,9 @@ Each step is a switch, measured by ``resnets bench`` (the README lists what each
 - **channels_last**, the layout oneDNN and cuDNN convolutions run natively.
 - **bf16 autocast** where the run trained with it (hardware with native bf16; see ``resnets.device``).
 - **torch.compile with freezing**: the weights become constants, inductor fuses conv + bias + ReLU + add and
-  prepacks the weights for oneDNN. It costs 10-20 s once on a CPU, so ``compile=None`` ("auto") compiles only
-  jobs big enough to win that back (:data:`AUTO_COMPILE_FLOPS`) and only where a C++ compiler is installed.
+  prepacks the weights for oneDNN. It costs 3-13 s once on a CPU for 10-15% over the folded eager model
+  (``resnets bench``), so ``compile=None`` ("auto") compiles only jobs big enough to win that back
+  (:data:`AUTO_COMPILE_FLOPS`) and only where a C++ compiler is installed.
 
 The original model is never modified: the fast model is a copy, in eval mode, for inference only.
 """
@@ -35,9 +36,10 @@ from torch.utils._pytree import tree_leaves
 from resnets.device import Precision
 from resnets.errors import ConfigError
 
-#: Auto mode compiles a job of at least this many FLOPs (2 x MACs x images): about a minute of eager work
-#: on a 2-core CPU, against 10-20 s of compilation that then runs 1.5-2.5x faster (measured by resnets bench).
-AUTO_COMPILE_FLOPS = 5e12
+#: Auto mode compiles a job of at least this many FLOPs (2 x MACs x images): about three minutes of eager work
+#: on a 2-core CPU (~170 GFLOP/s), where compiling (3-13 s) then running 10-15% faster (resnets bench, resnet50
+#: and resnet56 against the folded eager model) wins its cost back.
+AUTO_COMPILE_FLOPS = 3e13
 
 #: The folded copy must reproduce the original's logits to this, times max(1, max |logits|) (float rounding).
 FOLD_TOLERANCE = 1e-3
@@ -146,27 +148,42 @@ def fold_batchnorm(model: nn.Module, example: torch.Tensor) -> tuple[nn.Module, 
     bypasses torch functions), the folded copy is checked against the original on ``example``; where it
     disagrees, the pairs are halved until the ones that change the output are found and left unfolded.
     """
-    model = copy.deepcopy(model).eval()  # the caller's model keeps its mode (training evaluates mid-run)
-    pairs = find_norm_pairs(model, example)
+    was_training = model.training
+    model.eval()  # the reference for the check; the caller's mode comes back (training evaluates mid-run)
+    try:
+        pairs = find_norm_pairs(model, example)
+        folded = _folded_copy(model, pairs)
+        if not pairs or _exact(model, folded, example):
+            return folded, len(pairs)
+        kept = _pairs_that_keep_outputs(model, pairs, example)
+        folded = _folded_copy(model, kept)
+        if kept and not _exact(model, folded, example):  # halves that pass alone but not together
+            kept, folded = [], _folded_copy(model, [])
+        return folded, len(kept)
+    finally:
+        model.train(was_training)
 
-    def exact(subset: list[tuple[str, str]]) -> bool:
-        return agreement(model, _folded_copy(model, subset), example).relative_diff <= FOLD_TOLERANCE
 
-    def keep(subset: list[tuple[str, str]]) -> list[tuple[str, str]]:
-        if not subset or exact(subset):
-            return subset
-        if len(subset) == 1:
-            return []
-        half = len(subset) // 2
-        return keep(subset[:half]) + keep(subset[half:])
+def _exact(model: nn.Module, folded: nn.Module, example: torch.Tensor) -> bool:
+    return agreement(model, folded, example).relative_diff <= FOLD_TOLERANCE
 
-    kept = keep(pairs)
-    if kept and len(kept) < len(pairs) and not exact(kept):  # halves that pass alone but not together
-        kept = []
-    return _folded_copy(model, kept), len(kept)
+
+def _pairs_that_keep_outputs(
+    model: nn.Module, pairs: list[tuple[str, str]], example: torch.Tensor
+) -> list[tuple[str, str]]:
+    """The pairs whose folding leaves the outputs alone, found by halving the ones that do not."""
+    if not pairs or _exact(model, _folded_copy(model, pairs), example):
+        return pairs
+    if len(pairs) == 1:
+        return []
+    half = len(pairs) // 2
+    return _pairs_that_keep_outputs(model, pairs[:half], example) + _pairs_that_keep_outputs(
+        model, pairs[half:], example
+    )
 
 
 def _folded_copy(model: nn.Module, pairs: list[tuple[str, str]]) -> nn.Module:
+    """A copy of ``model`` (in its mode) with each (layer, BatchNorm) pair merged and the BatchNorm gone."""
     folded = copy.deepcopy(model)
     for layer_name, norm_name in pairs:
         layer, norm = folded.get_submodule(layer_name), folded.get_submodule(norm_name)

@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from resnets import create_model, get_model_entry, list_models
+from resnets.bench.memory import saved_bytes
 from resnets.layers.checkpointing import checkpoint_module, frozen_running_stats
 from resnets.models.base import SkipNetwork
 from resnets.models.profile import build_meta, count_parameters
@@ -126,23 +127,6 @@ def test_checkpointing_only_while_training_with_grad(monkeypatch) -> None:
     assert not any(info.unit.grad_checkpointing for info in model.residual_blocks())
 
 
-def _saved_activation_bytes(model: SkipNetwork, x: torch.Tensor) -> int:
-    """Bytes of the distinct storages autograd keeps for backward, parameters excluded."""
-    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    kept: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        storage = t.untyped_storage()
-        if storage.data_ptr() not in weights:
-            kept[storage.data_ptr()] = storage.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss = F.cross_entropy(model(x), torch.zeros(len(x), dtype=torch.long))
-    loss.backward()
-    return sum(kept.values())
-
-
 def _unit_input_bytes(model: SkipNetwork, x: torch.Tensor) -> int:
     sizes: list[int] = []
     handles = [
@@ -161,9 +145,9 @@ def test_checkpointing_keeps_only_each_units_input() -> None:
     input), a checkpointed one the unit's input alone, plus the stem's and head's few tensors (measured: 3.8x)."""
     model = create_model("resnet110").train()
     x = torch.randn(8, 3, 32, 32)
-    plain = _saved_activation_bytes(model, x)
+    plain = saved_bytes(model, x)
     model.set_grad_checkpointing(True)
-    checkpointed = _saved_activation_bytes(model, x)
+    checkpointed = saved_bytes(model, x)
     inputs = _unit_input_bytes(model, x)
     assert plain / checkpointed > 3.5
     assert inputs <= checkpointed <= 1.1 * inputs

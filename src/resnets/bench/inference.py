@@ -65,11 +65,6 @@ def _ours(case: Case, reference: nn.Module) -> nn.Module:
     return model.eval()
 
 
-def _max_diff(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, expected: torch.Tensor) -> float:
-    with torch.no_grad():
-        return float((model(x).float() - expected).abs().max())
-
-
 def run_inference(
     case: Case,
     plan: InferencePlan,
@@ -78,7 +73,7 @@ def run_inference(
     precision: Precision,
     clock: Clock = time.perf_counter,
 ) -> list[Row]:
-    from resnets.inference import optimize_for_inference  # the library's own entry point, not a copy of it
+    from resnets.inference import agreement, optimize_for_inference  # the library's own, not a copy of them
 
     torch.manual_seed(0)
     reference, what = reference_model(case.model, case.classes)
@@ -103,8 +98,6 @@ def run_inference(
         applied[name] = list(getattr(model, "applied", []))
         if plan.warmup:
             forward_rate(model, x, plan.warmup, clock)
-    with torch.no_grad():
-        expected = reference(x).float()
     timed = {name: (lambda m=m: forward_rate(m, x, plan.steps, clock)) for name, m in variants.items()}
     rates = alternate(timed, plan.rounds)
     base = median(rates["baseline"])
@@ -127,7 +120,7 @@ def run_inference(
             rows.append(skipped(case.name, name, "images/s", why_not or "", baseline=base, **common))
             continue
         ours = median(rates[name])
-        diff = _max_diff(variants[name], x, expected)
+        diff = agreement(reference, variants[name], x).max_abs_diff
         notes = f"batch {plan.batch}; applied: {', '.join(applied[name]) or 'nothing'}; max |logit diff| {diff:.2g}"
         if plan.batch == 1:
             notes += f"; latency {1e3 / base:.1f} -> {1e3 / ours:.1f} ms"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from resnets.cli.options import add_compile_flag
 from resnets.evaluation import check_report_targets, evaluate_source, report_dir, write_eval_report
 from resnets.metrics import format_table
 from resnets.runs.open import CHECKPOINTS, SPLITS
@@ -34,12 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "or eval-NAME-SPLIT here for a weight file)",
     )
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
-    parser.add_argument(
-        "--compile",
-        action=argparse.BooleanOptionalAction,
-        help="torch.compile the model with frozen weights (10-20 s once, then 1.5-2.5x faster on a CPU); "
-        "default: only for jobs big enough to win that back, where a C++ compiler is installed",
-    )
+    add_compile_flag(parser)
     parser.set_defaults(func=run)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from resnets.cli.options import add_compile_flag
 from resnets.predict import predict_images
 
 
@@ -25,12 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object per image")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
-    parser.add_argument(
-        "--compile",
-        action=argparse.BooleanOptionalAction,
-        help="torch.compile the model with frozen weights (10-20 s once, then 1.5-2.5x faster on a CPU); "
-        "default: only for jobs big enough to win that back, where a C++ compiler is installed",
-    )
+    add_compile_flag(parser)
     parser.set_defaults(func=run)
 
 

@@ -173,6 +173,21 @@ def _json_or_empty(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def has_checkpoint(directory: str | Path) -> bool:
+    """Whether ``directory`` holds a committed checkpoint of either generation (damaged or not): a new run
+    must not start over it, and ``--auto-resume`` continues it."""
+    return any((Path(directory) / name).is_file() for name in (MANIFEST, PREVIOUS))
+
+
+def committed_step(directory: str | Path) -> int | None:
+    """The step of the newest readable committed generation; None when there is none (for messages only)."""
+    for name in (MANIFEST, PREVIOUS):
+        step = _json_or_empty(Path(directory) / name).get("step")
+        if isinstance(step, int):
+            return step
+    return None
+
+
 def _read_manifest(path: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text())

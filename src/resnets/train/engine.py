@@ -6,7 +6,6 @@ at each epoch end: evaluate, write the metrics and curves, save the last (and be
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
@@ -23,7 +22,8 @@ from resnets.device import resolve_device, resolve_precision
 from resnets.errors import ConfigError, ResnetsError, RunDirError, TrainingDivergedError
 from resnets.inference import with_fast_model
 from resnets.metrics import evaluate
-from resnets.runs.checkpoint import restore_checkpoint, save_checkpoint, save_snapshot
+from resnets.runs.checkpoint import committed_step, restore_checkpoint, save_checkpoint, save_snapshot
+from resnets.runs.checkpoint import has_checkpoint as checkpoint_exists
 from resnets.runs.directory import (
     RunDir,
     create_default_run_dir,
@@ -71,8 +71,7 @@ def stop_step(config: TrainConfig, steps_per_epoch: int) -> int:
 
 def has_checkpoint(run_dir: str | Path) -> bool:
     """Whether ``run_dir`` holds a checkpoint to continue (either generation): what --auto-resume asks."""
-    checkpoints = Path(run_dir) / "checkpoints"
-    return (checkpoints / "last.json").is_file() or (checkpoints / "previous.json").is_file()
+    return checkpoint_exists(RunDir(run_dir).checkpoints)
 
 
 def resume_config(run_dir: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
@@ -333,7 +332,7 @@ class Trainer:
         self.progress.close()
 
     def _diverged(self, loss_value: float, lr: float) -> TrainingDivergedError:
-        saved = _saved_step(self.run_dir)
+        saved = committed_step(self.run_dir.checkpoints)
         kept = (
             f"the last good checkpoint (step {saved}) is kept in {self.run_dir.checkpoints}"
             if saved is not None
@@ -355,7 +354,7 @@ class Trainer:
         tensors = [*model.named_parameters(), *model.named_buffers()]
         bad = [name for name, t in tensors if t.is_floating_point() and not bool(torch.isfinite(t).all())]
         if bad:
-            saved = _saved_step(self.run_dir)
+            saved = committed_step(self.run_dir.checkpoints)
             kept = f"the last good checkpoint (step {saved}) is kept" if saved is not None else "nothing was saved"
             raise TrainingDivergedError(
                 f"{len(bad)} of {len(tensors)} weight and buffer tensors are not finite at step {self.state.step} "
@@ -448,20 +447,12 @@ def _writing(run: RunDir, what: str) -> Iterator[None]:
     try:
         yield
     except OSError as error:
-        try:
-            saved = _saved_step(run)
-        except (OSError, ValueError, KeyError):
-            saved = None
+        saved = committed_step(run.checkpoints)
         kept = f"the checkpoint of step {saved} is kept" if saved is not None else "no checkpoint was saved yet"
         raise RunDirError(
             f"cannot write {what} in {str(run.path)!r}: {error.strerror or error}; {kept}; free space or make the "
             f"folder writable, then continue with `resnets train --resume {run.path}`"
         ) from None
-
-
-def _saved_step(run: RunDir) -> int | None:
-    path = run.checkpoints / "last.json"
-    return json.loads(path.read_text())["step"] if path.exists() else None
 
 
 def _plot(run: RunDir, rows: list[dict[str, Any]]) -> None:
