@@ -58,3 +58,7 @@ def test_memory_efficient_mode_gives_the_same_outputs_and_gradients() -> None:
     for (name, p), q in zip(plain.named_parameters(), efficient.parameters()):
         assert torch.allclose(p.grad, q.grad, atol=1e-5), name
     assert efficient.features.denseblock1.denselayer1.memory_efficient
+    # the recomputed bottleneck does not move norm1's running statistics a second time
+    for (name, b), c in zip(plain.named_buffers(), efficient.buffers()):
+        assert torch.equal(b, c), name
+    assert int(efficient.features.denseblock1.denselayer1.norm1.num_batches_tracked) == 1

@@ -25,8 +25,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
+from resnets.layers.checkpointing import checkpoint_module
 from resnets.layers.factory import ActLayer, NormLayer
 from resnets.layers.skip_unit import SkipUnit, UnitShape
 
@@ -69,7 +69,8 @@ class DenseLayer(SkipUnit):
     def residual_and_shortcut(self, inputs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The new features and, only while a tap reads it, the concatenated inputs (else None)."""
         if self.memory_efficient and torch.is_grad_enabled() and any(t.requires_grad for t in inputs):
-            out = checkpoint(self.bottleneck, *inputs, use_reentrant=False)
+            # the shared checkpoint: norm1's running statistics move once, not again in the recomputation
+            out = checkpoint_module(self.bottleneck, self, tuple(inputs), {})
         else:
             out = self.bottleneck(*inputs)
         out = self.conv2(self.relu2(self.norm2(out)))  # (B, growth, H, W)
