@@ -100,6 +100,13 @@ class Recipe:
     augment: bool = True  # the paper's pad-and-random-crop (+ flip where the data allows it)
     crop_padding: int = 4  # pixels of zero padding before the random crop: 4 in He et al. 2015; 0 = no crop
     eval_every: int = 1  # epochs between test evaluations and checkpoints
+    # Conveniences of timm's and torchvision's recipes, each off by default so that the recipes above are unchanged.
+    decay_norm_and_bias: bool = True  # false: no weight decay on norm weights and biases (1-d tensors), timm's default
+    ema_decay: float = 0.0  # exponential moving average of the weights per step (e.g. 0.999); 0 = off
+    mixup_alpha: float = 0.0  # mixup (Zhang et al. 2018): Beta(alpha, alpha) mixing of image pairs; 0 = off
+    cutmix_alpha: float = 0.0  # cutmix (Yun et al. 2019): Beta(alpha, alpha) pasted box; 0 = off; with mixup: 50/50
+    random_erasing: float = 0.0  # probability of erasing one random box per image (Zhong et al. 2017); 0 = off
+    grad_clip_norm: float = 0.0  # clip the global gradient norm to this value before each step; 0 = off
 
     def __post_init__(self) -> None:
         if isinstance(self.milestones, (list, tuple)):
@@ -137,6 +144,12 @@ RECIPE_RULES: dict[str, Rule] = {
     "augment": FLAG,
     "crop_padding": NATURAL,
     "eval_every": COUNT,
+    "decay_norm_and_bias": FLAG,
+    "ema_decay": (lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "mixup_alpha": NON_NEGATIVE,
+    "cutmix_alpha": NON_NEGATIVE,
+    "random_erasing": (lambda v: _number(v) and 0 <= v <= 1, "a probability in [0, 1]"),
+    "grad_clip_norm": NON_NEGATIVE,
 }
 
 
