@@ -131,3 +131,53 @@ def test_residual_scale_inv_sqrt_depth_defaults_and_refusals() -> None:
         create_model("resmlp_plain_20", residual_scale=0.5)
     with pytest.raises(ValueError, match="inv_sqrt_depth"):
         create_model("resmlp_identity_20", residual_scale="half")
+
+
+#: The formula's hand count for 20 layers: a skip of distance k enters every layer l >= k (a^0 counts), so
+#: skips=(2,) reaches layers 2..20 (19 skips, not the 10 of every second layer), and skips=(2, 3, 4) reaches
+#: layer 2 with {2}, layer 3 with {2, 3} and layers 4..20 with {2, 3, 4}: 1 + 2 + 3 * 17 = 54 skips.
+SKIPS_BY_LAYER = {
+    "resmlp_identity_20": {1: ()} | {l: (2,) for l in range(2, 21)},
+    "resmlp_multiskip_20": {1: (), 2: (2,), 3: (2, 3)} | {l: (2, 3, 4) for l in range(4, 21)},
+}
+
+
+@pytest.mark.parametrize(("name", "total"), [("resmlp_identity_20", 19), ("resmlp_multiskip_20", 54)])
+def test_every_layer_from_k_on_receives_the_skip_of_distance_k(name: str, total: int) -> None:
+    """From the modules: which layers receive which skips, and their weights (1/m for the m entering)."""
+    model = create_model(name)
+    expected = SKIPS_BY_LAYER[name]
+    got = {l: layer.distances for l, layer in enumerate(model.layers, start=1)}
+    assert got == expected
+    assert {l: tuple(sorted(layer.skips)) for l, layer in enumerate(model.layers, start=1)} == {
+        l: tuple(f"k{k}" for k in ks) for l, ks in expected.items()
+    }
+    assert sum(len(layer.skips) for layer in model.layers) == total
+    assert [b.has_shortcut for b in model.residual_blocks()] == [bool(expected[l]) for l in range(1, 21)]
+    weights = {l: sorted({s.scale for s in layer.skips.values()}) for l, layer in enumerate(model.layers, start=1)}
+    if name == "resmlp_identity_20":  # one skip per layer: exactly the identity, the input tensor itself
+        assert all(weights[l] == [1.0] for l in range(2, 21))
+        x = torch.randn(2, 128)
+        assert all(layer.skips["k2"](x) is x for layer in model.layers[1:])
+    else:  # 1 at layer 2, 1/2 at layer 3, 1/3 from layer 4 on: never 1/3 everywhere
+        assert weights[2] == [1.0] and weights[3] == [0.5]
+        assert all(weights[l] == [1 / 3] for l in range(4, 21))
+
+
+def test_multiskip_activations_follow_the_formula_hand_count() -> None:
+    """Main path silenced (W = 0, b = 0), no norm, identity activation: a^l = sum_{k <= l} a^{l-k} / m_l, so
+    a^l = c_l a^0 with c_0 = 1, c_1 = 0 (layer 1 has no skip), c_2 = 1, c_3 = (0 + 1) / 2, c_4 = (1 + 0 + 1) / 3,
+    ... computed here from the formula and compared with the network's activations."""
+    model = create_model("resmlp_multiskip_20", norm="identity", act="identity", depth=8)
+    with torch.no_grad():
+        for layer in model.layers:
+            layer.linear.weight.zero_()
+            layer.linear.bias.zero_()
+        acts = _activations(model, torch.randn(4, 784))
+    c = [1.0, 0.0]
+    for l in range(2, 9):
+        reached = [k for k in (2, 3, 4) if k <= l]
+        c.append(sum(c[l - k] for k in reached) / len(reached))
+    assert c[:5] == [1.0, 0.0, 1.0, 0.5, 2 / 3]
+    for l in range(1, 9):
+        torch.testing.assert_close(acts[l], c[l] * acts[0], rtol=1e-6, atol=1e-6)

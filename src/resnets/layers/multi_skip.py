@@ -2,16 +2,20 @@
 
     a^l = g(W^{l-1,l} a^{l-1} + b^l + sum_{k in skips} W^{l-k,l} a^{l-k})
 
-With one skip of distance 2 and W^{l-2,l} = I this is the residual layer a^l = g(z^l + a^{l-2}) (He et al.
-2015 with blocks of two layers); with several distances it is the multi-skip form; with W^{l-k,l} learned it
-is a learned skip, trained by ordinary backpropagation: dL/dW^{l-k,l} = delta^l (a^{l-k})^T, where
+A skip of distance k enters every layer l >= k (a^0, the input projection, counts as a layer), not every k-th
+layer: with one skip of distance 2 and W^{l-2,l} = I, every layer from 2 on is a^l = g(z^l + a^{l-2}), so the
+skips overlap (layer 3 reads a^1, layer 4 reads a^2, ...), unlike He et al. 2015's blocks of two layers, where
+a shortcut enters every second layer only. With several distances it is the multi-skip form; with W^{l-k,l}
+learned it is a learned skip, trained by ordinary backpropagation: dL/dW^{l-k,l} = delta^l (a^{l-k})^T, where
 delta^l = dL/d(pre-activation of layer l).
 
 A fixed skip is :class:`IdentitySkip`: no parameters at all, so no optimiser can change it (a frozen
 Linear would still be a parameter that weight decay, a checkpoint or a careless ``requires_grad_()`` could
-touch). Where m skips enter one layer, each fixed identity carries weight 1/m, so that the skips add their
-average: with unit weights the activations would grow geometrically with depth (a^l ~ a^{l-2} + a^{l-3} +
-a^{l-4} grows like 1.84^l). With one skip, m = 1 and the skip is exactly the identity.
+touch). Where m skips enter one layer, each carries weight 1/m (a learned one starts from I/m), so that the
+skips add their average; m counts the distances k <= l, so with skips (2, 3, 4) layer 2 gets a^0 with weight
+1, layer 3 gets a^1 and a^0 with 1/2 each, and every layer from 4 on gets three skips of 1/3. With unit
+weights the activations would grow geometrically with depth (a^l ~ a^{l-2} + a^{l-3} + a^{l-4} grows like
+1.47^l, the root of r^4 = r^2 + r + 1). With one skip, m = 1 and the skip is exactly the identity.
 
 A layer is a :class:`~resnets.layers.skip_unit.SkipUnit` whose branch is z^l = norm(W^{l-1,l} a^{l-1} + b^l) and
 whose shortcut is the sum of its skips, a^l = g(scale * z^l + sum_k S_k a^{l-k}): ``residual_scale`` multiplies

@@ -8,6 +8,10 @@ Every unit is a :class:`~resnets.layers.skip_unit.SkipUnit`, and :class:`BlockIn
 ``lesioned()`` deletes it for the ``with`` block (Veit et al. 2016, "Residual Networks Behave Like Ensembles
 of Relatively Shallow Networks"), ``scaled()`` rescales its branch, ``capture()`` reads its branch and
 shortcut; :func:`capture_units` reads many units in one forward pass.
+
+``feature_info`` and ``forward_intermediates`` give the stem and stage outputs as timm does (see
+:mod:`resnets.models.features`), and no Python branch depends on a tensor's shape or rank while tracing, so
+``torch.fx.symbolic_trace`` and torchvision's ``create_feature_extractor`` work on every model.
 """
 
 from __future__ import annotations
@@ -20,14 +24,32 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.fx import _symbolic_trace
 
 from resnets.errors import InputShapeError
 from resnets.layers.skip_unit import SkipUnit, Tap, UnitCapture
+from resnets.models.features import Indices, forward_intermediates
 
 #: What a model's input looks like: images (B, C, H, W), vectors (B, D) or sequences (B, T, D).
 INPUT_RANKS = {"image": 4, "vector": 2, "sequence": 3}
 
 _SHAPES = {"image": "(batch, {c}, height, width)", "vector": "(batch, {c})", "sequence": "(batch, tokens, {c})"}
+
+#: The layout of intermediates by input kind: (B, C, H, W) maps, (B, D) vectors, (B, T, D) tokens.
+INTERMEDIATE_FORMATS = {"image": ("NCHW",), "vector": ("NC",), "sequence": ("NLC",)}
+
+
+def is_tracing() -> bool:
+    """Whether the forward pass is being traced, scripted, compiled or exported rather than run.
+
+    Input checks are Python branches on concrete shapes; a tracer's tensors have none (torch.fx raises on
+    them), and a traced graph would bake the check of one example input in. torch.fx's own flag has no
+    public name; newer versions tell fx tracing from export apart (``is_fx_symbolic_tracing``).
+    """
+    if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling():
+        return True
+    fx_tracing = getattr(_symbolic_trace, "is_fx_symbolic_tracing", None) or _symbolic_trace.is_fx_tracing
+    return fx_tracing()
 
 
 @dataclass(frozen=True)
@@ -114,6 +136,11 @@ class SkipNetwork(nn.Module):
     num_features: int
     grad_checkpointing: bool = False  # see set_grad_checkpointing
     min_input_size: int = 1  # smallest image height and width the trunk accepts (fixed-size pools need more)
+    #: One dict per feature point in forward order: num_chs, reduction, module (see resnets.models.features).
+    feature_info: list[dict[str, Any]]
+    #: The module that block stacks apply to their last block's output, which norm=True applies to every
+    #: intermediate (timm's ViT); None for convolutional models, whose last stage alone has the final norm's width.
+    final_norm_name: str | None = None
 
     @classmethod
     def check_config(cls, config: Any) -> None:
@@ -131,9 +158,42 @@ class SkipNetwork(nn.Module):
         raise NotImplementedError
 
     def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Global average pool of feature maps (vectors pass as they are), then the classifier."""
-        x = torch.flatten(F.adaptive_avg_pool2d(features, 1), 1) if features.dim() == 4 else features
+        """Global average pool of feature maps (vectors pass as they are), then the classifier.
+
+        The branch is on the model's input kind, not on ``features.dim()``: torch.fx cannot trace a branch on
+        a tensor's rank, and the kind says the same.
+        """
+        x = torch.flatten(F.adaptive_avg_pool2d(features, 1), 1) if self.input_kind == "image" else features
         return x if pre_logits else getattr(self, self.classifier_name)(x)  # (B, num_classes)
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: Indices = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str | None = None,
+        intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """(final features, [feature at each chosen index]) in timm's contract, or the list alone.
+
+        ``indices``: None for every entry of ``feature_info``, n for the last n, or a sequence of indices
+        (negative from the end); the list comes in forward order. ``norm``: apply the trunk's final norm where
+        it fits (every block of a block stack; a convolutional model's last stage, which then equals the final
+        features). ``stop_early``: end the pass at the last index wanted; the "final features" returned are
+        then that feature. ``output_fmt``: NCHW for images (a ViT also gives NLC, its patch tokens without
+        the class token), NLC for sequences, NC for vectors; None is the first of these.
+        """
+        return forward_intermediates(self, x, indices, norm, stop_early, output_fmt, intermediates_only)
+
+    @property
+    def intermediate_formats(self) -> tuple[str, ...]:
+        """The values ``forward_intermediates`` accepts for ``output_fmt``; the first is the default."""
+        return INTERMEDIATE_FORMATS[self.input_kind]
+
+    def format_intermediate(self, feature: torch.Tensor, output_fmt: str) -> torch.Tensor:
+        """One intermediate in ``output_fmt`` (one of ``intermediate_formats``); hooks give the native layout."""
+        return feature
 
     def reset_classifier(self, num_classes: int) -> None:
         """A fresh classifier for ``num_classes`` (0: features only) on the same trunk."""
@@ -163,8 +223,12 @@ class SkipNetwork(nn.Module):
         return _SHAPES[self.input_kind].format(c=self.in_channels)
 
     def check_input(self, x: torch.Tensor) -> None:
-        """Fail early, naming the expected shape, instead of deep inside a conv with a cryptic message."""
-        if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling():
+        """Fail early, naming the expected shape, instead of deep inside a conv with a cryptic message.
+
+        Skipped while tracing (see :func:`is_tracing`), so that torch.fx and torchvision's
+        ``create_feature_extractor`` can trace every model; eager calls keep the one-line error.
+        """
+        if is_tracing():
             return
         rank = INPUT_RANKS[self.input_kind]
         if x.dim() != rank or x.shape[-1 if self.input_kind != "image" else 1] != self.in_channels:

@@ -76,6 +76,11 @@ class DenseNet(SkipNetwork):
         else:
             stem = [("conv0", nn.Conv2d(in_channels, channels, 3, padding=1, bias=False))]
         self.features = nn.Sequential(OrderedDict(stem))
+        # Feature 0 is the stem before its max-pool; then each dense block's output, before its transition.
+        imagenet = config.stem == "imagenet"
+        stem_out = "features.relu0" if imagenet else "features.conv0"
+        self.feature_info = [{"num_chs": channels, "reduction": 2 if imagenet else 1, "module": stem_out}]
+        reduction = 4 if imagenet else 1
 
         self.block_names: list[str] = []
         for index, num_layers in enumerate(config.block_config, start=1):
@@ -92,6 +97,10 @@ class DenseNet(SkipNetwork):
             self.features.add_module(f"denseblock{index}", block)
             self.block_names.append(f"denseblock{index}")
             channels = block.out_channels
+            self.feature_info.append(
+                {"num_chs": channels, "reduction": reduction, "module": f"features.denseblock{index}"}
+            )
+            reduction *= 2
             if index < len(config.block_config):
                 out_channels = int(channels * config.compression)
                 self.features.add_module(f"transition{index}", Transition(channels, out_channels, norm=norm, act=act))

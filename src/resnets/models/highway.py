@@ -65,6 +65,9 @@ class HighwayMLP(SkipNetwork):
         )
         self.num_features = config.width
         self.fc = make_classifier(config.width, num_classes)
+        self.feature_info = [
+            {"num_chs": config.width, "reduction": 1, "module": f"layers.{i}"} for i in range(len(self.layers))
+        ]
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(self.stem(x))  # (B, width)
@@ -119,6 +122,10 @@ class HighwayConvNet(SkipNetwork):
         )
         self.num_features = config.widths[-1]
         self.fc = make_classifier(self.num_features, num_classes)
+        # The stem, then each stage after its transition: stage i works at 1 / 2^i of the input's side.
+        self.feature_info = [{"num_chs": config.widths[0], "reduction": 1, "module": "stem"}] + [
+            {"num_chs": width, "reduction": 2**i, "module": f"stages.{i}"} for i, width in enumerate(config.widths)
+        ]
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)  # (B, widths[0], H, W)

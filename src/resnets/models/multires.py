@@ -60,6 +60,7 @@ class MultiResNet(SkipNetwork):
         self.bn1 = norm(channels)
         self.relu = act()
         rates = iter(linear_drop_rates(config.drop_path_rate, sum(config.layers)))
+        self.feature_info = [{"num_chs": channels, "reduction": 1, "module": "relu"}]
         self.stage_names: list[str] = []
         for index, (num, planes) in enumerate(zip(config.layers, config.widths)):
             blocks = []
@@ -80,6 +81,7 @@ class MultiResNet(SkipNetwork):
                 channels = planes
             self.add_module(f"layer{index + 1}", nn.Sequential(*blocks))
             self.stage_names.append(f"layer{index + 1}")
+            self.feature_info.append({"num_chs": channels, "reduction": 2**index, "module": f"layer{index + 1}"})
         self.num_features = channels
         self.fc = make_classifier(channels, num_classes)
         for m in self.modules():

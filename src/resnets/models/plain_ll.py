@@ -56,6 +56,7 @@ class PlainLLNet(SkipNetwork):
         norm = get_norm(config.norm)
         self.stem = CReLUConvUnit(in_channels, config.widths[0], norm=norm, mirrored=False)
         channels = 2 * config.widths[0]
+        self.feature_info = [{"num_chs": channels, "reduction": 1, "module": "stem"}]
         self.stage_names: list[str] = []
         for index, (num, width) in enumerate(zip(config.layers, config.widths)):
             units = []
@@ -64,6 +65,7 @@ class PlainLLNet(SkipNetwork):
                 channels = 2 * width
             self.add_module(f"layer{index + 1}", nn.Sequential(*units))
             self.stage_names.append(f"layer{index + 1}")
+            self.feature_info.append({"num_chs": channels, "reduction": 2**index, "module": f"layer{index + 1}"})
         self.num_features = channels
         self.fc = make_classifier(channels, num_classes)
         self._init_weights()

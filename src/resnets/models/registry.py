@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import inspect
 from dataclasses import dataclass
 from typing import Any
 
 from resnets.errors import ConfigError, UnknownNameError
 from resnets.models.base import SkipNetwork
+from resnets.models.features import FeatureListNet, Indices
+from resnets.models.options import field_default
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,7 @@ def register_model(
         raise TypeError(f"config of {name!r} must be a dataclass instance, got {type(config).__name__}")
     entry = ModelEntry(name, cls, config, num_classes, tuple(input_size), family, description)
     _REGISTRY[name] = entry
+    _document_options()
     return entry
 
 
@@ -78,9 +82,19 @@ def get_model_entry(name: str) -> ModelEntry:
 
 
 def create_model(
-    name: str, *, num_classes: int | None = None, in_channels: int | None = None, **options: Any
-) -> SkipNetwork:
-    """Build the model ``name``; ``options`` replace fields of its config (see ``ModelEntry.options``)."""
+    name: str,
+    *,
+    num_classes: int | None = None,
+    in_channels: int | None = None,
+    features_only: bool = False,
+    out_indices: Indices = None,
+    **options: Any,
+) -> SkipNetwork | FeatureListNet:
+    """Build the model ``name``; ``options`` replace fields of its config (see ``ModelEntry.options``).
+
+    ``features_only=True`` returns a :class:`~resnets.models.features.FeatureListNet` without classifier, whose
+    forward gives the feature maps at ``out_indices`` (indices into ``model.feature_info``; all by default).
+    """
     entry = get_model_entry(name)
     valid = entry.options()
     unknown = sorted(set(options) - set(valid))
@@ -92,8 +106,51 @@ def create_model(
     except (TypeError, ValueError) as error:
         raise ConfigError(f"bad option for model {name!r}: {error}") from None
     default_channels = entry.input_size[0] if entry.input_kind == "image" else entry.input_size[-1]
-    return entry.cls(
+    if features_only and num_classes is not None:
+        raise ConfigError(f"num_classes={num_classes} does not apply with features_only=True: there is no classifier")
+    if out_indices is not None and not features_only:
+        raise ConfigError(f"out_indices={out_indices!r} applies only with features_only=True")
+    model = entry.cls(
         config,
-        num_classes=entry.num_classes if num_classes is None else num_classes,
+        num_classes=0 if features_only else entry.num_classes if num_classes is None else num_classes,
         in_channels=default_channels if in_channels is None else in_channels,
     )
+    # timm's features_only: the list of feature maps at out_indices (all by default); see models/features.py.
+    return FeatureListNet(model, out_indices) if features_only else model
+
+
+# -- help(create_model): the options of each family, written from the registry so it never goes stale ----------
+
+_CREATE_MODEL_DOC = inspect.cleandoc(create_model.__doc__ or "")
+
+
+def options_doc() -> str:
+    """Per family and config class: each option's type and default, and the values its named models use."""
+    groups: dict[tuple[str, type], list[ModelEntry]] = {}
+    for entry in _REGISTRY.values():
+        groups.setdefault((entry.family, type(entry.config)), []).append(entry)
+    lines = [
+        "Options by family (written from the registry): each option's type and its config class's default; where",
+        "the family's named models set other values, they follow as \"models use\". One model's own values:",
+        "``get_model_entry(name).options()``.",
+    ]
+    for (family, config_cls), entries in groups.items():
+        names = ", ".join(e.name for e in entries[:3]) + (", ..." if len(entries) > 3 else "")
+        lines += ["", f"{family}: {config_cls.__name__} ({len(entries)} models: {names})"]
+        for field in dataclasses.fields(config_cls):
+            default = field_default(field)
+            used = sorted({repr(getattr(e.config, field.name)) for e in entries})
+            text = f"    {field.name}: {_type_name(field.type)} = {default!r}"
+            if used != [repr(default)]:
+                text += f"  (models use {', '.join(used[:4])}{', ...' if len(used) > 4 else ''})"
+            lines.append(text)
+    return "\n".join(lines)
+
+
+def _type_name(annotation: Any) -> str:
+    return annotation if isinstance(annotation, str) else getattr(annotation, "__name__", repr(annotation))
+
+
+def _document_options() -> None:
+    """Rewrite ``create_model.__doc__`` (what ``help`` shows) with the options of every model registered so far."""
+    create_model.__doc__ = f"{_CREATE_MODEL_DOC}\n\n{options_doc()}"

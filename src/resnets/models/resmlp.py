@@ -2,8 +2,10 @@
 
 a^0 = g(norm(W^0 x + b^0)) projects the input to ``width`` units; layers l = 1..depth compute
 a^l = g(z^l + sum_{k in skips, k <= l} W^{l-k,l} a^{l-k}), so a skip of distance k enters every layer
-that has a layer k below it (a^0 counts). The classifier reads norm(a^depth): identity skips add up, so
-a^depth grows with depth, and a final norm (as in pre-norm Transformers) keeps the first logits small. With
+that has a layer k below it (a^0 counts): every layer l >= k, not every k-th layer. A fixed skip is
+W^{l-k,l} = I/m, m the number of skips entering layer l (I for a single distance); a learned one starts
+there with ``learned_init="identity"``. The classifier reads norm(a^depth): identity skips add up, so a^depth
+grows with depth, and a final norm (as in pre-norm Transformers) keeps the first logits small. With
 ``skips=()`` the network is the plain twin of the same depth and width.
 
 ``residual_scale`` s multiplies z^l in every layer that has a skip, a^l = g(s z^l + sum_k S_k a^{l-k}), as
@@ -87,6 +89,7 @@ class ResMLP(SkipNetwork):
     """Input projection -> ``depth`` multi-skip layers -> final norm -> Linear classifier."""
 
     input_kind = "vector"
+    final_norm_name = "final_norm"
 
     def __init__(self, config: ResMLPConfig, *, num_classes: int = 10, in_channels: int = 784) -> None:
         super().__init__()
@@ -108,6 +111,10 @@ class ResMLP(SkipNetwork):
         )
         self.final_norm = norm(config.width)
         self.num_features = config.width
+        # Feature i is a^{i+1}, the output of layer i + 1 (a^0, the input projection, is not a feature point).
+        self.feature_info = [
+            {"num_chs": config.width, "reduction": 1, "module": f"layers.{i}"} for i in range(config.depth)
+        ]
         self.fc = make_classifier(config.width, num_classes)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -124,18 +131,24 @@ class ResMLP(SkipNetwork):
 
 MODELS: dict[str, tuple[ResMLPConfig, str]] = {
     "resmlp_plain_20": (ResMLPConfig(skips=()), "20-layer MLP without skips: the plain twin"),
-    "resmlp_identity_20": (ResMLPConfig(), "20-layer MLP, fixed identity skips of distance 2: a^l = g(z^l + a^{l-2})"),
+    "resmlp_identity_20": (
+        ResMLPConfig(),
+        "20-layer MLP, a fixed identity skip of distance 2 into every layer l >= 2: a^l = g(z^l + a^{l-2})",
+    ),
     "resmlp_learned_20": (
         ResMLPConfig(skip_kind="learned"),
-        "20-layer MLP, learned skip matrices W^{l-2,l} (init identity)",
+        "20-layer MLP, a learned skip matrix W^{l-2,l} into every layer l >= 2 (init identity)",
     ),
     "resmlp_multiskip_20": (
         ResMLPConfig(skips=(2, 3, 4)),
-        "20-layer MLP, fixed skips of distances 2, 3, 4 (weight 1/3 each)",
+        (
+            "20-layer MLP, fixed skips of distances 2, 3, 4 into every layer l >= k, weight 1/m for the m entering "
+            "(1 at layer 2, 1/2 at layer 3, 1/3 from layer 4 on)"
+        ),
     ),
     "resmlp_multiskip_learned_20": (
         ResMLPConfig(skips=(2, 3, 4), skip_kind="learned"),
-        "20-layer MLP, learned skips of distances 2, 3, 4 (init identity / 3)",
+        "20-layer MLP, learned skips of distances 2, 3, 4 into every layer l >= k (init identity / m, m entering)",
     ),
 }
 

@@ -115,6 +115,12 @@ class ResNet(SkipNetwork):
             options.update(dropout=config.dropout)
 
         channels = config.stem_width
+        # Feature 0 is the stem before its max-pool (timm's act1): a pre-activation stem is its conv alone.
+        reduction = 1 if config.stem == "cifar" else 2
+        self.feature_info = [
+            {"num_chs": channels, "reduction": reduction, "module": "conv1" if config.preact else "relu"}
+        ]
+        reduction *= 1 if self.maxpool is None else 2
         self.stage_names: list[str] = []
         for index, (num, planes) in enumerate(zip(config.layers, config.widths)):
             blocks = []
@@ -126,6 +132,8 @@ class ResNet(SkipNetwork):
             name = f"layer{index + 1}"
             self.add_module(name, nn.Sequential(*blocks))
             self.stage_names.append(name)
+            reduction *= 2 if index > 0 else 1
+            self.feature_info.append({"num_chs": channels, "reduction": reduction, "module": name})
 
         self.num_features = channels
         # Pre-activation nets end with the BN-ReLU that the last block's sum did not get.

@@ -22,16 +22,11 @@ from resnets.errors import InputShapeError
 from resnets.layers.drop_path import linear_drop_rates
 from resnets.layers.factory import get_act
 from resnets.layers.transformer_block import NORM_PLACEMENTS, TransformerBlock
-from resnets.models.base import SkipNetwork, make_classifier
+from resnets.models.base import SkipNetwork, is_tracing, make_classifier
 from resnets.models.options import refuse_inapplicable
 from resnets.models.registry import register_model
 
 POOLS = ("cls", "mean")
-
-
-def _tracing() -> bool:
-    """Shape checks are skipped while tracing or compiling, as in ``SkipNetwork.check_input``."""
-    return torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
 
 
 @dataclass(frozen=True)
@@ -66,6 +61,7 @@ class _TransformerClassifier(SkipNetwork):
     """Tokens -> [class token] + position embedding -> blocks -> final norm (pre) -> pool -> Linear."""
 
     classifier_name = "head"
+    final_norm_name = "norm"
 
     def __init__(self, config: TransformerConfig, num_tokens: int, num_classes: int) -> None:
         super().__init__()
@@ -87,6 +83,8 @@ class _TransformerClassifier(SkipNetwork):
         self.norm = nn.LayerNorm(dim) if config.norm_placement == "pre" else nn.Identity()
         self.num_features = dim
         self.head = make_classifier(dim, num_classes)
+        # One feature point per block (both sublayers), as timm's ViT; no entry for the embedding.
+        self.feature_info = [{"num_chs": dim, "reduction": 1, "module": f"blocks.{i}"} for i in range(config.depth)]
 
     def _init_weights(self) -> None:
         """ViT's initialisation: truncated normal (std 0.02) for weights and embeddings, zero biases."""
@@ -137,12 +135,27 @@ class VisionTransformer(_TransformerClassifier):
         super().__init__(config, (config.img_size // config.patch_size) ** 2, num_classes)
         self.in_channels = in_channels
         self.patch_embed = nn.Conv2d(in_channels, config.dim, config.patch_size, stride=config.patch_size)
+        for entry in self.feature_info:
+            entry["reduction"] = config.patch_size
         self._init_weights()
+
+    @property
+    def intermediate_formats(self) -> tuple[str, ...]:
+        """NCHW: the patch tokens as a (B, D, H/p, W/p) map (timm's default); NLC: the patch tokens (B, T, D)."""
+        return ("NCHW", "NLC")
+
+    def format_intermediate(self, feature: torch.Tensor, output_fmt: str) -> torch.Tensor:
+        """A block's output without the class token, as a map (NCHW) or as tokens (NLC), as timm's ViT."""
+        tokens = feature[:, 1:] if self.cls_token is not None else feature  # (B, T, D)
+        if output_fmt == "NLC":
+            return tokens
+        side = self.config.img_size // self.config.patch_size
+        return tokens.transpose(1, 2).reshape(tokens.shape[0], -1, side, side)  # (B, D, H/p, W/p)
 
     def check_input(self, x: torch.Tensor) -> None:
         super().check_input(x)
         size = self.config.img_size
-        if not _tracing() and tuple(x.shape[-2:]) != (size, size):
+        if not is_tracing() and tuple(x.shape[-2:]) != (size, size):
             raise InputShapeError(
                 f"{type(self).__name__} expects {size}x{size} images (its position embedding is for that size), "
                 f"got {tuple(x.shape[-2:])}; resize the data or build the model with img_size={x.shape[-1]}"
@@ -172,7 +185,7 @@ class SequenceEncoder(_TransformerClassifier):
 
     def check_input(self, x: torch.Tensor) -> None:
         super().check_input(x)
-        if not _tracing() and x.shape[1] > self.config.max_tokens:
+        if not is_tracing() and x.shape[1] > self.config.max_tokens:
             raise InputShapeError(
                 f"{type(self).__name__} takes at most {self.config.max_tokens} tokens, got {x.shape[1]}; "
                 f"build the model with max_tokens={x.shape[1]}"
