@@ -1,6 +1,10 @@
 """Image trees: layouts, colour modes, resizing, bad files, empty classes and the decode cache."""
 
+import io
 import logging
+import re
+import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -119,3 +123,51 @@ def test_tar_gz_of_a_tree_loads_like_the_folder(tmp_path: Path) -> None:
     assert archive.classes == ["x", "y"]
     assert torch.equal(archive.train.inputs, folder.train.inputs)
     assert torch.equal(archive.test.inputs, folder.test.inputs)
+
+
+def test_first_decode_shows_progress_unless_quiet_cached_or_small(
+    tmp_path: Path, _private_cache: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    write_image_tree(tmp_path / "d", {"a": 2, "b": 2})
+    root = (tmp_path / "d").resolve()
+    load_data(tmp_path / "d", test_fraction=0)
+    assert capsys.readouterr().err == ""  # 4 files: too few to wait for
+    monkeypatch.setattr(image_folder, "_PROGRESS_FROM", 4)
+    shutil.rmtree(_private_cache)
+    load_data(tmp_path / "d", test_fraction=0, progress=False)
+    assert capsys.readouterr().err == ""  # the caller said quiet
+    shutil.rmtree(_private_cache)
+
+    load_data(tmp_path / "d", test_fraction=0)  # stderr is not a terminal here: a line per quarter
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == f"decoding 4 images in {root}"
+    shown = [re.fullmatch(rf"decoding {re.escape(str(root))}: (\d+)% \((\d)/4, \d+ s\)", line) for line in lines[1:]]
+    assert [m.groups() for m in shown if m] == [("25", "1"), ("50", "2"), ("75", "3"), ("100", "4")]
+    assert len(lines) == 5
+
+    load_data(tmp_path / "d", test_fraction=0)
+    assert capsys.readouterr().err == ""  # a cached load decodes nothing
+
+    shutil.rmtree(_private_cache)
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    load_data(tmp_path / "d", test_fraction=0)
+    bar = terminal.getvalue()
+    assert f"decoding {root}: 100%" in bar and "4/4" in bar and "\r" in bar  # tqdm's bar, drawn in place
+    assert "images in" not in bar  # and none of the plain lines
+
+
+def test_decode_all_ticks_once_per_image_in_the_process_pool_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    images = write_image_tree(tmp_path / "d", {"a": 3, "b": 2})
+    sources = [str(path) for path in images]
+    monkeypatch.setattr(image_folder, "_PARALLEL_FROM", 2)  # the forked pool, as for 4,000+ files
+    ticks: list[int] = []
+    results = image_folder.decode_all(sources, None, workers=2, tick=ticks.append)
+    assert ticks == [1] * 5
+    assert all(np.array_equal(result, images[Path(source)]) for result, source in zip(results, sources))

@@ -76,6 +76,9 @@ class DataBundle:
     std: tuple[float, ...]
     flip: bool  # whether horizontal flips keep the label (False for digits and vectors)
     skipped_files: int = 0  # unreadable files left out while loading
+    # What the data was taken to be and why, for the run record and the training banner, e.g.
+    # "Fashion-MNIST (recognised by content: mean pixel 0.286, 50% zero pixels)": class names and flips follow it.
+    identity: str = ""
 
     @property
     def in_channels(self) -> int:
@@ -161,6 +164,7 @@ def make_bundle(
     seed: int = 0,
     skipped_files: int = 0,
     test_fraction: float = HOLDOUT_FRACTION,
+    identity: str = "",
 ) -> DataBundle:
     """Split off test (when the data has none) and validation, check labels, and compute the train statistics.
 
@@ -188,4 +192,5 @@ def make_bundle(
         train, test = split_validation(train, val_fraction=test_fraction, seed=seed)
     train, val = split_validation(train, val_fraction=val_fraction, val_size=val_size, seed=seed)
     mean, std = channel_stats(train.inputs, kind)
-    return DataBundle(name, kind, list(classes), train, test, val, mean, std, flip and kind == "image", skipped_files)
+    flip = flip and kind == "image"
+    return DataBundle(name, kind, list(classes), train, test, val, mean, std, flip, skipped_files, identity)

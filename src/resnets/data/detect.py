@@ -3,8 +3,10 @@
 Names: ``fashion-mnist`` (default folder: Debian's dataset-fashion-mnist), ``mnist``, ``cifar10``, ``cifar100``
 (these three read from ``data_dir``). A path is sniffed: IDX magic bytes, CIFAR meta files, a tree of class
 folders, a CSV, an .npz (zip magic), or a tar archive holding CIFAR or an image tree. Extensions are not
-trusted, because downloads are often renamed. An IDX folder given as a path gets Fashion-MNIST's class names
-(and flips) when its path contains "fashion", else the digits "0".."9" (and no flips).
+trusted, because downloads are often renamed. An IDX folder given as a path is recognised by its pixels
+(``idx.recognise``: MNIST's thin strokes leave ~81% of pixels black, Fashion-MNIST's garments ~50%) and gets
+that release's class names and flips; only pixels that match neither fall back on the path (Fashion-MNIST when
+it contains "fashion", else digits). ``DataBundle.identity`` says what the data was taken to be, and why.
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ import zipfile
 from pathlib import Path
 
 from resnets.data import cifar, idx, image_folder, tabular
-from resnets.data.dataset import HOLDOUT_FRACTION, DataBundle, make_bundle, reading
+from resnets.data.dataset import HOLDOUT_FRACTION, ArrayDataset, DataBundle, make_bundle, reading
 from resnets.errors import DataError
 
 DATASET_NAMES = ("fashion-mnist", "mnist", "cifar10", "cifar100")
 FORMATS = ("idx", "cifar10", "cifar100", "image-folder", "csv", "npz")
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+_CIFAR_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
+_CIFAR_EVIDENCE = {"cifar10": "batches.meta, data_batch_1..5", "cifar100": "meta, train, test"}  # cifar.cifar_variant
 _SUPPORTED = (
     "a folder of MNIST-style IDX files (train-images-idx3-ubyte[.gz], ...), a CIFAR-10/100 python-version folder "
     "or .tar.gz, an image tree ([train|test/]CLASS/*.png|jpg), a tar of such a tree, a .csv with a header row, "
@@ -112,11 +116,30 @@ def _resolve_name(name: str, data_dir: Path | None) -> tuple[str, Path]:
     return name, cifar.find_cifar(data_dir, name)
 
 
-def _idx_identity(name: str, folder: Path) -> tuple[list[str], bool]:
-    """Class names and whether flips keep labels: Fashion-MNIST's clothes are mirror-invariant, digits are not."""
-    if name == "fashion-mnist" or "fashion" in str(folder).lower():
-        return list(idx.FASHION_MNIST_CLASSES), True
-    return list(idx.MNIST_CLASSES), False
+def _idx_identity(name: str, folder: Path, train: ArrayDataset) -> tuple[list[str], bool, str]:
+    """Class names, whether flips keep labels (Fashion-MNIST's clothes are mirror-invariant, digits are not),
+    and a note saying what the data was taken to be and why: a dataset name, else the pixels, else the path."""
+    look = idx.recognise(train.inputs)
+    num_classes = int(train.targets.max()) + 1 if len(train) else 0
+    if name in ("mnist", "fashion-mnist"):
+        release = "Fashion-MNIST" if name == "fashion-mnist" else "MNIST"
+        note = f"{release} (by name)"
+        if look.release and look.release != release:
+            note += f"; but its pixels look like {look.release} ({look.describe()})"
+    elif num_classes > len(idx.MNIST_CLASSES):  # EMNIST, KMNIST-49, ...: whatever the pixels, not these two
+        note = f"IDX images of {num_classes} classes, named by number (MNIST and Fashion-MNIST have 10)"
+        return [str(i) for i in range(num_classes)], False, note
+    elif look.release:
+        release, note = look.release, f"{look.release} (recognised by content: {look.describe()})"
+    else:
+        fashion = "fashion" in str(folder).lower()
+        release = "Fashion-MNIST" if fashion else "MNIST"
+        seen = f"{look.describe()}; " if look.mean == look.mean else ""  # NaN: not 28x28 grey images
+        why = 'its path says "fashion"' if fashion else 'digits assumed: its path does not say "fashion"'
+        note = f"{release} (the pixels match neither MNIST nor Fashion-MNIST: {seen}{why})"
+    if release == "Fashion-MNIST":
+        return list(idx.FASHION_MNIST_CLASSES), True, note
+    return list(idx.MNIST_CLASSES), False, note
 
 
 def load_data(
@@ -129,13 +152,15 @@ def load_data(
     image_size: int | tuple[int, int] | None = None,
     max_bad_files: int | None = None,
     test_fraction: float = HOLDOUT_FRACTION,
+    progress: bool = True,
 ) -> DataBundle:
     """Load a data set fully into memory, hold out a seeded validation split, and compute train statistics.
 
     ``spec`` is one of :data:`DATASET_NAMES` or a path. ``val_size=5000`` on CIFAR-10 gives the 45k/5k split of
     He et al. (2015). ``image_size`` resizes image-folder images; ``max_bad_files`` bounds the unreadable images
     tolerated there (default max(10, 1% of the files)). Data without a test split (a CSV, an npz of x/y only, a
-    tree without test/) has a seeded ``test_fraction`` held out as its test split.
+    tree without test/) has a seeded ``test_fraction`` held out as its test split. ``progress=False`` hides the
+    progress of a long first decode of an image folder (shown on stderr otherwise).
     """
     folder = Path(data_dir).expanduser() if data_dir is not None else None
     if str(spec) in DATASET_NAMES:
@@ -153,16 +178,24 @@ def load_data(
     split = {"val_fraction": val_fraction, "val_size": val_size, "seed": seed, "test_fraction": test_fraction}
     if fmt == "idx":
         train, test = idx.load_idx_folder(path)
-        classes, flip = _idx_identity(name, path)
-        return make_bundle(name, "image", classes, train, test, flip=flip, **split)
+        classes, flip, identity = _idx_identity(name, path, train)
+        return make_bundle(name, "image", classes, train, test, flip=flip, identity=identity, **split)
     if fmt in ("cifar10", "cifar100"):
         classes, train, test = cifar.load_cifar(path, fmt)
-        return make_bundle(name, "image", classes, train, test, flip=True, **split)
+        identity = f"{_CIFAR_NAMES[fmt]} (recognised by its files: {_CIFAR_EVIDENCE[fmt]})"
+        return make_bundle(name, "image", classes, train, test, flip=True, identity=identity, **split)
     if fmt == "image-folder":
-        classes, train, test, skipped = image_folder.load_image_tree(path, image_size=size, max_bad_files=max_bad_files)
-        return make_bundle(name, "image", classes, train, test, flip=True, skipped_files=skipped, **split)
+        classes, train, test, skipped = image_folder.load_image_tree(
+            path, image_size=size, max_bad_files=max_bad_files, progress=progress
+        )
+        identity = f"image tree of {len(classes)} classes, named by its folders"
+        return make_bundle(
+            name, "image", classes, train, test, flip=True, skipped_files=skipped, identity=identity, **split
+        )
     if fmt == "csv":
         classes, train = tabular.load_csv(path)
-        return make_bundle(name, "vector", classes, train, None, flip=False, **split)
+        identity = f"CSV table of {len(classes)} classes, from its label column"
+        return make_bundle(name, "vector", classes, train, None, flip=False, identity=identity, **split)
     kind, classes, train, test = tabular.load_npz(path)
-    return make_bundle(name, kind, classes, train, test, flip=kind == "image", **split)
+    identity = f"npz arrays of {kind} data, {len(classes)} classes"
+    return make_bundle(name, kind, classes, train, test, flip=kind == "image", identity=identity, **split)

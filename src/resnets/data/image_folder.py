@@ -3,6 +3,8 @@
 Classes are the sorted folder names, as in torchvision's ImageFolder. Images are decoded with Pillow to RGB,
 or to L when every image is grayscale. Decoding 60,000 small JPEGs takes ~15 s on one core, so the decoded
 uint8 arrays are cached on disk (see :mod:`resnets.data.cache`) and later loads take well under a second.
+That first decode shows its progress on stderr (a bar on a terminal, a line per quarter in a log), unless the
+caller passes ``progress=False``.
 
 Unreadable images are logged with their path, skipped and counted. The load fails once more than
 ``max_bad_files`` are bad; by default that is ``max(10, 1% of the files)``, so a few damaged files in a large
@@ -15,15 +17,19 @@ import io
 import logging
 import multiprocessing
 import os
+import sys
 import tarfile
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
+from tqdm import tqdm
 
 from resnets.data import cache
 from resnets.data.dataset import ArrayDataset, reading
@@ -35,6 +41,7 @@ SPLITS = ("train", "test")
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, UnidentifiedImageError, Image.DecompressionBombError)
 _PARALLEL_FROM = 4000  # below this many files a process pool costs more than it saves
 _MAX_LOGGED = 20
+_PROGRESS_FROM = 500  # fewer files decode in about 3 s or less: no progress shown
 
 
 @dataclass(frozen=True)
@@ -124,14 +131,59 @@ def _decode_pair(item: tuple[bytes | str, tuple[int, int] | None]) -> np.ndarray
     return decode(*item)
 
 
-def decode_all(sources: Sequence[bytes | str], image_size: tuple[int, int] | None, workers: int) -> list:
-    """Decode in a forked process pool when it pays off; results keep the order of ``sources``."""
+def decode_all(
+    sources: Sequence[bytes | str],
+    image_size: tuple[int, int] | None,
+    workers: int,
+    tick: Callable[[int], None] | None = None,
+) -> list:
+    """Decode in a forked process pool when it pays off; results keep the order of ``sources``.
+
+    ``tick(1)`` is called after each image (see :func:`decode_progress`).
+    """
     items = [(s, image_size) for s in sources]
+    tick = tick or (lambda done: None)
     if workers <= 1 or len(items) < _PARALLEL_FROM:
-        return [_decode_pair(item) for item in items]
+        results = []
+        for item in items:
+            results.append(_decode_pair(item))
+            tick(1)
+        return results
     context = multiprocessing.get_context("fork")  # no re-import of torch in the workers
     with ProcessPoolExecutor(workers, mp_context=context) as pool:
-        return list(pool.map(_decode_pair, items, chunksize=512))
+        results = []
+        for result in pool.map(_decode_pair, items, chunksize=512):  # in order, as the chunks come back
+            results.append(result)
+            tick(1)
+        return results
+
+
+@contextmanager
+def decode_progress(total: int, where: str, show: bool = True) -> Iterator[Callable[[int], None]]:
+    """A ``tick(n)`` that shows decoding progress on stderr: a tqdm bar on a terminal; in a log (stderr not a
+    terminal, where a bar writes carriage returns) a line at the start and at each quarter; nothing when
+    ``show`` is false or there are too few files to wait for."""
+    stream = sys.stderr
+    if not show or total < _PROGRESS_FROM:
+        yield lambda n: None
+    elif stream.isatty():
+        with tqdm(total=total, desc=f"decoding {where}", unit="img", file=stream, dynamic_ncols=True) as bar:
+            yield bar.update
+    else:
+        print(f"decoding {total:,} images in {where}", file=stream, flush=True)
+        start, done, quarter = time.perf_counter(), 0, 1
+
+        def tick(n: int) -> None:
+            nonlocal done, quarter
+            done += n
+            while quarter <= 4 and 4 * done >= quarter * total:
+                seconds = time.perf_counter() - start
+                print(
+                    f"decoding {where}: {25 * quarter}% ({done:,}/{total:,}, {seconds:.0f} s)", file=stream, flush=True
+                )
+                quarter += 1
+
+        yield tick
 
 
 def _stack(arrays: list[np.ndarray], where: str) -> np.ndarray:
@@ -147,10 +199,16 @@ def _stack(arrays: list[np.ndarray], where: str) -> np.ndarray:
 
 
 def _decode_files(
-    files: list[ImageFile], read: object, image_size: tuple[int, int] | None, max_bad: int | None, where: str
+    files: list[ImageFile],
+    read: object,
+    image_size: tuple[int, int] | None,
+    max_bad: int | None,
+    where: str,
+    progress: bool = True,
 ) -> dict:
     sources = read(files)  # type: ignore[operator]
-    results = decode_all(sources, image_size, workers=min(4, os.cpu_count() or 1))
+    with decode_progress(len(sources), where, progress) as tick:
+        results = decode_all(sources, image_size, workers=min(4, os.cpu_count() or 1), tick=tick)
     bad = [(f.source, r) for f, r in zip(files, results) if isinstance(r, str)]
     for source, message in bad[:_MAX_LOGGED]:
         log.warning("skipping unreadable image %s (%s)", source, message)
@@ -201,9 +259,17 @@ def check_bad_count(bad: int, total: int, max_bad: int | None, where: str, examp
 
 
 def load_image_tree(
-    root: Path, *, image_size: tuple[int, int] | None = None, max_bad_files: int | None = None, use_cache: bool = True
+    root: Path,
+    *,
+    image_size: tuple[int, int] | None = None,
+    max_bad_files: int | None = None,
+    use_cache: bool = True,
+    progress: bool = True,
 ) -> tuple[list[str], ArrayDataset, ArrayDataset | None, int]:
-    """Classes, train, test (None for a single tree) and the number of skipped files, from a folder or archive."""
+    """Classes, train, test (None for a single tree) and the number of skipped files, from a folder or archive.
+
+    ``progress``: show the progress of a decode on stderr (a cached load has none to show).
+    """
     root = root.resolve()
     if root.is_file():  # an archive is keyed by its own size and mtime: a cache hit never opens it
         stat = root.stat()
@@ -221,7 +287,7 @@ def load_image_tree(
         check_bad_count(meta["skipped"], meta["files"], max_bad_files, str(root), meta.get("bad", []))
         out: dict = {**arrays, "classes": meta["classes"], "skipped": meta["skipped"]}
     else:
-        out, n_files = _decode_tree(root, files, image_size, max_bad_files)
+        out, n_files = _decode_tree(root, files, image_size, max_bad_files, progress)
         if use_cache:
             arrays = {k: v for k, v in out.items() if k.startswith(("x_", "y_"))}
             meta = {name: out[name] for name in ("classes", "skipped", "bad")}
@@ -233,7 +299,11 @@ def load_image_tree(
 
 
 def _decode_tree(
-    root: Path, files: list[ImageFile] | None, image_size: tuple[int, int] | None, max_bad_files: int | None
+    root: Path,
+    files: list[ImageFile] | None,
+    image_size: tuple[int, int] | None,
+    max_bad_files: int | None,
+    progress: bool = True,
 ) -> tuple[dict, int]:
     """Decode a scanned folder (``files``) or, when ``files`` is None, the archive at ``root``."""
     archive = None
@@ -247,7 +317,8 @@ def _decode_tree(
                 files = scan_archive(archive)
         if not files:
             raise DataError(f"no images found in {root}; expected [train|test/]CLASS/*.png|jpg|jpeg|bmp|webp")
-        return _decode_files(files, _reader(archive, root), image_size, max_bad_files, str(root)), len(files)
+        read = _reader(archive, root)
+        return _decode_files(files, read, image_size, max_bad_files, str(root), progress), len(files)
     finally:
         if archive is not None:
             archive.close()
