@@ -8,7 +8,7 @@ AVX512-BF16 / AMX); elsewhere (AVX2, or AVX-512 without its BF16 extension) bf16
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -22,6 +22,18 @@ class Precision:
     amp: bool  # autocast on
     dtype: torch.dtype  # autocast dtype (bf16, or fp16 with a grad scaler on old GPUs)
     channels_last: bool
+    reason: str = field(default="", compare=False)  # why this precision, for the run's banner ("" if not known)
+
+    @property
+    def mode(self) -> str:
+        """What the forward pass computes in: "fp32", "bf16 autocast" or "fp16 autocast"."""
+        if not self.amp:
+            return "fp32"
+        return "bf16 autocast" if self.dtype == torch.bfloat16 else "fp16 autocast"
+
+    def describe(self) -> str:
+        """The mode and why, e.g. "fp32: this CPU has no native bf16 (no AVX512-BF16/AMX)"."""
+        return f"{self.mode}: {self.reason}" if self.reason else self.mode
 
     def autocast(self) -> AbstractContextManager:
         if not self.amp:
@@ -61,17 +73,32 @@ def cpu_has_native_bf16() -> bool:
 
 
 def resolve_precision(device: torch.device, amp: bool | None, channels_last: bool | None) -> Precision:
-    """Fill the "auto" (None) choices: fast where the hardware supports it, exact fp32 NCHW elsewhere."""
+    """Fill the "auto" (None) choices: fast where the hardware supports it, exact fp32 NCHW elsewhere.
+
+    ``reason`` says why the precision is what it is, so a user can tell a forced choice from a hardware one.
+    """
     if device.type == "cuda":
         fast = True
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        hardware = "CUDA with bf16" if dtype == torch.bfloat16 else "CUDA without bf16 (fp16 with a grad scaler)"
     else:
         fast = cpu_has_native_bf16()
         dtype = torch.bfloat16
+        hardware = (
+            "this CPU has native bf16 (AVX512-BF16/AMX)" if fast else "this CPU has no native bf16 (no AVX512-BF16/AMX)"
+        )
+    if amp is None:
+        reason = hardware
+    elif amp:
+        slow = "amp=true on a CPU without native bf16 (no AVX512-BF16/AMX): emulated, slower than fp32"
+        reason = f"amp=true; {hardware}" if fast else slow
+    else:
+        reason = "--no-amp (amp=false)"
     return Precision(
         device=device,
         amp=fast if amp is None else amp,
         dtype=dtype,
         # channels_last measured 15-20% faster for resnet20 training on an AVX2 CPU too (resnets bench).
         channels_last=True if channels_last is None else channels_last,
+        reason=reason,
     )

@@ -3,6 +3,7 @@
 A reader (or a resumed run) therefore sees either the old file or the new one, never half of one,
 whenever the process is killed. The file gets the permissions a plain ``open`` would give it (0666 less the
 umask, usually 0644), not the private 0600 of a temporary file: run directories and reports are for sharing.
+:func:`plain_mode` gives the same to a file that a library wrote (safetensors creates its files 0600).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        os.chmod(tmp, 0o666 & ~_umask())
+        plain_mode(tmp)
         write(tmp)
         fsync_file(tmp)
         os.replace(tmp, path)
@@ -30,6 +31,11 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
             os.unlink(tmp)
         raise
     fsync_dir(path.parent)
+
+
+def plain_mode(path: str | Path) -> None:
+    """Give ``path`` the mode a plain ``open`` would: 0666 less the umask (0644 under the usual 022)."""
+    os.chmod(path, 0o666 & ~_umask())
 
 
 def _umask() -> int:

@@ -1,44 +1,181 @@
-"""Training curves as in He et al. 2015 (figs. 1, 4, 6): error (%) against training time.
+"""Training curves as in He et al. 2015 (figs. 1, 4, 6): error (%) against training time, with loss and lr.
 
-Thin lines are training error, bold lines test error. The figure is drawn on an Agg canvas directly,
-so plotting never depends on (or changes) matplotlib's global backend.
+Three panels share the epoch axis, so a jump in one lines up with its cause in another:
+
+- error (%) per epoch: train, test and (with a validation split) val, each in its own colour;
+- training loss per step: the raw batch losses faint behind a centred moving average over about 1% of the
+  steps (a batch's loss is too noisy to read; an average over the steps around it is not, and unlike an
+  exponential average it does not lag behind a drop in the learning rate);
+- the learning rate per step, in a small panel of its own (on the loss's axis it would be unreadable).
+
+The figure is drawn on an Agg canvas directly, so plotting never depends on (or changes) matplotlib's global
+backend. It is redrawn at every epoch, so long runs draw at most ``MAX_POINTS`` points per per-step curve.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from resnets.io.atomic import atomic_write
 
+#: The moving average of the per-step loss spans about this fraction of the steps (at least 3 steps).
+SMOOTHING = 0.01
+#: The most points a per-step curve is drawn with; longer runs are thinned to every k-th step.
+MAX_POINTS = 4000
+#: Colours of the splits, used by every figure of the package that shows them.
+SPLIT_COLOURS = {"train": "tab:blue", "test": "tab:red", "val": "tab:green"}
+LOSS_COLOUR, LR_COLOUR = "tab:purple", "0.25"
+#: Pixel size of curves.png: FIGSIZE inches at DPI dots per inch.
+FIGSIZE, DPI = (6.4, 6.8), 120
 
-def plot_curves(rows: Sequence[dict[str, Any]], path: str | Path, *, title: str = "") -> Path:
-    """Write a PNG of train/test (and val) error against epoch from metrics rows; returns its path."""
-    figure = Figure(figsize=(6.4, 4.2), dpi=120)
+Step = tuple[int, float, float, float]  # (step, lr, loss, error %), as the engine keeps them and steps.csv holds
+
+
+def smoothing_half_width(steps: int) -> int:
+    """Half the moving average's window for a run of ``steps`` steps: the window (2h+1) is about 1% of them."""
+    return max(1, round(steps * SMOOTHING / 2))
+
+
+def moving_average(values: Sequence[float], half_width: int) -> np.ndarray:
+    """Centred mean of ``values[i-h : i+h+1]`` at each i, the window cut at both ends.
+
+    Non-finite values (the step that diverged) are left out of every mean rather than poisoning it; a window
+    holding none but them is NaN.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    finite = np.isfinite(v)
+    sums = np.concatenate([[0.0], np.cumsum(np.where(finite, v, 0.0))])
+    counts = np.concatenate([[0], np.cumsum(finite)])
+    i = np.arange(len(v))
+    lo, hi = np.maximum(i - half_width, 0), np.minimum(i + half_width + 1, len(v))
+    n = counts[hi] - counts[lo]
+    return np.where(n > 0, (sums[hi] - sums[lo]) / np.maximum(n, 1), np.nan)
+
+
+def steps_per_epoch(rows: Sequence[dict[str, Any]]) -> float | None:
+    """Steps per epoch read off metrics rows (a row's step over its epoch); None before the first row."""
+    for row in rows:
+        if row.get("epoch") and row.get("step"):
+            return row["step"] / row["epoch"]
+    return None
+
+
+def curves_figure(
+    rows: Sequence[dict[str, Any]],
+    steps: Sequence[Step] = (),
+    *,
+    per_epoch: float | None = None,
+    model: str = "",
+    data: str = "",
+    run: str = "",
+) -> Figure:
+    """The figure of curves.png: errors per epoch, loss and learning rate per step (see the module docstring).
+
+    ``rows`` are metrics rows (epoch, step, train_error, test_error, val_error, train_loss, lr);
+    ``steps`` the per-step (step, lr, loss, error %) tuples; ``per_epoch`` the steps per epoch, which put
+    steps on the epoch axis (default: read off the rows). Without steps (a run from before steps.csv) the
+    loss and lr panels show the rows' per-epoch values instead.
+    """
+    figure = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
     FigureCanvasAgg(figure)
-    axes = figure.add_subplot(1, 1, 1)
-    epochs = [row["epoch"] for row in rows]
-    series = [
-        ("train_error", "train", {"linewidth": 1.0, "linestyle": "--", "color": "tab:blue"}),
-        ("test_error", "test", {"linewidth": 2.2, "color": "tab:blue"}),
-        ("val_error", "val", {"linewidth": 1.6, "color": "tab:orange"}),
-    ]
-    for key, label, style in series:
-        points = [(e, row[key]) for e, row in zip(epochs, rows) if row.get(key) is not None]
-        if points:
-            xs, ys = zip(*points)
-            axes.plot(xs, ys, label=f"{label} error", marker="o" if len(points) < 20 else None, markersize=3, **style)
-    axes.set_xlabel("epoch")
-    axes.set_ylabel("error (%)")
-    axes.set_title(title)
-    axes.grid(True, alpha=0.3)
-    if rows:
-        axes.legend()
-    figure.tight_layout()
+    errors, losses, rates = figure.subplots(3, 1, sharex=True, height_ratios=(3, 2, 1))
+    per_epoch = per_epoch or steps_per_epoch(rows)
+    _plot_errors(errors, rows)
+    if steps:
+        _plot_steps(losses, rates, steps, per_epoch)
+    else:
+        _plot_epoch_values(losses, rows, "train_loss", LOSS_COLOUR, "train loss (epoch mean)")
+        _plot_epoch_values(rates, rows, "lr", LR_COLOUR, None)
+    errors.set_ylabel("error (%)")
+    losses.set_ylabel("train loss")
+    rates.set_ylabel("lr")
+    rates.set_xlabel("epoch" if per_epoch or not steps else "step")
+    for axes in (errors, losses, rates):
+        axes.grid(True, alpha=0.3)
+    for axes in (errors, losses):
+        if axes.get_lines():
+            axes.legend(fontsize=8)
+    rates.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+    rates.set_ylim(bottom=0)  # from zero, so that a small change of the rate does not look like a large one
+    figure.suptitle(f"{model or 'model'} on {data or 'data'}")
+    if run:
+        errors.set_title(run, fontsize=8, color="0.4")
+    return figure
+
+
+def plot_curves(
+    rows: Sequence[dict[str, Any]],
+    path: str | Path,
+    *,
+    steps: Sequence[Step] = (),
+    per_epoch: float | None = None,
+    model: str = "",
+    data: str = "",
+    run: str = "",
+) -> Path:
+    """Write curves.png (see :func:`curves_figure`) atomically; returns its path."""
+    figure = curves_figure(rows, steps, per_epoch=per_epoch, model=model, data=data, run=run)
     path = Path(path)
     atomic_write(path, lambda tmp: figure.savefig(tmp, format="png"))
     return path
+
+
+def _plot_errors(axes: Axes, rows: Sequence[dict[str, Any]]) -> None:
+    series = [("train", {"linewidth": 1.2, "linestyle": "--"}), ("test", {"linewidth": 2.2}), ("val", {})]
+    for split, style in series:
+        xs, ys = epoch_points(rows, f"{split}_error")
+        if xs:
+            marker = "o" if len(xs) < 20 else None
+            axes.plot(xs, ys, label=f"{split} error", color=SPLIT_COLOURS[split], marker=marker, markersize=3, **style)
+
+
+class StepSeries(NamedTuple):
+    """Per-step curves ready to draw: every ``stride``-th step of the run (all of them up to MAX_POINTS)."""
+
+    x: np.ndarray  # epochs (step / steps per epoch), or steps when the steps per epoch are unknown
+    lr: np.ndarray
+    loss: np.ndarray  # the batch losses, NaN where one was not finite
+    smooth: np.ndarray  # their centred moving average over ``window`` steps, taken before thinning
+    window: int
+    stride: int
+
+
+def step_series(steps: Sequence[Step], per_epoch: float | None) -> StepSeries:
+    """The loss and learning-rate curves of ``steps`` on the epoch axis, smoothed, then thinned for drawing."""
+    number = np.array([s[0] for s in steps], dtype=np.float64)
+    lr = np.array([s[1] for s in steps], dtype=np.float64)
+    loss = np.array([s[2] for s in steps], dtype=np.float64)
+    half = smoothing_half_width(len(steps))
+    smooth = moving_average(loss, half)
+    stride = max(1, math.ceil(len(steps) / MAX_POINTS))
+    x = number / per_epoch if per_epoch else number
+    loss = np.where(np.isfinite(loss), loss, np.nan)
+    return StepSeries(x[::stride], lr[::stride], loss[::stride], smooth[::stride], 2 * half + 1, stride)
+
+
+def _plot_steps(losses: Axes, rates: Axes, steps: Sequence[Step], per_epoch: float | None) -> None:
+    series = step_series(steps, per_epoch)
+    losses.plot(series.x, series.loss, color=LOSS_COLOUR, alpha=0.25, linewidth=0.6, label="per step")
+    losses.plot(series.x, series.smooth, color=LOSS_COLOUR, linewidth=1.8, label=f"mean of {series.window} steps")
+    rates.plot(series.x, series.lr, color=LR_COLOUR, linewidth=1.2)
+
+
+def _plot_epoch_values(axes: Axes, rows: Sequence[dict[str, Any]], key: str, colour: str, label: str | None) -> None:
+    xs, ys = epoch_points(rows, key)
+    if xs:
+        axes.plot(xs, ys, color=colour, marker="o", markersize=3, label=label)
+
+
+def epoch_points(rows: Sequence[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
+    """(epochs, values) of the metrics rows that measured ``key`` (a run without a test split has None or NaN)."""
+    points = [(row["epoch"], row[key]) for row in rows if isinstance(row.get(key), (int, float))]
+    points = [(x, y) for x, y in points if math.isfinite(y)]
+    return ([x for x, _ in points], [y for _, y in points]) if points else ([], [])

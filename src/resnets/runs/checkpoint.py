@@ -37,7 +37,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from resnets.errors import CheckpointError
-from resnets.io.atomic import atomic_write_text, fsync_dir, fsync_file, sha256_file
+from resnets.io.atomic import atomic_write_text, fsync_dir, fsync_file, plain_mode, sha256_file
 
 FORMAT = "resnets-checkpoint-1"
 STATE_FORMAT = "resnets-train-state-1"
@@ -78,6 +78,7 @@ def save_checkpoint(
             save_file(weights, str(staged["best.safetensors"]), metadata=metadata)
         hashes = {}
         for name, path in staged.items():
+            plain_mode(path)  # safetensors writes 0600; a run directory is for sharing, as the other files
             fsync_file(path)
             hashes[name] = sha256_file(path)
         committed = _json_or_empty(directory / MANIFEST).get("files")
@@ -407,6 +408,7 @@ def save_snapshot(directory: str | Path, model: nn.Module, model_name: str, step
     staged = directory / f".{name}.staged"
     staged.unlink(missing_ok=True)  # never write through a link planted under this name
     save_file(weights_for_saving(model), str(staged), metadata=metadata)
+    plain_mode(staged)  # safetensors writes 0600
     fsync_file(staged)
     digest = sha256_file(staged)
     os.replace(staged, directory / name)

@@ -46,6 +46,7 @@ RUN_RULES: dict[str, Rule] = {
     "image_size": optional(COUNT),
     "max_bad_files": optional(NATURAL),
     "in_channels": optional(COUNT),
+    "log_every": optional(COUNT),
 }
 
 
@@ -76,6 +77,9 @@ class TrainConfig:
     threads: int | None = None  # torch intra-op CPU threads; None keeps torch's default (one per core)
     out: str | None = None  # run directory; default runs/<model>-<data>-<timestamp>
     quiet: bool = False
+    # steps between the plain progress lines printed when stderr is not a terminal (a log file, a pipe);
+    # None: about 20 lines per epoch and at least one every 50 steps. A terminal gets a tqdm bar instead.
+    log_every: int | None = None
     tensorboard: bool = False
 
     def __post_init__(self) -> None:

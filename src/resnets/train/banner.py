@@ -1,0 +1,133 @@
+"""The lines ``resnets train`` prints before its first step: what will run, on what, how, for how long, where.
+
+A run that starts silently leaves the user to guess whether bf16 is on, how many steps an epoch has or where the
+files go; these lines say it once, from the objects the run has already resolved (nothing is decided here).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from resnets.device import Precision
+from resnets.train.config import TrainConfig
+from resnets.train.recipes import Recipe
+from resnets.train.schedule import weighted_depth
+
+
+def describe_device(device: torch.device) -> str:
+    """``cpu (2 threads)`` or ``cuda:0 (NVIDIA H100 80GB HBM3)``."""
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    threads = torch.get_num_threads()
+    return f"{device} ({threads} thread{'s' if threads != 1 else ''})"
+
+
+def banner_lines(
+    config: TrainConfig,
+    *,
+    model: nn.Module,
+    bundle: Any,  # resnets.data.DataBundle
+    layout: str,  # how samples reach the model: "image", "vector" or "sequence" (resnets.data.layout)
+    precision: Precision,
+    device_name: str,
+    steps_per_epoch: int,  # per process
+    last_step: int,
+    run_dir: str | Path,
+    resume_step: int | None = None,  # the restored step of a resumed run
+    world_size: int = 1,
+) -> list[str]:
+    """The pre-run block, one string per line, without trailing newlines."""
+    r = config.recipe
+    params = sum(p.numel() for p in model.parameters())
+    memory = ("channels_last" if precision.channels_last else "NCHW") if layout == "image" else f"{layout} input"
+    lines = [
+        f"model     {config.model}: {params:,} parameters",
+        f"data      {_data(bundle)}",
+        f"device    {device_name}; {precision.describe()}; {memory}",
+        f"recipe    {r.name}: {_optimizer(r, world_size)}",
+        f"schedule  {_schedule(r, steps_per_epoch, model)}",
+        f"length    {_length(r, steps_per_epoch, last_step)}",
+        f"augment   {_augment(r, bundle, layout)}",
+        f"run dir   {run_dir}",
+    ]
+    if getattr(bundle, "identity", ""):  # what the data was taken to be, and why (content, name or folder)
+        lines.insert(2, f"          {bundle.identity}")
+    if resume_step is not None:
+        lines.append(f"resuming at step {resume_step:,} of {last_step:,}")
+    return lines
+
+
+def _data(bundle: Any) -> str:
+    def size(split: Any) -> int:
+        return 0 if split is None else len(split)
+
+    shape = "x".join(str(s) for s in bundle.sample_shape)
+    skipped = f", {bundle.skipped_files:,} unreadable files skipped" if bundle.skipped_files else ""
+    return (
+        f"{bundle.name}: {size(bundle.train):,} train / {size(bundle.val):,} val / {size(bundle.test):,} test, "
+        f"{len(bundle.classes):,} classes, samples {shape}{skipped}"
+    )
+
+
+def _optimizer(r: Recipe, world_size: int) -> str:
+    if r.optimizer == "sgd":
+        words = f"sgd{' nesterov' if r.nesterov else ''} lr {r.lr:g} momentum {r.momentum:g}"
+    else:
+        words = f"{r.optimizer} lr {r.lr:g} beta1 {r.momentum:g}"
+    words += f" weight decay {r.weight_decay:g}"
+    if not r.decay_norm_and_bias:
+        words += " (not on norms and biases)"
+    batch = f"batch {r.batch_size:,}"
+    if world_size > 1:
+        batch += f" x {world_size} processes = {r.batch_size * world_size:,}"
+    extras = [f"EMA {r.ema_decay:g}"] if r.ema_decay else []
+    extras += [f"grad clip {r.grad_clip_norm:g}"] if r.grad_clip_norm else []
+    return ", ".join([words, batch, *extras])
+
+
+def _schedule(r: Recipe, steps_per_epoch: int, model: nn.Module) -> str:
+    if r.schedule == "step":
+        parts = [
+            f"step, x{r.lr_decay:g} at steps {', '.join(f'{m:,}' for m in r.milestones)}" if r.milestones else "step"
+        ]
+    elif r.schedule in ("cosine", "onecycle"):
+        parts = [f"{r.schedule} to {f'{r.final_lr_factor:g} x lr' if r.final_lr_factor else '0'}"]
+    else:
+        parts = [r.schedule]
+    if r.warmup_epochs:
+        steps = round(r.warmup_epochs * steps_per_epoch)
+        parts.append(f"warm-up {r.warmup_epochs:g} epochs ({steps:,} steps) from {r.warmup_start_factor:g} x lr")
+    else:
+        parts.append("no warm-up")
+    if r.deep_warmup_lr > 0 and weighted_depth(model) >= r.deep_warmup_min_depth:
+        parts.append(f"lr {r.deep_warmup_lr:g} until the train error < {r.deep_warmup_until_error:g}%")
+    parts.append(f"label smoothing {r.label_smoothing:g}")
+    return ", ".join(parts)
+
+
+def _length(r: Recipe, steps_per_epoch: int, last_step: int) -> str:
+    text = f"{last_step:,} steps = {last_step / steps_per_epoch:.4g} epochs of {steps_per_epoch:,} steps"
+    if r.max_steps is not None and last_step == r.max_steps:
+        text += " (max_steps)"
+    every = "every epoch" if r.eval_every == 1 else f"every {r.eval_every} epochs"
+    return f"{text}; evaluated {every}"
+
+
+def _augment(r: Recipe, bundle: Any, layout: str) -> str:
+    """What the recipe asks for, as far as this data and model allow (crops and flips need images)."""
+    parts = []
+    if r.augment and layout == "image" and bundle.kind == "image":
+        if r.crop_padding:
+            parts.append(f"random crop (pad {r.crop_padding})")
+        if bundle.flip:
+            parts.append("flip")
+    parts += [f"{name} {value:g}" for name, value in _mixing(r) if value]
+    return ", ".join(parts) if parts else "none"
+
+
+def _mixing(r: Recipe) -> list[tuple[str, float]]:
+    return [("mixup", r.mixup_alpha), ("cutmix", r.cutmix_alpha), ("random erasing", r.random_erasing)]
