@@ -44,3 +44,69 @@ def test_same_seed_same_result_other_seed_differs() -> None:
     augment = BatchAugment()
     assert torch.equal(augment(images, _gen(5)), augment(images, _gen(5)))
     assert not torch.equal(augment(images, _gen(5)), augment(images, _gen(6)))
+
+
+def _before_erasing(images: torch.Tensor, generator: torch.Generator, pad: int, flip: bool) -> torch.Tensor:
+    """BatchAugment.__call__ as it was before random erasing existed (on the CPU): the reference for p = 0."""
+    batch, _, height, width = images.shape
+    offsets = torch.randint(0, 2 * pad + 1, (batch, 2), generator=generator)
+    mirror = torch.randint(0, 2, (batch,), generator=generator).bool() & flip
+    rows = offsets[:, :1] + torch.arange(height)
+    cols = offsets[:, 1:] + torch.arange(width)
+    cols = torch.where(mirror[:, None], cols.flip(1), cols)
+    padded = torch.nn.functional.pad(images, (pad,) * 4) if pad else images
+    padded = padded.permute(0, 2, 3, 1)
+    sample = torch.arange(batch)[:, None, None]
+    out = padded[sample, rows[:, :, None], cols[:, None, :]]
+    return out.permute(0, 3, 1, 2).contiguous()
+
+
+def test_without_erasing_the_batch_and_the_random_stream_are_exactly_as_before() -> None:
+    images = torch.randint(0, 256, (16, 3, 8, 8), dtype=torch.uint8)
+    for pad, flip in [(4, True), (0, True), (2, False)]:
+        new, old = _gen(11), _gen(11)
+        assert torch.equal(BatchAugment(pad=pad, flip=flip)(images, new), _before_erasing(images, old, pad, flip))
+        assert torch.equal(new.get_state(), old.get_state())  # nothing more was drawn
+
+
+def _erased_boxes(out: torch.Tensor, before: torch.Tensor) -> list[tuple[int, int]]:
+    """(area, box area) of the changed pixels of each image; changes must be the same in every channel."""
+    found = []
+    for changed in out != before:  # (C, H, W)
+        assert all(torch.equal(changed[0], c) for c in changed)
+        rows, cols = changed[0].any(1).nonzero(), changed[0].any(0).nonzero()
+        box = int(rows.max() - rows.min() + 1) * int(cols.max() - cols.min() + 1) if len(rows) else 0
+        found.append((int(changed[0].sum()), box))
+    return found
+
+
+def test_erasing_with_probability_1_puts_one_noise_box_of_2_to_33_percent_in_every_image() -> None:
+    height, width = 16, 20
+    images = torch.full((64, 3, height, width), -1.0)  # noise is in [0, 1): every erased pixel changes
+    out = BatchAugment(pad=0, flip=False, erase=1.0)(images, _gen(2))
+    boxes = _erased_boxes(out, images)
+    for area, box in boxes:
+        assert area == box and 0.02 <= area / (height * width) <= 1 / 3  # one filled rectangle of that size
+    assert len({area for area, _ in boxes}) > 20  # sizes (and shapes) vary
+    noise = out[out != -1]
+    assert 0 <= float(noise.min()) and float(noise.max()) < 1 and abs(float(noise.mean()) - 0.5) < 0.02
+
+
+def test_erasing_comes_after_the_crop_and_flip_and_fills_uint8_images_with_uint8_noise() -> None:
+    shape, augment = (32, 3, 12, 12), BatchAugment(pad=2, flip=True, erase=1.0)
+    images = torch.randint(1, 256, shape, dtype=torch.uint8)
+    before = BatchAugment(pad=2, flip=True)(images, _gen(5))
+    out = augment(images, _gen(5))
+    assert out.dtype == torch.uint8
+    # the same draws on float images (they only differ in the noise, drawn last) show where the boxes are
+    floats = images.float() + 10.0  # away from [0, 1), where the noise lies
+    box = augment(floats, _gen(5)) != BatchAugment(pad=2, flip=True)(floats, _gen(5))
+    assert torch.equal(out[~box], before[~box]) and not torch.equal(out[box], before[box])
+    assert all(0.02 <= area / 144 <= 1 / 3 for area, _ in _erased_boxes(box.float(), torch.zeros(shape)))
+
+
+def test_erasing_probability_is_the_share_of_images_erased() -> None:
+    images = torch.full((400, 1, 16, 16), -1.0)
+    out = BatchAugment(pad=0, flip=False, erase=0.5)(images, _gen(9))
+    erased = int((out != -1).flatten(1).any(1).sum())
+    assert 170 <= erased <= 230  # 200 expected; binomial sd 10

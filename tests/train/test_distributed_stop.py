@@ -42,7 +42,7 @@ try:
     if mode == "resume":
         summary = train(resume_config(out), data=tiny_bundle(), resume=True)
     else:
-        summary = train(tiny_config(out, epochs=2), data=tiny_bundle())
+        summary = train(tiny_config(out, epochs=2, **{options!r}), data=tiny_bundle())
     pathlib.Path(out + ".rank" + rank).write_text("done %d" % summary["steps"])
 except TrainingInterrupted as stopped:
     pathlib.Path(out + ".rank" + rank).write_text("stopped " + str(stopped))
@@ -94,9 +94,22 @@ def write_script(tmp_path: Path, body: str) -> Path:
     return script
 
 
+#: Every training convenience on (EMA, mixup/cutmix drawn per (seed, step, rank), random erasing, clipping,
+#: no decay on norm and bias), so the stop-and-resume test also proves they resume bit for bit under DDP.
+ALL_CONVENIENCES = {
+    "decay_norm_and_bias": False,
+    "ema_decay": 0.9,
+    "mixup_alpha": 0.4,
+    "cutmix_alpha": 1.0,
+    "random_erasing": 0.5,
+    "grad_clip_norm": 0.5,
+}
+
+
 @pytest.mark.slow
 def test_a_signal_to_one_rank_stops_every_rank_cleanly_and_the_run_resumes_bit_for_bit(tmp_path: Path) -> None:
-    script = write_script(tmp_path, STOP)
+    # With every training convenience on: the DDP check of their bit-exact resume.
+    script = write_script(tmp_path, STOP.replace("{options!r}", repr(ALL_CONVENIENCES)))
     stopped = tmp_path / "stopped"
     result = torchrun(script, str(stopped), "stop")
     assert "Connection closed" not in result.stderr and "Traceback" not in result.stderr, result.stderr[-2000:]
@@ -115,6 +128,9 @@ def test_a_signal_to_one_rank_stops_every_rank_cleanly_and_the_run_resumes_bit_f
     resumed_weights = load_file(stopped / "checkpoints" / "last.safetensors")
     straight_weights = load_file(straight / "checkpoints" / "last.safetensors")
     assert all(torch.equal(resumed_weights[k], straight_weights[k]) for k in straight_weights)
+    resumed_state = torch.load(stopped / "checkpoints" / "last.state.pt", weights_only=True)["raw_weights"]
+    straight_state = torch.load(straight / "checkpoints" / "last.state.pt", weights_only=True)["raw_weights"]
+    assert all(torch.equal(resumed_state[k], straight_state[k]) for k in straight_state)  # EMA and raw weights
 
 
 @pytest.mark.slow

@@ -22,7 +22,13 @@ from resnets.device import resolve_device, resolve_precision
 from resnets.errors import ConfigError, ResnetsError, RunDirError, TrainingDivergedError
 from resnets.inference import with_fast_model
 from resnets.metrics import evaluate
-from resnets.runs.checkpoint import committed_step, restore_checkpoint, save_checkpoint, save_snapshot
+from resnets.runs.checkpoint import (
+    committed_step,
+    restore_checkpoint,
+    save_checkpoint,
+    save_snapshot,
+    weights_for_saving,
+)
 from resnets.runs.checkpoint import has_checkpoint as checkpoint_exists
 from resnets.runs.directory import (
     RunDir,
@@ -33,8 +39,11 @@ from resnets.runs.directory import (
 )
 from resnets.runs.lock import RunLock
 from resnets.runs.record import RECORD_FILE, read_record
+from resnets.train.banner import banner_lines, describe_device
 from resnets.train.config import TrainConfig, apply_overrides, config_from_dict
 from resnets.train.distributed import Distributed
+from resnets.train.ema import weight_ema
+from resnets.train.mixing import make_mixing, mixing_rng
 from resnets.train.optim import make_optimizer
 from resnets.train.progress import Progress
 from resnets.train.schedule import LRSchedule, weighted_depth
@@ -134,6 +143,8 @@ class Trainer:
         self.last_step = stop_step(config, self.steps_per_epoch)
         model = session.model
         self.optimizer = make_optimizer(model, r)
+        self.mixing = make_mixing(r, session.train_loader.layout)  # before the run directory: a refusal writes nothing
+        self.ema = weight_ema(model, r.ema_decay) if r.ema_decay > 0 else None  # what is evaluated and saved
         self.schedule = LRSchedule(
             r, steps_per_epoch=self.steps_per_epoch, total_steps=self.last_step, depth=weighted_depth(model)
         )
@@ -169,8 +180,29 @@ class Trainer:
         self.board = None
         if config.tensorboard and dist.is_main:
             self.board = TensorBoard.open(self.run_dir.path / "tensorboard")
-        total_epochs = math.ceil(self.last_step / self.steps_per_epoch)
-        self.progress = Progress(config.quiet or not dist.is_main, total_epochs, self.steps_per_epoch)
+        quiet = config.quiet or not dist.is_main
+        if not quiet:  # what will run, once, before the first step
+            lines = banner_lines(
+                config,
+                model=model,
+                bundle=session.bundle,
+                layout=session.record.data.layout,
+                precision=self.precision,
+                device_name=describe_device(self.precision.device),
+                steps_per_epoch=self.steps_per_epoch,
+                last_step=self.last_step,
+                run_dir=self.run_dir.path,
+                resume_step=self.state.step if resume else None,
+                world_size=dist.world_size,
+            )
+            print("\n".join(lines), file=sys.stderr, flush=True)
+        self.progress = Progress(
+            quiet,
+            steps_per_epoch=self.steps_per_epoch,
+            last_step=self.last_step,
+            eval_every=r.eval_every,
+            log_every=config.log_every,
+        )
         self.session_start = time.perf_counter()
 
     def _restore(self) -> None:
@@ -178,7 +210,18 @@ class Trainer:
         if restored.warning and self.dist.is_main:  # e.g. last.safetensors corrupt: one epoch lost, not the run
             print(f"resnets train: warning: {restored.warning}", file=sys.stderr)
         saved = restored.state
-        self.optimizer.load_state_dict(saved["optimizer"])
+        # With an EMA the weight file holds the average, and the weights being trained are in the state.
+        if self.ema is not None:
+            self.ema.module.load_state_dict(self.session.model.state_dict())
+        if "raw_weights" in saved:
+            self.session.model.load_state_dict(saved["raw_weights"])
+        try:
+            self.optimizer.load_state_dict(saved["optimizer"])
+        except ValueError as error:  # parameter groups of another shape
+            raise ConfigError(
+                f"the optimiser state in {str(self.run_dir.checkpoints)!r} does not fit this run ({error}); "
+                "resume with the run's decay_norm_and_bias unchanged"
+            ) from None
         self.schedule.load_state_dict(saved["schedule"])
         if "scaler" in saved and self.precision.needs_scaler:
             self.scaler.load_state_dict(saved["scaler"])
@@ -300,9 +343,16 @@ class Trainer:
             lr = self.schedule.lr(state.step)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
+            mixed, target = None, y  # target: the labels the step's error is counted against
+            if self.mixing is not None:  # draws are a function of (seed, step, rank): resuming needs no state
+                mixed = self.mixing(x, y, mixing_rng(self.config.seed, state.step, self.dist.rank))
+                x, target = mixed.inputs, mixed.dominant()
             with precision.autocast():
                 logits = self.model(x)
-                loss = F.cross_entropy(logits.float(), y, label_smoothing=r.label_smoothing)
+                if mixed is None:
+                    loss = F.cross_entropy(logits.float(), y, label_smoothing=r.label_smoothing)
+                else:
+                    loss = mixed.loss(logits.float(), r.label_smoothing)
             loss_value = loss.item()
             if not math.isfinite(loss_value):
                 self.progress.close()
@@ -312,9 +362,14 @@ class Trainer:
                 raise self._diverged(loss_value, lr)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
+            if r.grad_clip_norm > 0:  # clip the true gradients: unscaled first (a no-op without a scaler)
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), r.grad_clip_norm)
             self.scaler.step(self.optimizer)
             self.scaler.update()
-            batch_errors = (logits.detach().argmax(1) != y).sum().item()
+            if self.ema is not None:
+                self.ema.update_parameters(self.dist.unwrap(self.model))
+            batch_errors = (logits.detach().argmax(1) != target).sum().item()
             self.schedule.observe(100.0 * batch_errors / y.numel())
             state.step, state.batch = state.step + 1, state.batch + 1
             self.steps.append((state.step, lr, loss_value, 100.0 * batch_errors / y.numel()))
@@ -391,6 +446,8 @@ class Trainer:
         }
         if session.val_loader is not None:
             row["val_loss"], row["val_error"] = self._measure(session.val_loader)
+        if self.ema is not None:  # the test and val figures are the EMA's (metrics.jsonl; the CSV keeps its columns)
+            row["weights"] = "ema"
         self.rows.append(row)
         # Only a validation split chooses a "best" checkpoint: choosing on the test split would bias its error.
         selection = row.get("val_error", math.nan)
@@ -403,20 +460,32 @@ class Trainer:
                 self.progress.write_epoch(row)
                 if self.board is not None:
                     self.board.write(row)
-                _plot(self.run_dir, self.rows)
+                _plot(
+                    self.run_dir,
+                    self.rows,
+                    self.steps,
+                    per_epoch=self.steps_per_epoch,
+                    model=self.config.model,
+                    data=session.bundle.name,
+                )
         self._save(best=best)
 
     def _measure(self, loader: Any) -> tuple[float, float]:
         """(loss, top-1 error %) of a split, measured as ``resnets eval`` measures it after the run."""
         # The fast inference path (folded BatchNorms, the run's layout and precision), as `resnets eval` runs
-        # it; never compiled here, since the weights change between evaluations.
+        # it; never compiled here, since the weights change between evaluations. With an EMA, the average is
+        # measured: it is what the weight file holds for eval, predict and export.
         model, batches = with_fast_model(
-            self.dist.unwrap(self.model),
+            self._weights_model(),
             loader.epoch_batches(0),
             precision=self.session.record.precision(self.precision.device),
         )
         result = evaluate(model, batches, self.session.record.num_classes)
         return result.loss, result.top1_error
+
+    def _weights_model(self) -> torch.nn.Module:
+        """The model whose weights are measured and saved as the run's weights: the EMA when there is one."""
+        return self.ema.module if self.ema is not None else self.dist.unwrap(self.model)
 
     def _save(self, best: bool) -> None:
         if not self.dist.is_main:
@@ -435,10 +504,11 @@ class Trainer:
         }
         if self.precision.needs_scaler:
             payload["scaler"] = self.scaler.state_dict()
+        if self.ema is not None:  # the weight file holds the average; resuming also needs the weights being trained
+            payload["raw_weights"] = weights_for_saving(self.dist.unwrap(self.model))
         with _writing(self.run_dir, f"the checkpoint of step {state.step}"):
             self.run_dir.write_steps(self.steps)  # before the checkpoint: a resume drops rows past its step
-            model = self.dist.unwrap(self.model)
-            save_checkpoint(self.run_dir.checkpoints, model, self.config.model, payload, best=best)
+            save_checkpoint(self.run_dir.checkpoints, self._weights_model(), self.config.model, payload, best=best)
 
 
 @contextmanager
@@ -455,10 +525,20 @@ def _writing(run: RunDir, what: str) -> Iterator[None]:
         ) from None
 
 
-def _plot(run: RunDir, rows: list[dict[str, Any]]) -> None:
+def _plot(
+    run: RunDir,
+    rows: list[dict[str, Any]],
+    steps: list[tuple[int, float, float, float]],
+    *,
+    per_epoch: int,
+    model: str,
+    data: str,
+) -> None:
     from resnets.reports.curves import plot_curves  # matplotlib loads only when a run writes curves
 
-    plot_curves(rows, run.path / "curves.png", title=run.path.name)
+    plot_curves(
+        rows, run.path / "curves.png", steps=steps, per_epoch=per_epoch, model=model, data=data, run=run.path.name
+    )
 
 
 def _summary(config, session, state: TrainState, rows, run: RunDir, steps_per_epoch: int) -> dict[str, Any]:

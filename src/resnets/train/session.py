@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from resnets.device import Precision
+from resnets.errors import ConfigError
 from resnets.models import SkipNetwork, get_model_entry
 from resnets.runs.open import measurement_loader
 from resnets.runs.record import EVAL_BATCH, DataRecord, RunRecord
@@ -48,6 +49,7 @@ class Session:
                 seed=config.seed,
                 image_size=config.image_size,
                 max_bad_files=config.max_bad_files,
+                progress=not config.quiet,  # a long first decode of an image folder
             )
         layout, in_channels = input_layout(config.model, bundle.kind, bundle.sample_shape)
         check_channels(config.model, config.in_channels, in_channels, bundle.name, bundle.sample_shape)
@@ -70,7 +72,14 @@ class Session:
             precision.device, memory_format=torch.channels_last if measured.channels_last else torch.preserve_format
         )
         augmented = config.recipe.augment and layout == "image" and bundle.kind == "image"
-        augment = BatchAugment(pad=config.recipe.crop_padding, flip=bundle.flip) if augmented else None
+        if config.recipe.random_erasing and not augmented:  # it is part of the batch augmentation
+            raise ConfigError(
+                f"random_erasing={config.recipe.random_erasing:g} erases boxes of augmented images, but this run "
+                f"has no batch augmentation ({bundle.kind} data, {layout} layout, augment "
+                f"{str(config.recipe.augment).lower()}); set random_erasing 0"
+            )
+        erase = config.recipe.random_erasing
+        augment = BatchAugment(pad=config.recipe.crop_padding, flip=bundle.flip, erase=erase) if augmented else None
         train_loader = BatchLoader(
             bundle.train,
             config.recipe.batch_size,
