@@ -72,7 +72,7 @@ BAD_SETTINGS: dict[str, tuple[str, ...]] = {
     "eval_every": ("0", "-1", "abc", "1.5"),
     "milestones": ("[-1]", "[abc]", "abc", "[1.5]", "{a: 1}"),
     "optimizer": ("lion", "[sgd]", "1", "SGD"),
-    "schedule": ("linear", "1", "[step]"),
+    "schedule": ("exponential", "1", "[step]"),
     "nesterov": ("maybe", "2", "[true]"),
     "augment": ("maybe", "2"),
     "seed": ("-1", str(2**63), str(2**70), "abc", "1.5", "[1]"),

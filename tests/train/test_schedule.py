@@ -59,7 +59,17 @@ def test_max_steps_does_not_change_the_cosine_horizon():
     assert LRSchedule(r, steps_per_epoch=100, total_steps=30).lr(500) == pytest.approx(0.1)
 
 
-def test_onecycle_decays_linearly():
-    r = Recipe(lr=1.0, schedule="onecycle", epochs=2, warmup_epochs=1, final_lr_factor=0.0)
+def test_linear_decays_linearly():
+    r = Recipe(lr=1.0, schedule="linear", epochs=2, warmup_epochs=1, final_lr_factor=0.0)
     s = LRSchedule(r, steps_per_epoch=10, total_steps=20)
     assert s.lr(10) == 1.0 and s.lr(15) == pytest.approx(0.5) and math.isclose(s.lr(20), 0.0, abs_tol=1e-12)
+
+
+def test_linear_is_the_old_onecycle_curve_by_hand():
+    """Warm-up from 0.1 to 1 over 10 steps, then a straight line to final_lr_factor 0.1 at step 30; then flat."""
+    r = Recipe(lr=1.0, schedule="linear", epochs=3, warmup_epochs=1, warmup_start_factor=0.1, final_lr_factor=0.1)
+    s = LRSchedule(r, steps_per_epoch=10, total_steps=40)
+    by_hand = {0: 0.1, 5: 0.55, 10: 1.0, 15: 0.775, 20: 0.55, 30: 0.1, 40: 0.1}
+    assert {step: s.lr(step) for step in by_hand} == pytest.approx(by_hand)
+    renamed = LRSchedule(Recipe(**{**vars(r), "schedule": "onecycle"}), steps_per_epoch=10, total_steps=40)
+    assert renamed.recipe.schedule == "linear" and [renamed.lr(k) for k in range(41)] == [s.lr(k) for k in range(41)]

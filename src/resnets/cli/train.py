@@ -1,17 +1,33 @@
 """``resnets train``: parse options into a TrainConfig and call :func:`resnets.train.train`.
 
-Precedence, lowest first: the recipe (``--recipe``), the config file (``--config``), the dedicated
-flags (``--epochs``, ``--lr``, ...), then ``--set KEY=VALUE``.
+Every field of :class:`Recipe` is a flag (``--lr``, ``--weight-decay``, ``--augment/--no-augment``), generated
+from the dataclass with the help text it carries, so a new field gets its flag without an edit here; the flags
+that timm users type (``--opt``, ``--sched``, ``-b``) are aliases. Run fields that are worth a flag have one too.
+A flag left out is absent from the parsed namespace (``argparse.SUPPRESS``), so it overrides nothing.
+
+Precedence, lowest first: the recipe (``--recipe``), the config file (``--config``), the flags, then
+``--set KEY=VALUE``. ``--help`` shows each recipe flag's value in the recipe that ``--recipe`` names.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
+import typing
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from resnets.errors import ConfigError
+from resnets.errors import ConfigError, ResnetsError
+from resnets.train.config import NULL_WORDS
+from resnets.train.recipes import OPTIMIZERS, RENAMED_SCHEDULES, SCHEDULES, Recipe, get_recipe
+
+#: Recipe fields without a flag: they describe a recipe rather than set a hyperparameter.
+NOT_FLAGS = ("name", "description")
+#: The short names that timm's and torchvision's scripts use, next to the field's own ``--field-name``.
+ALIASES = {"optimizer": ("--opt",), "schedule": ("--sched",), "batch_size": ("-b",)}
+CHOICES = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,6 +36,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="train a model on a data set (default: resnet20 on Fashion-MNIST)",
         description="Train a registered model with a named recipe; writes a run directory with config, "
         "metrics, curves and checkpoints. With no arguments: resnet20 on Fashion-MNIST, recipe 'default'.",
+        argument_default=argparse.SUPPRESS,  # a flag left out is not an override of the recipe or --config
+        add_help=False,
+        usage="%(prog)s [-h] [--recipe NAME] [--model NAME] [--data DATA] [--out RUN_DIR] [options]",
+        formatter_class=_Formatter,
+    )
+    help_action = p.add_argument(
+        "-h",
+        "--help",
+        action=RecipeHelp,
+        help="show this help, with the values of the recipe named by --recipe (before or after --help), and exit",
     )
     p.add_argument("--model", help="registered model name (see `resnets models`); default resnet20")
     p.add_argument(
@@ -27,22 +53,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--data-dir", help="directory holding the named dataset's files")
     p.add_argument("--recipe", help="named recipe (see --list-recipes); default 'default'")
-    p.add_argument("--config", metavar="FILE", help="YAML or TOML file of keys to override (see --print-config)")
-    p.add_argument("--epochs", type=float, help="training length in epochs")
-    p.add_argument("--max-steps", type=int, help="stop after this many optimiser steps (iterations)")
-    p.add_argument("--batch-size", type=int, help="images per optimiser step")
-    p.add_argument("--lr", type=float, help="peak learning rate")
+    p.add_argument(
+        "--config", default=None, metavar="FILE", help="YAML or TOML file of keys to override (see --print-config)"
+    )
     p.add_argument("--seed", type=int, help="seed of the initial weights, shuffling and augmentation")
     p.add_argument("--out", metavar="RUN_DIR", help="run directory; default runs/<model>-<data>-<timestamp>")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    p.add_argument(
+        "--resume", default=None, metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint"
+    )
     p.add_argument(
         "--auto-resume",
         action="store_true",
+        default=False,
         help="continue the run in --out if it has a checkpoint, else start it there: for torchrun --max-restarts "
         "and job schedulers that rerun the same command",
     )
     p.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
     p.add_argument("--in-channels", type=int, help="input channels the model expects (checked against the data)")
+    p.add_argument("--image-size", type=int, metavar="PIXELS", help="resize image folders to this side")
     p.add_argument("--weights", metavar="FILE", help="initial weights (.safetensors, or .pt/.pth weights only)")
     p.add_argument(
         "--reset-head",
@@ -64,7 +92,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="any config or recipe key, e.g. warmup_epochs=1 (repeatable; see --print-config)",
+        help="any config or recipe key, e.g. warmup_epochs=1 (repeatable; wins over the flags; see --print-config)",
     )
     p.add_argument(
         "--snapshot-every",
@@ -76,8 +104,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--threads", type=int, help="torch CPU threads (default: one per core; 1 can be faster on a busy machine)"
     )
-    p.add_argument("--no-amp", action="store_true", help="no mixed precision: train in fp32")
-    p.add_argument("--no-channels-last", action="store_true", help="keep the NCHW memory format")
+    p.add_argument(
+        "--amp",
+        action=argparse.BooleanOptionalAction,
+        help="bf16 mixed precision (default: on CUDA and on CPUs with native bf16); --no-amp trains in fp32",
+    )
+    p.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        help="NHWC memory format for image models (default: on); --no-channels-last keeps NCHW",
+    )
     p.add_argument("--tensorboard", action="store_true", help="also write TensorBoard event files (needs tensorboard)")
     p.add_argument(
         "--grad-checkpointing",
@@ -91,10 +127,138 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="torch.compile (inductor) the training model: the first steps wait for compilation, later ones "
         "usually run faster; needs a C++ compiler (g++) on CPU",
     )
+    p.add_argument(
+        "--log-every",
+        type=int,
+        metavar="STEPS",
+        help="steps between the progress lines printed when stderr is not a terminal (a log file, a pipe); "
+        "default: about 20 per epoch, at least one every 50 steps",
+    )
     p.add_argument("--quiet", action="store_true", help="print only the final line")
-    p.add_argument("--print-config", action="store_true", help="print the resolved configuration as YAML and exit")
-    p.add_argument("--list-recipes", action="store_true", help="list the named recipes and exit")
+    p.add_argument(
+        "--print-config", action="store_true", default=False, help="print the resolved configuration as YAML and exit"
+    )
+    p.add_argument("--list-recipes", action="store_true", default=False, help="list the named recipes and exit")
+    recipe = p.add_argument_group(
+        "recipe",
+        "Each flag replaces one field of the recipe named by --recipe; '(recipe NAME: VALUE)' is that recipe's "
+        "value. The same keys go in --config files and --set KEY=VALUE.",
+    )
+    help_action.flags = _add_recipe_flags(recipe)
     p.set_defaults(func=run)
+
+
+def _add_recipe_flags(group: argparse._ArgumentGroup) -> dict[str, tuple[argparse.Action, str]]:
+    """``--field-name`` for every Recipe field, typed from its hint; returns each flag and its help text."""
+    hints = typing.get_type_hints(Recipe)
+    flags: dict[str, tuple[argparse.Action, str]] = {}
+    for f in dataclasses.fields(Recipe):
+        if f.name in NOT_FLAGS:
+            continue
+        text = f.metadata["help"].replace("%", "%%")  # argparse formats help with %
+        options = _flag_options(hints[f.name])
+        if f.name == "schedule":
+            options["type"] = _schedule_flag
+        long = "--" + f.name.replace("_", "-")
+        names = sorted((long, *ALIASES.get(f.name, ())), key=lambda name: name.startswith("--"))  # -b first
+        action = group.add_argument(*names, dest=f.name, choices=CHOICES.get(f.name), help=text, **options)
+        flags[f.name] = (action, text)
+    return flags
+
+
+def _flag_options(hint: Any) -> dict[str, Any]:
+    """argparse options for a field typed ``hint``: bool as --x/--no-x, a tuple as several values, X | None
+    also taking the word none."""
+    args = typing.get_args(hint)
+    if hint is bool:
+        return {"action": argparse.BooleanOptionalAction}
+    if typing.get_origin(hint) is tuple:
+        return {"nargs": "*", "type": args[0]}
+    if type(None) in args and len(args) == 2:
+        return {"type": _or_none(next(a for a in args if a is not type(None)))}
+    if hint in (int, float, str):
+        return {"type": hint}
+    raise TypeError(f"no command-line flag for a recipe field typed {hint}; teach _flag_options the type")
+
+
+def _or_none(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    def convert(text: str) -> Any:
+        return None if text.strip() in NULL_WORDS else kind(text)
+
+    convert.__name__ = kind.__name__  # argparse names it in its error: "invalid float value: 'abc'"
+    return convert
+
+
+def _schedule_flag(text: str) -> str:
+    return current_schedule(text, "--schedule")
+
+
+def current_schedule(value: Any, where: str) -> Any:
+    """``value`` under its current name: an old one is read as the new, with one warning line on stderr."""
+    new = RENAMED_SCHEDULES.get(value) if isinstance(value, str) else None
+    if new is None:
+        return value
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for the run
+        print(
+            f"resnets train: warning: schedule {value!r} ({where}) was renamed {new!r}: a linear warm-up, then a "
+            f"linear decay, not torch's OneCycleLR; reading it as {new!r}",
+            file=sys.stderr,
+        )
+    return new
+
+
+class _Formatter(argparse.HelpFormatter):
+    """Shows ``-h, --help`` as a plain switch: it reads the rest of the line only to find ``--recipe``."""
+
+    def _format_action_invocation(self, action: argparse.Action) -> str:
+        if isinstance(action, RecipeHelp):
+            return ", ".join(action.option_strings)
+        return super()._format_action_invocation(action)
+
+
+class RecipeHelp(argparse.Action):
+    """``--help`` that shows each recipe flag's value in the recipe named by ``--recipe``.
+
+    ``--recipe`` given after ``--help`` is among the arguments that ``--help`` takes in (all the rest of the
+    command line); given before it, it is already in the namespace.
+    """
+
+    def __init__(self, option_strings: list[str], dest: str, help: str | None = None, **_: Any) -> None:
+        super().__init__(
+            option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, nargs=argparse.REMAINDER, help=help
+        )
+        self.flags: dict[str, tuple[argparse.Action, str]] = {}
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option_string: Any = None
+    ) -> None:
+        name = _recipe_in(values) or getattr(namespace, "recipe", None) or "default"  # the last one given
+        try:
+            recipe = get_recipe(name)
+        except ResnetsError as error:
+            parser.error(str(error))
+        for key, (action, text) in self.flags.items():
+            action.help = f"{text} (recipe {name}: {shown_value(getattr(recipe, key))})"
+        parser.print_help()
+        parser.exit()
+
+
+def _recipe_in(argv: Sequence[str]) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg == "--recipe" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--recipe="):
+            return arg.partition("=")[2]
+    return None
+
+
+def shown_value(value: Any) -> str:
+    """A recipe value as its flag takes it: ``32000 48000``, ``none``, ``on``/``off``."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, tuple):
+        return " ".join(map(str, value)) or "none"
+    return "none" if value is None else str(value)
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -112,7 +276,10 @@ def sourced_overrides(args: argparse.Namespace) -> tuple[dict[str, Any], dict[st
     from_file = _flat_recipe(load_config_file(args.config)) if args.config else {}
     given = _flag_overrides(args, from_file)
     sources = {key: str(args.config) for key in from_file if key not in given}
-    return {**from_file, **given}, sources
+    overrides = {**from_file, **given}
+    if "schedule" in overrides:
+        overrides["schedule"] = current_schedule(overrides["schedule"], sources.get("schedule", "the command line"))
+    return overrides, sources
 
 
 def _flat_recipe(overrides: dict[str, Any]) -> dict[str, Any]:
@@ -128,47 +295,21 @@ def _flat_recipe(overrides: dict[str, Any]) -> dict[str, Any]:
 
 
 def _flag_overrides(args: argparse.Namespace, from_file: dict[str, Any]) -> dict[str, Any]:
-    """The keys the flags give, over the recipe and the config file ``from_file``."""
-    from resnets.train import parse_assignment
+    """The keys the flags give, over the recipe and the config file ``from_file``.
 
-    given: dict[str, Any] = {"recipe": args.recipe} if args.recipe else {}
-    flags = {
-        "model": args.model,
-        "data": args.data,
-        "data_dir": args.data_dir,
-        "epochs": args.epochs,
-        "max_steps": args.max_steps,
-        "batch_size": args.batch_size,
-        "lr": args.lr,
-        "seed": args.seed,
-        "out": args.out,
-        "device": args.device,
-        "in_channels": args.in_channels,
-        "weights": args.weights,
-        "val_size": args.val_size,
-        "val_fraction": args.val_fraction,
-        "threads": args.threads,
-        "snapshot_every": args.snapshot_every,
-    }
-    given.update({k: v for k, v in flags.items() if v is not None})
-    if args.epochs is not None and args.max_steps is None and "max_steps" not in from_file:
+    A flag's destination is its config key, and a flag left out is absent from ``args``, so the flags given
+    are exactly the config keys present in ``args``.
+    """
+    from resnets.train import parse_assignment, valid_keys
+
+    keys = {*valid_keys(), "recipe"}
+    given = {key: value for key, value in vars(args).items() if key in keys}
+    if given.get("epochs") is not None and "max_steps" not in given and "max_steps" not in from_file:
         given["max_steps"] = None  # --epochs alone sets the length, even for a recipe counted in steps
     if args.model_option:
         options = dict(from_file.get("model_options") or {})
         options.update(parse_assignment(text) for text in args.model_option)
         given["model_options"] = options
-    for flag, key in ((args.no_amp, "amp"), (args.no_channels_last, "channels_last")):
-        if flag:
-            given[key] = False
-    for flag, key in (
-        (args.tensorboard, "tensorboard"),
-        (args.grad_checkpointing, "grad_checkpointing"),
-        (args.compile, "compile"),
-        (args.reset_head, "reset_head"),
-        (args.quiet, "quiet"),
-    ):
-        if flag:
-            given[key] = True
     given.update(parse_assignment(text) for text in args.set)
     return given
 
@@ -190,13 +331,14 @@ def run(args: argparse.Namespace) -> int:
             print(f"{name:14s} {recipe.description}")
         return 0
     overrides, sources = sourced_overrides(args)
+    out = vars(args).get("out")
     if args.auto_resume:
-        if not args.out or args.resume:
+        if not out or args.resume:
             raise ConfigError("--auto-resume needs --out RUN_DIR (and no --resume): the run to start or continue")
-        if has_checkpoint(args.out):
-            args.resume = args.out
+        if has_checkpoint(out):
+            args.resume = out
     if args.resume:
-        if args.out and args.out != args.resume:
+        if out and out != args.resume:
             raise ConfigError("--out and --resume name different directories; a resumed run stays in its directory")
         overrides.pop("out", None)
         config = resume_config(args.resume, overrides)

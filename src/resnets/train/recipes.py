@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from resnets.errors import ConfigError, UnknownNameError
@@ -18,7 +18,10 @@ from resnets.errors import ConfigError, UnknownNameError
 #: README's measured time and accuracy refer to this value (~14 min at ~450 images/s on 2 CPU cores).
 DEFAULT_EPOCHS = 6
 
-SCHEDULES = ("step", "cosine", "onecycle", "constant")
+SCHEDULES = ("step", "cosine", "linear", "constant")
+#: Old schedule names, read as their new ones so that old run records and config files still load.
+#: "onecycle" was never torch's OneCycleLR: a linear warm-up, then a linear decay to final_lr_factor.
+RENAMED_SCHEDULES = {"onecycle": "linear"}
 OPTIMIZERS = ("sgd", "adamw")
 
 
@@ -73,44 +76,65 @@ def check_fields(obj: Any, rules: Mapping[str, Rule]) -> None:
             raise FieldError(key, value, expected)
 
 
+def setting(default: Any, help: str) -> Any:
+    """A recipe field with its help text: the one place that ``resnets train --help`` reads it from."""
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass(frozen=True)
 class Recipe:
-    """How to train: every field is a hyperparameter with its unit in the comment."""
+    """How to train: every field is a hyperparameter, with its unit in its help text."""
 
     name: str = "custom"
     description: str = ""
-    optimizer: str = "sgd"  # sgd (He et al. 2015) | adamw (Loshchilov & Hutter 2019; Transformers train better with it)
-    lr: float = 0.1  # peak learning rate (per step)
-    momentum: float = 0.9  # SGD momentum; AdamW's beta1
-    nesterov: bool = False
-    weight_decay: float = 1e-4  # L2 coefficient, applied to every parameter as in He et al. 2015
-    batch_size: int = 128  # images per optimiser step (per process under DDP)
-    schedule: str = "step"  # step | cosine | onecycle | constant
-    milestones: tuple[int, ...] = ()  # step schedule: iterations at which the lr is multiplied by lr_decay
-    lr_decay: float = 0.1  # step schedule: factor applied at each milestone
-    epochs: float | None = None  # training length in epochs; the cosine/one-cycle horizon when set
-    max_steps: int | None = None  # hard stop in iterations; the stop is the smaller of the two when both are set
-    warmup_epochs: float = 0.0  # linear warm-up from lr * warmup_start_factor to lr, in epochs
-    warmup_start_factor: float = 0.1  # fraction of lr the linear warm-up starts from
-    final_lr_factor: float = 0.0  # cosine/one-cycle: fraction of lr reached at the end
-    deep_warmup_lr: float = 0.0  # He et al. 2015: constant lr for deep models until the train error is low; 0 = off
-    deep_warmup_min_depth: int = 110  # weighted layers from which the deep warm-up applies
-    deep_warmup_until_error: float = 80.0  # train error (%, moving average over ~10 steps) that ends it
-    label_smoothing: float = 0.0  # cross-entropy target smoothing (Szegedy et al. 2016)
-    augment: bool = True  # the paper's pad-and-random-crop (+ flip where the data allows it)
-    crop_padding: int = 4  # pixels of zero padding before the random crop: 4 in He et al. 2015; 0 = no crop
-    eval_every: int = 1  # epochs between test evaluations and checkpoints
+    optimizer: str = setting(
+        "sgd", "sgd (He et al. 2015) | adamw (Loshchilov & Hutter 2019; Transformers train better with it)"
+    )
+    lr: float = setting(0.1, "peak learning rate (per step)")
+    momentum: float = setting(0.9, "SGD momentum; AdamW's beta1")
+    nesterov: bool = setting(False, "Nesterov momentum (SGD)")
+    weight_decay: float = setting(1e-4, "L2 coefficient, applied to every parameter as in He et al. 2015")
+    batch_size: int = setting(128, "images per optimiser step (per process under DDP)")
+    schedule: str = setting(
+        "step",
+        "the lr after the warm-up: step (x lr_decay at each milestone), cosine or linear (down to "
+        "lr * final_lr_factor at the end), or constant",
+    )
+    milestones: tuple[int, ...] = setting((), "step schedule: iterations at which the lr is multiplied by lr_decay")
+    lr_decay: float = setting(0.1, "step schedule: factor applied at each milestone")
+    epochs: float | None = setting(None, "training length in epochs; the cosine/linear horizon when set")
+    max_steps: int | None = setting(
+        None, "hard stop in iterations; the stop is the smaller of the two when both are set"
+    )
+    warmup_epochs: float = setting(0.0, "linear warm-up from lr * warmup_start_factor to lr, in epochs")
+    warmup_start_factor: float = setting(0.1, "fraction of lr the linear warm-up starts from")
+    final_lr_factor: float = setting(0.0, "cosine/linear: fraction of lr reached at the end")
+    deep_warmup_lr: float = setting(
+        0.0, "He et al. 2015: constant lr for deep models until the train error is low; 0 = off"
+    )
+    deep_warmup_min_depth: int = setting(110, "weighted layers from which the deep warm-up applies")
+    deep_warmup_until_error: float = setting(80.0, "train error (%, moving average over ~10 steps) that ends it")
+    label_smoothing: float = setting(0.0, "cross-entropy target smoothing (Szegedy et al. 2016)")
+    augment: bool = setting(True, "the paper's pad-and-random-crop (+ flip where the data allows it)")
+    crop_padding: int = setting(4, "pixels of zero padding before the random crop: 4 in He et al. 2015; 0 = no crop")
+    eval_every: int = setting(1, "epochs between test evaluations and checkpoints")
     # Conveniences of timm's and torchvision's recipes, each off by default so that the recipes above are unchanged.
-    decay_norm_and_bias: bool = True  # false: no weight decay on norm weights and biases (1-d tensors), timm's default
-    ema_decay: float = 0.0  # exponential moving average of the weights per step (e.g. 0.999); 0 = off
-    mixup_alpha: float = 0.0  # mixup (Zhang et al. 2018): Beta(alpha, alpha) mixing of image pairs; 0 = off
-    cutmix_alpha: float = 0.0  # cutmix (Yun et al. 2019): Beta(alpha, alpha) pasted box; 0 = off; with mixup: 50/50
-    random_erasing: float = 0.0  # probability of erasing one random box per image (Zhong et al. 2017); 0 = off
-    grad_clip_norm: float = 0.0  # clip the global gradient norm to this value before each step; 0 = off
+    decay_norm_and_bias: bool = setting(
+        True, "weight decay on norm weights and biases (1-d tensors) too; off is timm's default"
+    )
+    ema_decay: float = setting(0.0, "exponential moving average of the weights per step (e.g. 0.999); 0 = off")
+    mixup_alpha: float = setting(0.0, "mixup (Zhang et al. 2018): Beta(alpha, alpha) mixing of image pairs; 0 = off")
+    cutmix_alpha: float = setting(
+        0.0, "cutmix (Yun et al. 2019): Beta(alpha, alpha) pasted box; 0 = off; with mixup: 50/50"
+    )
+    random_erasing: float = setting(0.0, "probability of erasing one random box per image (Zhong et al. 2017); 0 = off")
+    grad_clip_norm: float = setting(0.0, "clip the global gradient norm to this value before each step; 0 = off")
 
     def __post_init__(self) -> None:
         if isinstance(self.milestones, (list, tuple)):
             object.__setattr__(self, "milestones", tuple(self.milestones))
+        if self.schedule in RENAMED_SCHEDULES:  # an old run record or file: read silently (the CLI warns)
+            object.__setattr__(self, "schedule", RENAMED_SCHEDULES[self.schedule])
         check_fields(self, RECIPE_RULES)
         if self.epochs is None and self.max_steps is None:
             raise FieldError("epochs", None, "a finite number > 0 (or give max_steps): a recipe needs one to stop")

@@ -22,8 +22,8 @@ class LRSchedule:
     def __init__(self, recipe: Recipe, *, steps_per_epoch: int, total_steps: int, depth: int = 0) -> None:
         self.recipe = recipe
         self.steps_per_epoch = steps_per_epoch
-        # The cosine horizon comes from the epochs when set, so that --max-steps only stops early and a
-        # run stopped at k steps and resumed follows the same curve as an uninterrupted one.
+        # The cosine and linear horizon comes from the epochs when set, so that --max-steps only stops early
+        # and a run stopped at k steps and resumed follows the same curve as an uninterrupted one.
         self.horizon = max(1, round(recipe.epochs * steps_per_epoch) if recipe.epochs is not None else total_steps)
         self.warmup_steps = round(recipe.warmup_epochs * steps_per_epoch)
         self.deep_warmup = recipe.deep_warmup_lr > 0 and depth >= recipe.deep_warmup_min_depth
@@ -44,7 +44,7 @@ class LRSchedule:
         progress = min(1.0, (step - self.warmup_steps) / max(1, self.horizon - self.warmup_steps))
         if r.schedule == "cosine":
             return end + (r.lr - end) * 0.5 * (1.0 + math.cos(math.pi * progress))
-        return r.lr + (end - r.lr) * progress  # onecycle: the linear decay after the linear warm-up
+        return r.lr + (end - r.lr) * progress  # linear: a straight line from lr to end after the warm-up
 
     def observe(self, batch_error: float) -> None:
         """Feed the train error (%) of the last batch; ends the deep warm-up once its average is low."""
