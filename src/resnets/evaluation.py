@@ -3,7 +3,9 @@
 A run is measured as training measured it (:meth:`resnets.runs.Run.evaluate`): its own data and splits,
 its training statistics, its precision and evaluation batch, so the test error printed here equals the one
 the run recorded for the same checkpoint. A bare weight file needs ``data`` and is normalised with that
-data's own training statistics.
+data's own training statistics. The source is opened by :func:`resnets.runs.exported.open_source`, the
+function ``predict`` uses, so a safetensors, TorchScript or ONNX export is evaluated on its recorded data
+with the inputs ``predict`` would give it.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 from resnets.errors import ConfigError
 from resnets.io.atomic import atomic_write, atomic_write_text
 from resnets.metrics import EvalResult
-from resnets.runs.open import open_run
+from resnets.runs.exported import open_source
 
 
 def evaluate_source(
@@ -33,7 +35,7 @@ def evaluate_source(
 
     ``data`` replaces the recorded data set (the same splits are drawn from it when it is the same data).
     """
-    run = open_run(source, model=model, checkpoint=checkpoint, device=device)
+    run = open_source(source, model=model, checkpoint=checkpoint, device=device)
     result = run.evaluate(split, data=data, data_dir=data_dir, compile=compile)
     record = run.record
     bundle = run.data(data, data_dir)
@@ -51,7 +53,8 @@ def evaluate_source(
         "std": list(record.data.std if from_record else bundle.std),
         "statistics": "run" if from_record else "data",
         "precision": "bf16 autocast" if run.precision.amp else "fp32",
-        "inference": run.inference,  # the fast path's steps (folded BatchNorms, layout, compile)
+        "inference": run.inference,  # the fast path's steps (folded BatchNorms, layout, compile), or the runtime
+        "exported": run.exported,  # "onnx" or "torchscript" for an exported graph, else None
     }
     return result, described
 

@@ -1,11 +1,17 @@
-"""Classify image files with a trained run: the top-k labels and their probabilities.
+"""Classify image files with a trained run or an exported model: the top-k labels and their probabilities.
 
-Each image is read with Pillow, converted to the run's channel count (greyscale "L" or "RGB"), resized to
-the run's sample size, and fed through the same loader as training and evaluation (same normalisation
-with the run's statistics, same layout for image, vector and sequence models), so a prediction sees
-exactly what the model saw in training. Only regular files are opened (a named pipe would block until
-something writes to it), and an image of more than ``MAX_PIXELS`` is refused from its header, before it is
-decoded, so that a decompression bomb costs neither time nor memory.
+The model comes from :func:`resnets.runs.exported.open_source`, so a run directory, a safetensors export,
+a TorchScript archive and an ONNX file all work, and each says itself how its inputs are prepared. Each
+image is read with Pillow, converted to the run's channel count (greyscale "L" or "RGB"), resized to the
+run's sample size, and fed through the same loader as training and evaluation (same normalisation with the
+run's statistics, same layout for image, vector and sequence models), so a prediction sees exactly what the
+model saw in training, and what ``eval`` feeds it. Only regular files are opened (a named pipe would block
+until something writes to it), and an image of more than ``MAX_PIXELS`` is refused from its header, before
+it is decoded, so that a decompression bomb costs neither time nor memory.
+
+A folder stands for the image files under it, recursively, sorted by path (code-point order): files whose extension Pillow
+cannot open (notes, CSVs, ``.DS_Store``) are skipped and counted, hidden folders are not entered, and a
+folder with no image at all is an error rather than an empty result.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from __future__ import annotations
 import os
 import stat
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,8 +28,9 @@ import numpy as np
 import torch
 
 from resnets.errors import DataError
-from resnets.inference import with_fast_model
-from resnets.runs.open import measurement_loader, open_run
+from resnets.runs.exported import open_source
+from resnets.runs.open import Run, measurement_loader
+from resnets.runs.record import RECORD_FILE
 
 _MODES = {1: "L", 3: "RGB"}  # channels -> Pillow mode
 MAX_PIXELS = 64 * 2**20  # 8192 x 8192, 200 MB as RGB; a larger image is refused before it is decoded
@@ -38,8 +45,62 @@ class Prediction:
     probabilities: list[float]
 
     def to_dict(self) -> dict[str, Any]:
-        top = [{"label": label, "probability": p} for label, p in zip(self.labels, self.probabilities)]
+        top = [
+            {"rank": rank, "label": label, "probability": p}
+            for rank, (label, p) in enumerate(zip(self.labels, self.probabilities), start=1)
+        ]
         return {"path": self.path, "top": top}
+
+
+@dataclass(frozen=True)
+class ImageList:
+    """The image files that the paths given stand for, and how many files found in folders were not images."""
+
+    files: list[Path]
+    skipped: int = 0
+
+
+def image_extensions() -> frozenset[str]:
+    """Lower-case suffixes of the formats this Pillow can open (not those it can only write, such as PDF)."""
+    from PIL import Image
+
+    Image.init()
+    return frozenset(ext for ext, format in Image.registered_extensions().items() if format in Image.OPEN)
+
+
+def expand_images(items: Iterable[str | Path]) -> ImageList:
+    """Files as given; each folder replaced by the image files under it (see the module docstring).
+
+    A file named outright is kept whatever its extension (reading it says what is wrong with it); only
+    files found in folders are filtered by extension.
+    """
+    extensions = image_extensions()
+    files: list[Path] = []
+    skipped = 0
+    for item in items:
+        path = Path(item)
+        if not path.is_dir():
+            files.append(path)
+            continue
+        found: list[Path] = []
+        others = 0
+        for folder, subfolders, names in os.walk(path):  # symlinked folders are not followed
+            subfolders[:] = [name for name in subfolders if not name.startswith(".")]
+            for name in names:
+                if not name.startswith(".") and Path(name).suffix.lower() in extensions:
+                    found.append(Path(folder) / name)
+                else:
+                    others += 1
+        if not found:
+            detail = f" (only {others} other file{'s' if others != 1 else ''})" if others else ""
+            raise DataError(
+                f"folder {str(path)!r} holds no image files{detail}; expected PNG, JPEG or other images Pillow opens"
+            )
+        files.extend(sorted(found))
+        skipped += others
+    if not files:
+        raise DataError("no images given; name image files or folders of them")
+    return ImageList(files, skipped)
 
 
 def check_regular_file(path: str | Path) -> None:
@@ -101,45 +162,75 @@ def predict_images(
     checkpoint: str | None = None,
     compile: bool | None = None,
 ) -> list[Prediction]:
-    """The ``top_k`` labels of each image under the model of a run directory (or a safetensors export).
+    """The ``top_k`` labels of each image (folders expanded) under the model of ``source``: a run directory,
+    or a safetensors, TorchScript or ONNX export of one."""
+    check_top_k(top_k)
+    files = expand_images(images).files
+    return classify(open_source(source, checkpoint=checkpoint, device=device), files, top_k=top_k, compile=compile)
 
-    The model runs on the fast inference path (:mod:`resnets.inference`); ``compile`` None compiles only
-    batches of images big enough to win the compilation time back.
-    """
-    from resnets.data import ArrayDataset
 
+def check_top_k(top_k: int) -> None:
     if top_k < 1:
         raise DataError(f"--top-k must be at least 1, got {top_k}")
-    run = open_run(source, checkpoint=checkpoint, device=device)
+
+
+def classify(
+    run: Run, images: Sequence[str | Path], *, top_k: int = 5, compile: bool | None = None
+) -> list[Prediction]:
+    """The ``top_k`` labels of each image file under ``run``'s model, on the fast inference path of a model
+    with weights (``Run.inference_model``; ``compile`` None compiles only batches of images big enough to win
+    the compilation time back) or the exported graph as saved."""
+    check_top_k(top_k)
     recorded = run.record.data
     if recorded is None:
         raise DataError(
-            f"{str(source)!r} does not record the training data's sample shape and statistics; predict needs a run "
-            "directory (or a safetensors file exported from one)"
+            f"{str(run.checkpoint)!r} does not record the training data's sample shape and statistics; predict "
+            "needs a run directory (or a safetensors, TorchScript or ONNX file exported from one)"
         )
     if len(recorded.sample_shape) != 3:
         raise DataError(
             f"the model was trained on vectors of shape {tuple(recorded.sample_shape)}, not images; "
             "predict reads images"
         )
-    channels, height, width = (int(s) for s in recorded.sample_shape)
-    inputs = torch.stack([read_image(path, channels, (height, width)) for path in images])  # (N, C, H, W) uint8
-    dataset = ArrayDataset(inputs, torch.zeros(len(images), dtype=torch.int64))
-    loader = measurement_loader(
-        dataset,
-        mean=recorded.mean,
-        std=recorded.std,
-        layout=recorded.layout,
-        precision=run.precision,
-        batch_size=run.record.eval_batch_size,
-    )
     k = min(top_k, run.record.num_classes)
-    model, batches = with_fast_model(
-        run.model, loader.epoch_batches(0), precision=run.precision, compile=compile, images=len(images)
-    )
-    probabilities = [model(x).softmax(dim=1).cpu() for x, _ in batches]
-    top = torch.cat(probabilities).topk(k, dim=1)
+    model, batches = run.inference_model(_batches(run, images), compile=compile, images=len(images))
+    values, indices = [], []
+    for x, _ in batches:
+        top = model(x).softmax(dim=1).topk(k, dim=1)
+        values.append(top.values.cpu())
+        indices.append(top.indices.cpu())
     return [
-        Prediction(str(path), [run.classes[i] for i in indices.tolist()], values.tolist())
-        for path, values, indices in zip(images, top.values, top.indices)
+        Prediction(str(path), [run.classes[i] for i in rows.tolist()], probabilities.tolist())
+        for path, probabilities, rows in zip(images, torch.cat(values), torch.cat(indices))
     ]
+
+
+def _batches(run: Run, images: Sequence[str | Path]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The images read and normalised as the run's loader feeds its splits, one evaluation batch at a time,
+    so that a folder of many images never sits in memory whole."""
+    from resnets.data import ArrayDataset
+
+    recorded = run.record.data
+    channels, height, width = (int(s) for s in recorded.sample_shape)
+    size = run.record.eval_batch_size
+    for start in range(0, len(images), size):
+        chunk = images[start : start + size]
+        inputs = torch.stack([read_image(path, channels, (height, width)) for path in chunk])  # (N, C, H, W) uint8
+        loader = measurement_loader(
+            ArrayDataset(inputs, torch.zeros(len(chunk), dtype=torch.int64)),
+            mean=recorded.mean,
+            std=recorded.std,
+            layout=recorded.layout,
+            precision=run.precision,
+            batch_size=size,
+        )
+        yield from loader.epoch_batches(0)
+
+
+def run_directory_of(path: str | Path) -> Path | None:
+    """The run directory that ``path`` is or lies in at any depth (a checkpoint, an export, a report), if any."""
+    path = Path(path).resolve()
+    for candidate in (path, *path.parents):
+        if (candidate / RECORD_FILE).is_file() and (candidate / "checkpoints").is_dir():
+            return candidate
+    return None

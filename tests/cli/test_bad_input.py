@@ -93,3 +93,36 @@ def test_broken_yaml_is_one_line(tmp_path, capsys) -> None:
     assert main(["train", "--config", str(path), "--print-config"]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "cannot be parsed" in err, err
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple:
+    """A real two-step resnet20 run on 8x8 grey images, and one of its images."""
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("tiny-run")
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for label in ("a", "b"):
+            (root / "data" / split / label).mkdir(parents=True)
+            for i in range(4):
+                Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8), "L").save(
+                    root / "data" / split / label / f"{i}.png"
+                )
+    argv = ["--data", str(root / "data"), "--out", str(root / "run"), "--max-steps", "2", "--batch-size", "4"]
+    assert main(["train", "--model", "resnet20", *argv, "--device", "cpu", "--quiet"]) == 0
+    return root / "run", root / "data" / "test" / "a" / "0.png"
+
+
+@pytest.mark.parametrize("command", ["eval", "predict"])
+def test_device_cuda_without_a_gpu_is_one_line(command, tiny_run, monkeypatch, capsys) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the same answer on a machine with a GPU
+    run, image = tiny_run
+    argv = [command, str(run), *([str(image)] if command == "predict" else []), "--device", "cuda"]
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err == f"resnets {command}: error: --device cuda was given but no CUDA GPU is available; use --device cpu\n"

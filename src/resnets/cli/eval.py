@@ -17,9 +17,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Evaluate a trained model: top-1 and top-5 error (in percent; top-5 only with more than 5 "
         "classes), per-class accuracy, and the confusion matrix as eval.json and confusion.png. A run directory "
         "is measured as training measured it: its own data and splits, its training statistics and precision, "
-        "so `resnets eval RUN_DIR` needs no other argument. A bare weight file needs --model and --data.",
+        "so `resnets eval RUN_DIR` needs no other argument, and neither does an exported file (.safetensors, "
+        ".torchscript.pt, .onnx), which carries the run's record. A bare weight file needs --model and --data.",
     )
-    parser.add_argument("source", metavar="RUN_DIR|WEIGHTS", help="a run directory, or a .safetensors/.pth/.pt file")
+    parser.add_argument(
+        "source",
+        metavar="RUN_DIR|FILE",
+        help="a run directory, a .safetensors/.pth/.pt weight file, or an exported .torchscript.pt or .onnx model",
+    )
     parser.add_argument("--model", help="model name, needed for a bare weight file (see `resnets models`)")
     parser.add_argument("--data", help="dataset name or path (default: the run's own data)")
     parser.add_argument("--data-dir", help="where the data set lives, if it moved since training")

@@ -13,7 +13,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="export a run directory or weight file to ONNX, TorchScript or safetensors",
         description="Export a trained model. ONNX and TorchScript files are run on a random batch after "
         "writing and compared with the PyTorch model; the maximum absolute difference is printed. "
-        "ONNX has a dynamic batch axis (input 'input', output 'logits').",
+        "ONNX has a dynamic batch axis, and dynamic height and width where the model takes any image size "
+        "(input 'input', output 'logits'). Every file carries the run record (model, classes, mean, std, input "
+        "size, layout), so `resnets predict FILE` and `resnets eval FILE` need no run directory.",
     )
     parser.add_argument("source", metavar="RUN_DIR|WEIGHTS", help="a run directory, or a .safetensors/.pth/.pt file")
     parser.add_argument("--model", help="model name, needed for a bare weight file (see `resnets models`)")
@@ -48,8 +50,9 @@ def run(args: argparse.Namespace) -> int:
     if result.sidecar:
         print(f"wrote {result.sidecar} (model name and configuration)")
     if result.max_abs_diff is not None:
+        sizes = f" of {' and '.join(result.checked)} inputs" if result.checked else ""
         print(
-            f"verified: max |exported - PyTorch| = {result.max_abs_diff:.3g} on a random batch "
+            f"verified: max |exported - PyTorch| = {result.max_abs_diff:.3g} on random batches{sizes} "
             f"(logits up to {result.max_abs_output:.3g})"
         )
     if result.note:

@@ -7,13 +7,17 @@ training measured them. Resume reads the same record (``read_record``) to contin
 
 Sources: a run directory; a checkpoint file inside one (``RUN/checkpoints/last.safetensors``); a safetensors
 file exported by ``resnets export``, whose metadata carries the record; or a bare weight file (safetensors,
-weights-only .pt/.pth) with a model name, which records no data, so its loaders need ``data``.
+weights-only .pt/.pth) with a model name, which records no data, so its loaders need ``data``. ONNX and
+TorchScript exports hold a fixed graph, not weights: ``eval`` and ``predict`` open them (and everything
+above) through :func:`resnets.runs.exported.open_source`, which gives the same ``Run`` with that graph as
+its model; ``open_run`` refuses them, since export and the instruments need the model's modules.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -22,7 +26,8 @@ import torch
 
 from resnets.device import Precision
 from resnets.errors import CheckpointError, ConfigError, DataError
-from resnets.inference import with_fast_model
+from resnets.inference import InferenceModel, with_fast_model
+from resnets.io.model_files import exported_format
 from resnets.io.weight_files import infer_sizes, load_weights, read_safetensors_metadata, read_weight_file
 from resnets.metrics import EvalResult, evaluate
 from resnets.models import SkipNetwork, create_model, get_model_entry
@@ -64,12 +69,13 @@ class Run:
     """A model with its weights and what is known of how it was trained; see the module docstring."""
 
     record: RunRecord
-    model: SkipNetwork
-    checkpoint: Path  # the weight file the model was loaded from
-    path: Path | None  # the run directory; None for a weight file outside one
+    model: SkipNetwork  # always from open_run; from open_source, an exported graph where ``exported`` is set
+    checkpoint: Path  # the weight file (or exported file) the model was loaded from
+    path: Path | None  # the run directory; None for a file outside one
     device: torch.device
     _data: dict[tuple[str, str | None], Any] = field(default_factory=dict, repr=False)
     inference: list[str] = field(default_factory=list)  # what the last evaluate() ran with
+    exported: str | None = None  # "onnx" or "torchscript" for an exported graph, run as it was saved
 
     @property
     def precision(self) -> Precision:
@@ -171,14 +177,28 @@ class Run:
         loader = self.loader(split, data=data, data_dir=data_dir)
         classes = self.classes if self.record.data else [str(c) for c in self.data(data, data_dir).classes]
         model, batches, precision = self.model, loader.epoch_batches(0), self.precision
-        if fast:
-            model, batches = with_fast_model(
-                model, batches, precision=precision, compile=compile, images=len(loader.targets)
-            )
+        if fast or self.exported:
+            model, batches = self.inference_model(batches, compile=compile, images=len(loader.targets))
             self.inference, precision = list(model.applied), None
         else:
             self.inference = ["eager"]
         return evaluate(model, batches, self.record.num_classes, precision=precision, classes=classes)
+
+    def inference_model(
+        self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], *, compile: bool | None = None, images: int = 0
+    ) -> tuple[InferenceModel, Iterator[tuple[torch.Tensor, torch.Tensor]]]:
+        """The model that ``evaluate`` and ``predict`` call on ``batches`` (from :meth:`loader`), and the batches.
+
+        A model with weights gets the fast inference copy built on the first batch (:mod:`resnets.inference`);
+        an exported graph is already fixed, so it runs as saved (in fp32: the record says so, see open_source).
+        """
+        if self.exported is None:
+            return with_fast_model(self.model, batches, precision=self.precision, compile=compile, images=images)
+        if compile:
+            raise ConfigError(f"--compile applies to models with weights, not to the {self.exported} file given")
+        providers = getattr(self.model, "providers", None)
+        how = f"onnxruntime ({', '.join(providers)})" if providers else f"{self.exported} graph as saved"
+        return InferenceModel(self.model, self.precision, [how], None), iter(batches)
 
 
 def open_run(
@@ -255,9 +275,15 @@ def _open_directory(
 def _open_file(
     path: Path, device: torch.device, model: str | None, num_classes: int | None, in_channels: int | None
 ) -> Run:
+    exported = exported_format(path)
+    if exported is not None:
+        raise CheckpointError(
+            f"{str(path)!r} is an exported {exported} model, a fixed graph without the model's modules; eval and "
+            "predict run it, but this command needs the run directory or a safetensors export of it"
+        )
     state = read_weight_file(path)
     meta = read_safetensors_metadata(path)
-    record = _record_from_metadata(meta, path)
+    record = record_from_json(meta["record"], f"the metadata of {str(path)!r}") if "record" in meta else None
     if record is not None and (model in (None, record.model)):
         if num_classes not in (None, record.num_classes) or in_channels not in (None, record.in_channels):
             record = replace(
@@ -289,15 +315,14 @@ def _open_file(
     return _ready(record, path, None, device, state)
 
 
-def _record_from_metadata(meta: dict[str, str], path: Path) -> RunRecord | None:
-    """The run record that ``resnets export`` writes into a safetensors file's metadata, if any."""
-    if "record" not in meta:
-        return None
+def record_from_json(text: str, where: str) -> RunRecord:
+    """The run record that ``resnets export`` writes into a file (safetensors and ONNX metadata, a TorchScript
+    extra file); ``where`` names that place in errors."""
     try:
-        raw = json.loads(meta["record"])
+        raw = json.loads(text)
     except json.JSONDecodeError:
-        raise CheckpointError(f"the record in the metadata of {str(path)!r} is not valid JSON") from None
-    return RunRecord.from_dict(raw, f"the metadata of {str(path)!r}")
+        raise CheckpointError(f"the record in {where} is not valid JSON") from None
+    return RunRecord.from_dict(raw, where)
 
 
 def _ready(
