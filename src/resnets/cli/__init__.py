@@ -16,7 +16,7 @@ from resnets import __version__
 from resnets.errors import ResnetsError
 
 #: Command modules under ``resnets.cli``, in the order ``--help`` lists them.
-COMMAND_MODULES = ["models", "train", "eval", "predict", "export", "study", "report", "bench"]
+COMMAND_MODULES = ["models", "train", "eval", "predict", "export", "study", "report", "compare", "bench"]
 
 
 def build_parser() -> argparse.ArgumentParser:
