@@ -54,6 +54,7 @@ JUNK_SUFFIXES = (".safetensors", ".pth", ".pt", ".png", ".csv", ".npz", ".gz", "
 
 #: ``--set KEY=VALUE`` values that no field accepts, per field.
 BAD_SETTINGS: dict[str, tuple[str, ...]] = {
+    "log_every": ("0", "-1", "abc", "1.5"),
     "lr": ("abc", "nan", "inf", "-1", "0", "[1]", "{a: 1}", "true", "1e400"),
     "epochs": ("abc", "nan", "-inf", "0", "[1]", "{a: 1}", "true"),
     "max_steps": ("abc", "0", "-5", "1.5", "[1]", "true", "1e3"),

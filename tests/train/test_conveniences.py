@@ -268,3 +268,13 @@ def _tensors(path) -> dict[str, torch.Tensor]:
     state = torch.load(path, weights_only=True)
     moments = {f"momentum.{i}": s["momentum_buffer"] for i, s in state["optimizer"]["state"].items()}
     return {**{f"raw.{k}": v for k, v in state["raw_weights"].items()}, **moments}
+
+
+def test_the_summary_names_the_ema_and_a_resume_cannot_change_the_parameter_groups(tmp_path):
+    summary = train(tiny_config(tmp_path / "run", epochs=1, max_steps=2, ema_decay=0.9), data=tiny_bundle())
+    assert summary["weights"] == "ema (decay 0.9)"
+    # Two parameter groups instead of one would not fit the saved optimiser state: refused before any loading.
+    with pytest.raises(
+        ConfigError, match=r"cannot change decay_norm_and_bias when resuming .* \(saved True, given False\)"
+    ):
+        resume_config(tmp_path / "run", {"decay_norm_and_bias": False})

@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 from resnets.errors import ConfigError
 from resnets.train import resume_config, train
 from tests.train.conftest import tiny_bundle
+from tests.train.test_conveniences import ALL_SIX as ALL_CONVENIENCES  # the stop test runs with all on
 from tests.train.test_distributed import _free_port
 
 PRELUDE = """
@@ -92,18 +93,6 @@ def write_script(tmp_path: Path, body: str) -> Path:
     tests = str(Path(__file__).parents[1])
     script.write_text(textwrap.dedent(PRELUDE.format(tests=tests)) + textwrap.dedent(body))
     return script
-
-
-#: Every training convenience on (EMA, mixup/cutmix drawn per (seed, step, rank), random erasing, clipping,
-#: no decay on norm and bias), so the stop-and-resume test also proves they resume bit for bit under DDP.
-ALL_CONVENIENCES = {
-    "decay_norm_and_bias": False,
-    "ema_decay": 0.9,
-    "mixup_alpha": 0.4,
-    "cutmix_alpha": 1.0,
-    "random_erasing": 0.5,
-    "grad_clip_norm": 0.5,
-}
 
 
 @pytest.mark.slow

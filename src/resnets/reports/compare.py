@@ -31,7 +31,7 @@ if TYPE_CHECKING:  # matplotlib loads only when a figure is drawn
 #: Orders ``--sort`` accepts: by an error (runs without it last), by name, or as given.
 SORTS = ("test", "val", "train", "name", "given")
 #: Configuration keys that say where and how verbosely a run went, not what it trained.
-NOT_SETTINGS = frozenset({"out", "quiet", "threads", "tensorboard", "description"})
+NOT_SETTINGS = frozenset({"out", "quiet", "threads", "tensorboard", "log_every", "description"})
 #: Table columns: (heading, JSON key, right-aligned).
 COLUMNS = [
     ("run", "run", False),

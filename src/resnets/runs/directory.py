@@ -11,7 +11,7 @@ Its layout is a contract read by resume, ``resnets eval/predict/export`` and the
                      and error (%), as the step saw them; written with each checkpoint
     summary.json     test_accuracy, test_error (percent), epochs, steps, wall_time_s; with a validation
                      split also the validation-selected epoch and its errors (never a test-selected figure)
-    curves.png       train and test error (%) against epoch
+    curves.png       train/test/val error (%) per epoch, the smoothed per-step loss, and the learning rate
     checkpoints/     see resnets.runs.checkpoint
     .lock            held (flock) by the process training the run; names it (resnets.runs.lock)
 """

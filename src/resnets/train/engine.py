@@ -64,9 +64,10 @@ FROZEN_ON_RESUME = (
     "seed",
     "batch_size",
     "optimizer",
+    "decay_norm_and_bias",
     "in_channels",
 )
-RECIPE_KEYS_FROZEN = ("batch_size", "optimizer")
+RECIPE_KEYS_FROZEN = ("batch_size", "optimizer", "decay_norm_and_bias")  # the optimiser state's shape depends on them
 
 
 def stop_step(config: TrainConfig, steps_per_epoch: int) -> int:
@@ -108,7 +109,7 @@ def resume_config(run_dir: str | Path, overrides: dict[str, Any] | None = None) 
             )
         overrides.pop(key, None)
     # How this session reports is not part of the run: quiet and threads come from this command only.
-    config = replace(config, quiet=False, threads=None)
+    config = replace(config, quiet=False, threads=None, log_every=None)
     config = apply_overrides(config, overrides, "--resume options")
     return replace(config, out=str(run.path))
 
@@ -564,6 +565,8 @@ def _summary(config, session, state: TrainState, rows, run: RunDir, steps_per_ep
         "checkpoint": session.record.default_checkpoint,  # what eval, predict and export use by default
         "run_dir": str(run.path),
     }
+    if config.recipe.ema_decay > 0:  # the figures and the weight file are the weights' moving average
+        summary["weights"] = f"ema (decay {config.recipe.ema_decay:g})"
     if "val_error" in last:
         chosen = next((row for row in rows if row["epoch"] == state.best_epoch), {})
         summary["val_error"] = last["val_error"]

@@ -93,7 +93,9 @@ class Recipe:
     lr: float = setting(0.1, "peak learning rate (per step)")
     momentum: float = setting(0.9, "SGD momentum; AdamW's beta1")
     nesterov: bool = setting(False, "Nesterov momentum (SGD)")
-    weight_decay: float = setting(1e-4, "L2 coefficient, applied to every parameter as in He et al. 2015")
+    weight_decay: float = setting(
+        1e-4, "L2 coefficient, applied to every parameter as in He et al. 2015 (see decay_norm_and_bias)"
+    )
     batch_size: int = setting(128, "images per optimiser step (per process under DDP)")
     schedule: str = setting(
         "step",
