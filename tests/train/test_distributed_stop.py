@@ -31,6 +31,7 @@ rank = os.environ["RANK"]
 
 # Rank 1 alone gets SIGTERM while it builds its first batch of the second epoch (its 4th step): before the
 # ranks agreed on stopping, rank 0 then died with gloo's "Connection closed by peer".
+# OPTIONS is replaced by the recipe overrides of the run (stop_script).
 STOP = """
 batches = Distributed.batches
 def signalled(self, loader, epoch, start):
@@ -43,7 +44,7 @@ try:
     if mode == "resume":
         summary = train(resume_config(out), data=tiny_bundle(), resume=True)
     else:
-        summary = train(tiny_config(out, epochs=2, **{options!r}), data=tiny_bundle())
+        summary = train(tiny_config(out, epochs=2, **OPTIONS), data=tiny_bundle())
     pathlib.Path(out + ".rank" + rank).write_text("done %d" % summary["steps"])
 except TrainingInterrupted as stopped:
     pathlib.Path(out + ".rank" + rank).write_text("stopped " + str(stopped))
@@ -95,10 +96,15 @@ def write_script(tmp_path: Path, body: str) -> Path:
     return script
 
 
+def stop_script(tmp_path: Path, options: dict) -> Path:
+    """The STOP script for a run with these recipe overrides."""
+    return write_script(tmp_path, STOP.replace("OPTIONS", repr(options)))
+
+
 @pytest.mark.slow
 def test_a_signal_to_one_rank_stops_every_rank_cleanly_and_the_run_resumes_bit_for_bit(tmp_path: Path) -> None:
     # With every training convenience on: the DDP check of their bit-exact resume.
-    script = write_script(tmp_path, STOP.replace("{options!r}", repr(ALL_CONVENIENCES)))
+    script = stop_script(tmp_path, ALL_CONVENIENCES)
     stopped = tmp_path / "stopped"
     result = torchrun(script, str(stopped), "stop")
     assert "Connection closed" not in result.stderr and "Traceback" not in result.stderr, result.stderr[-2000:]
@@ -146,7 +152,7 @@ def test_the_same_command_after_a_crash_resumes_to_the_same_weights(tmp_path: Pa
     assert again.returncode == 0, again.stderr[-2000:]
     assert [(tmp_path / f"crashed.rank{rank}").read_text() for rank in (0, 1)] == ["done 6, resumed True"] * 2
     straight = tmp_path / "straight"
-    assert torchrun(write_script(tmp_path, STOP), str(straight), "straight").returncode == 0
+    assert torchrun(stop_script(tmp_path, {}), str(straight), "straight").returncode == 0
     restarted_weights = load_file(crashed / "checkpoints" / "last.safetensors")
     straight_weights = load_file(straight / "checkpoints" / "last.safetensors")
     assert all(torch.equal(restarted_weights[k], straight_weights[k]) for k in straight_weights)
