@@ -287,7 +287,8 @@ def test_a_run_logging_to_a_file_prints_the_banner_then_a_line_every_n_steps(
     ]
     assert [m.groups() for m in steps if m] == [("2", "4", "1", "1"), ("4", "4", "1", "1")]
 
-    resumed = resume_config(run, {"max_steps": None})  # on to the recipe's 2 epochs: 12 steps
+    assert resume_config(run).log_every is None  # how a session reports is its own, like quiet and threads
+    resumed = resume_config(run, {"max_steps": None, "log_every": 2})  # on to the recipe's 2 epochs: 12 steps
     train(resumed, data=tiny_bundle(), resume=True)
     lines = capsys.readouterr().err.splitlines()
     assert lines[8] == "resuming at step 4 of 12"
