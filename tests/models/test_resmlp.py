@@ -181,3 +181,15 @@ def test_multiskip_activations_follow_the_formula_hand_count() -> None:
     assert c[:5] == [1.0, 0.0, 1.0, 0.5, 2 / 3]
     for l in range(1, 9):
         torch.testing.assert_close(acts[l], c[l] * acts[0], rtol=1e-6, atol=1e-6)
+
+
+def test_batchnorm_on_a_residual_mlp_normalises_vectors() -> None:
+    # "batchnorm" names BatchNorm2d for image models; on (B, width) vectors it must be the 1-d kind.
+    model = create_model("resmlp_identity_20", norm="batchnorm").train()
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert norms and all(type(m) is torch.nn.BatchNorm1d for m in norms)
+    x = torch.randn(8, model.in_channels) * 3 + 5
+    model.stem(x)  # the stem's norm sees a batch of vectors and normalises each unit over it
+    stem_norm = model.stem[1]
+    torch.testing.assert_close(stem_norm.running_mean, 0.1 * model.stem[0](x).mean(0), rtol=1e-5, atol=1e-6)
+    assert model(x).shape == (8, model.num_classes)

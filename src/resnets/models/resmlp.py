@@ -94,7 +94,8 @@ class ResMLP(SkipNetwork):
     def __init__(self, config: ResMLPConfig, *, num_classes: int = 10, in_channels: int = 784) -> None:
         super().__init__()
         self.config, self.num_classes, self.in_channels = config, num_classes, in_channels
-        norm, act = get_norm(config.norm), get_act(config.act)
+        # Vectors have no spatial axes: "batchnorm" is BatchNorm1d here (BatchNorm2d would refuse a (B, width) input).
+        norm, act = get_norm("batchnorm1d" if config.norm == "batchnorm" else config.norm), get_act(config.act)
         self.stem = nn.Sequential(nn.Linear(in_channels, config.width), norm(config.width), act())
         reached = [tuple(k for k in config.skips if k <= l) for l in range(1, config.depth + 1)]
         self.layers = nn.ModuleList(
