@@ -60,3 +60,9 @@ class RunDirError(ResnetsError):
 
 class RunDirInUseError(RunDirError):
     """Another process holds the run directory's lock; two writers would mix their checkpoints and metrics."""
+
+
+def first_line(error: object) -> str:
+    """An exception's first line (or its class name when it has no text), for a one-line message."""
+    text = str(error)
+    return text.splitlines()[0] if text.strip() else type(error).__name__

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import torch
 
-from resnets.errors import ResnetsError, UnknownNameError
+from resnets.errors import ResnetsError, UnknownNameError, first_line
 from resnets.inference import agreement, fold_batchnorm
 from resnets.io.atomic import atomic_write
 from resnets.io.model_files import (
@@ -251,7 +251,7 @@ def export_onnx(
         version = program.model.opset_imports.get("", opset)
         exporter = f"torch.onnx dynamo exporter, opset {version}, {dynamic}"
     except Exception as error:  # noqa: BLE001 - any op the new exporter cannot translate: fall back, and say so
-        failure = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        failure = f"{type(error).__name__}: {first_line(error)}"
         buffer = io.BytesIO()
         try:
             with torch.no_grad(), quiet():  # the legacy exporter's deprecation and constant-folding notices
@@ -267,7 +267,7 @@ def export_onnx(
         except Exception as legacy:  # noqa: BLE001 - both exporters failed: say why, in one line
             raise ResnetsError(
                 f"neither ONNX exporter could write this model (dynamo: {failure}; legacy: "
-                f"{type(legacy).__name__}: {str(legacy).splitlines()[0] if str(legacy) else ''}); try another --opset"
+                f"{type(legacy).__name__}: {first_line(legacy)}); try another --opset"
             ) from None
         proto = onnx.load_model_from_string(buffer.getvalue())
         exporter = (

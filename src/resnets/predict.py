@@ -17,7 +17,6 @@ folder with no image at all is an error rather than an empty result.
 from __future__ import annotations
 
 import os
-import stat
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -28,9 +27,9 @@ import numpy as np
 import torch
 
 from resnets.errors import DataError
+from resnets.io.regular import not_regular
 from resnets.runs.exported import open_source
 from resnets.runs.open import Run, measurement_loader
-from resnets.runs.record import RECORD_FILE
 
 _MODES = {1: "L", 3: "RGB"}  # channels -> Pillow mode
 MAX_PIXELS = 64 * 2**20  # 8192 x 8192, 200 MB as RGB; a larger image is refused before it is decoded
@@ -105,15 +104,11 @@ def expand_images(items: Iterable[str | Path]) -> ImageList:
 
 def check_regular_file(path: str | Path) -> None:
     """Refuse anything but a regular file before opening it: opening a named pipe blocks until a writer comes."""
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        raise DataError(f"image {str(path)!r} does not exist") from None
-    except OSError as error:
-        raise DataError(f"cannot read image {str(path)!r}: {error.strerror}") from None
-    if not stat.S_ISREG(mode):
-        kind = "a directory" if stat.S_ISDIR(mode) else "a named pipe" if stat.S_ISFIFO(mode) else "not a regular file"
-        raise DataError(f"image {str(path)!r} is {kind}; predict reads only regular image files")
+    why = not_regular(path)
+    if why == "does not exist":
+        raise DataError(f"image {str(path)!r} does not exist")
+    if why is not None:
+        raise DataError(f"image {str(path)!r} {why}; predict reads only regular image files")
 
 
 def read_image(path: str | Path, channels: int, size: tuple[int, int]) -> torch.Tensor:
@@ -164,7 +159,6 @@ def predict_images(
 ) -> list[Prediction]:
     """The ``top_k`` labels of each image (folders expanded) under the model of ``source``: a run directory,
     or a safetensors, TorchScript or ONNX export of one."""
-    check_top_k(top_k)
     files = expand_images(images).files
     return classify(open_source(source, checkpoint=checkpoint, device=device), files, top_k=top_k, compile=compile)
 
@@ -225,12 +219,3 @@ def _batches(run: Run, images: Sequence[str | Path]) -> Iterator[tuple[torch.Ten
             batch_size=size,
         )
         yield from loader.epoch_batches(0)
-
-
-def run_directory_of(path: str | Path) -> Path | None:
-    """The run directory that ``path`` is or lies in at any depth (a checkpoint, an export, a report), if any."""
-    path = Path(path).resolve()
-    for candidate in (path, *path.parents):
-        if (candidate / RECORD_FILE).is_file() and (candidate / "checkpoints").is_dir():
-            return candidate
-    return None

@@ -20,7 +20,7 @@ from resnets import create_model, get_model_entry, list_models
 from resnets.bench.memory import saved_bytes
 from resnets.layers.checkpointing import checkpoint_module, frozen_running_stats
 from resnets.models.base import SkipNetwork
-from resnets.models.profile import build_meta, count_parameters
+from tests.helpers import model_size
 
 
 @pytest.fixture(autouse=True)
@@ -85,8 +85,8 @@ def _assert_same_step(name: str, options: dict, batch: int = 2) -> None:
 
 
 def _marks(name: str) -> list:
-    model = build_meta(name)
-    heavy = count_parameters(model) > SLOW_PARAMS or len(model.residual_blocks()) > SLOW_UNITS
+    params, units = model_size(name)
+    heavy = params > SLOW_PARAMS or units > SLOW_UNITS
     return [pytest.mark.slow] if heavy else []
 
 

@@ -13,8 +13,8 @@ from torch.fx import symbolic_trace
 from resnets import SkipNetwork, create_model, get_model_entry, list_models
 from resnets.errors import ConfigError, InputShapeError
 from resnets.models.features import FeatureListNet
-from resnets.models.profile import build_meta, count_parameters
-from tests.helpers import randomize_bn
+from resnets.models.profile import build_meta
+from tests.helpers import model_size, randomize_bn
 
 
 def _test_input(name: str) -> tuple[int, ...]:
@@ -28,8 +28,8 @@ def _test_input(name: str) -> tuple[int, ...]:
 def _params(name: str) -> list:
     """Models over 10M parameters or 60 units run under the slow marker (deeper and wider twins of the default
     ones); the ImageNet ResNets' features are checked by default through resnet50's dedicated tests below."""
-    model = build_meta(name)
-    heavy = count_parameters(model) > 10e6 or len(model.residual_blocks()) > 60
+    params, units = model_size(name)
+    heavy = params > 10e6 or units > 60
     return [pytest.param(name, marks=[pytest.mark.slow] if heavy else [])]
 
 

@@ -18,7 +18,6 @@ from resnets.reports.compare import (
     compare_runs,
     differing_settings,
     differs_line,
-    duration,
     markdown_table,
     read_run,
     write_comparison,
@@ -26,6 +25,7 @@ from resnets.reports.compare import (
 from resnets.runs import RunDir
 from resnets.runs.lock import RunLock
 from resnets.train import train
+from resnets.train.progress import format_duration
 from tests.train.conftest import TINY, tiny_bundle, tiny_config
 
 SWEEP = {"lr-a": (0.05, 7, 0), "lr-b": (0.1, 7, 0), "seed-b": (0.1, 8, 16)}  # name: (lr, seed, validation samples)
@@ -69,7 +69,7 @@ def test_the_table_shows_each_runs_summary(sweep):
         assert cells["epochs"] == "2" and cells["steps"] == "8" == str(saved["steps"])
         assert cells["train err (%)"] == f"{saved['train_error']:.2f}"
         assert cells["test err (%)"] == f"{saved['test_error']:.2f}"
-        assert cells["wall time"] == f"{saved['wall_time_s']:.1f} s"
+        assert cells["wall time"] == format_duration(saved["wall_time_s"])
         assert cells["images/s"] == f"{saved['images_per_s']:,.0f}"
     assert table["seed-b"]["best val err (%)"] == f"{_summary(sweep / 'seed-b')['best']['val_error']:.2f}"
     assert table["lr-a"]["best val err (%)"] == "-"  # no validation split, so no selected epoch
@@ -198,13 +198,3 @@ def test_runs_of_one_name_in_two_folders_are_told_apart(sweep, tmp_path):
     assert sorted(run.run for run in comparison.runs) == ["a/run", "b/run"]  # the repeat is shown once
     assert comparison.differs == {}
     assert differs_line(comparison) == "settings that differ: none (the runs share every setting)"
-
-
-def test_durations_read_in_the_largest_fitting_unit():
-    assert [duration(s) for s in (4.26, 99.0, 750.0, 7199.0, 9000.0)] == [
-        "4.3 s",
-        "99.0 s",
-        "12.5 min",
-        "120.0 min",
-        "2.50 h",
-    ]

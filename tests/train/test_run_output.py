@@ -53,7 +53,6 @@ def _bundle(train: int, val: int, test: int) -> DataBundle:
 def test_banner_lines_of_a_known_config(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("resnets.device.cpu_has_native_bf16", lambda: True)  # amp=false must win over the CPU
     config = apply_overrides(TrainConfig(model="resnet20", amp=False), {"recipe": "fast", "warmup_epochs": 0.5})
-    assert _resnet20_params(1, 10) == 269_434
     lines = banner_lines(
         config,
         model=create_model("resnet20", num_classes=10, in_channels=1),
@@ -67,7 +66,7 @@ def test_banner_lines_of_a_known_config(monkeypatch: pytest.MonkeyPatch) -> None
         resume_step=780,
     )
     assert lines == [
-        "model     resnet20: 269,434 parameters",
+        f"model     resnet20: {_resnet20_params(1, 10):,} parameters",  # 269,434
         "data      fashion-mnist: 50 train / 10 val / 20 test, 10 classes, samples 1x28x28",
         "device    cpu (2 threads); fp32: --no-amp (amp=false); channels_last",
         "recipe    fast: sgd nesterov lr 0.2 momentum 0.9 weight decay 0.0005, batch 128",
@@ -110,7 +109,9 @@ def test_banner_of_a_step_schedule_cut_by_max_steps_on_two_processes() -> None:
 def test_banner_says_what_the_data_was_taken_to_be() -> None:
     from dataclasses import replace
 
-    config = TrainConfig(model="resnet20")
+    config = apply_overrides(
+        TrainConfig(model="resnet20"), {"schedule": "linear", "final_lr_factor": 0.05, "warmup_epochs": 0}
+    )
     bundle = replace(
         _bundle(train=50, val=0, test=20), identity="Fashion-MNIST (recognised by content: mean pixel 0.286)"
     )
@@ -128,6 +129,7 @@ def test_banner_says_what_the_data_was_taken_to_be() -> None:
     assert lines[1].startswith("data      fashion-mnist: 50 train")
     assert lines[2] == "          Fashion-MNIST (recognised by content: mean pixel 0.286)"
     assert lines[3].startswith("device    ") and len(lines) == 9
+    assert lines[5] == "schedule  linear to 0.05 x lr, no warm-up, label smoothing 0.1"
 
 
 @pytest.mark.parametrize(

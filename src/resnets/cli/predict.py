@@ -7,7 +7,8 @@ import sys
 
 from resnets.cli.options import add_compile_flag
 from resnets.io.predictions import FORMATS, SUFFIXES, check_output, choose_format, render, write_predictions
-from resnets.predict import check_top_k, classify, expand_images, run_directory_of
+from resnets.predict import check_top_k, classify, expand_images
+from resnets.runs.directory import run_directory_of
 from resnets.runs.exported import open_source
 
 

@@ -18,7 +18,6 @@ tensors-only reader. An ONNX file is a graph of standard operators, run by onnxr
 from __future__ import annotations
 
 import json
-import stat
 import warnings
 import zipfile
 from pathlib import Path
@@ -27,7 +26,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from resnets.errors import CheckpointError, ConfigError
+from resnets.errors import CheckpointError, ConfigError, first_line
+from resnets.io.regular import not_regular
 
 RECORD_KEY = "resnets_record"  # ONNX metadata_props key of the run record (JSON)
 TORCHSCRIPT_RECORD = "resnets_record.json"  # the TorchScript extra file holding the run record
@@ -48,7 +48,7 @@ def exported_format(path: str | Path) -> str | None:
         return "onnx"
     if name.endswith(TORCHSCRIPT_SUFFIX):
         return "torchscript"
-    if name.endswith(".pt") and _is_regular(path) and zipfile.is_zipfile(path):
+    if name.endswith(".pt") and not_regular(path) is None and zipfile.is_zipfile(path):
         try:
             with zipfile.ZipFile(path) as archive:
                 names = archive.namelist()
@@ -59,19 +59,13 @@ def exported_format(path: str | Path) -> str | None:
     return None
 
 
-def _is_regular(path: Path) -> bool:
-    try:
-        return stat.S_ISREG(path.stat().st_mode)
-    except OSError:
-        return False
-
-
 def check_model_file(path: Path, kind: str) -> None:
     """Refuse a missing path or anything but a regular file (a named pipe would block the reader)."""
-    if not path.exists():
+    why = not_regular(path)
+    if why == "does not exist":
         raise CheckpointError(f"{kind} file {str(path)!r} does not exist")
-    if not _is_regular(path):
-        raise CheckpointError(f"{kind} path {str(path)!r} is not a regular file")
+    if why is not None:
+        raise CheckpointError(f"{kind} path {str(path)!r} {why}; give a regular file")
 
 
 def export_metadata(record: dict[str, Any], sample_shape: list[int]) -> dict[str, str]:
@@ -114,8 +108,7 @@ def load_torchscript(path: Path, device: torch.device | str = "cpu") -> tuple[to
             warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated in torch 2.x, still loads
             module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
     except (RuntimeError, ValueError, OSError) as error:
-        first = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise CheckpointError(f"{str(path)!r} is not a readable TorchScript archive: {first}") from None
+        raise CheckpointError(f"{str(path)!r} is not a readable TorchScript archive: {first_line(error)}") from None
     raw = extra[TORCHSCRIPT_RECORD]
     text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else str(raw)
     return module.eval(), (text or None)
@@ -149,8 +142,7 @@ class OnnxModel(nn.Module):
         try:
             self.session = ort.InferenceSession(str(path), options, providers=providers)
         except Exception as error:  # noqa: BLE001 - onnxruntime raises its own classes for every kind of bad file
-            first = str(error).splitlines()[0] if str(error) else type(error).__name__
-            raise CheckpointError(f"{str(path)!r} is not a readable ONNX model: {first}") from None
+            raise CheckpointError(f"{str(path)!r} is not a readable ONNX model: {first_line(error)}") from None
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
         self.providers = self.session.get_providers()

@@ -78,7 +78,8 @@ def render(predictions: Sequence[Ranked], format: str) -> str:
 
 def check_output(path: str | Path, *, run_dir: Path | None, protected: Sequence[str | Path] = ()) -> None:
     """Refuse an output that is not a plain new or existing file, or that would replace one of ``protected``
-    (the model file, the images) or a file of ``run_dir``, the run directory it lies in; a new file is fine."""
+    (the model file, the images) or, when ``run_dir`` (the run directory it lies in) is given, a file of that run;
+    a new file is fine."""
     path = Path(path)
     if path.is_symlink() or (path.exists() and not path.is_file()):
         kind = "a symlink" if path.is_symlink() else "not a regular file"
@@ -88,7 +89,7 @@ def check_output(path: str | Path, *, run_dir: Path | None, protected: Sequence[
     target = path.resolve()
     if any(target == Path(p).resolve() for p in protected):
         raise ConfigError(f"--output {str(path)!r} is one of predict's inputs; give another path")
-    if run_dir is not None and target.is_relative_to(run_dir.resolve()):
+    if run_dir is not None:
         raise ConfigError(
             f"--output {str(path)!r} is a file of the run directory {str(run_dir)!r}; predict does not overwrite "
             "a run's files: give a new name or a path outside the run"

@@ -135,11 +135,10 @@ class FeatureListNet(nn.Module):
     after the last index wanted. ``feature_info`` lists the chosen entries of the model's own.
     """
 
-    def __init__(self, model: SkipNetwork, out_indices: Indices = None, *, norm: bool = False) -> None:
+    def __init__(self, model: SkipNetwork, out_indices: Indices = None) -> None:
         super().__init__()
         self.model = model
         self.out_indices = tuple(feature_take_indices(len(model.feature_info), out_indices))
-        self.norm = norm
         self.feature_info = [dict(model.feature_info[index]) for index in self.out_indices]
 
     def channels(self) -> list[int]:
@@ -152,5 +151,5 @@ class FeatureListNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return self.model.forward_intermediates(
-            x, indices=list(self.out_indices), norm=self.norm, stop_early=True, intermediates_only=True
+            x, indices=list(self.out_indices), stop_early=True, intermediates_only=True
         )

@@ -24,6 +24,7 @@ from resnets.io.atomic import atomic_write, atomic_write_text
 from resnets.runs.directory import RunDir
 from resnets.runs.lock import LOCK_FILE
 from resnets.runs.record import RECORD_FILE, RunRecord, read_record
+from resnets.train.progress import format_duration
 
 if TYPE_CHECKING:  # matplotlib loads only when a figure is drawn
     from matplotlib.figure import Figure
@@ -318,21 +319,12 @@ def _cell(key: str, value: Any) -> str:
     if key in ("train_error", "test_error", "best_val_error"):
         return f"{value:.2f}"
     if key == "wall_time_s":
-        return duration(value)
+        return format_duration(value)  # as the training log writes it: 45s, 9m12s, 2h05m
     if key == "images_per_s":
         return f"{value:,.0f}"
     if key == "settings":
         return ", ".join(f"{k}={show_value(v)}" for k, v in value.items())
     return str(value)
-
-
-def duration(seconds: float) -> str:
-    """Seconds as a person reads them: 42.0 s, 12.5 min, 3.25 h."""
-    if seconds < 100:
-        return f"{seconds:.1f} s"
-    if seconds < 2 * 3600:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.2f} h"
 
 
 def table_cells(comparison: Comparison) -> list[list[str]]:

@@ -178,4 +178,4 @@ def epoch_points(rows: Sequence[dict[str, Any]], key: str) -> tuple[list[float],
     """(epochs, values) of the metrics rows that measured ``key`` (a run without a test split has None or NaN)."""
     points = [(row["epoch"], row[key]) for row in rows if isinstance(row.get(key), (int, float))]
     points = [(x, y) for x, y in points if math.isfinite(y)]
-    return ([x for x, _ in points], [y for _, y in points]) if points else ([], [])
+    return [x for x, _ in points], [y for _, y in points]

@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 import resnets
-from resnets.errors import ConfigError, RunDirError
+from resnets.errors import ConfigError, RunDirError, first_line
 from resnets.io.atomic import atomic_write_text
 from resnets.runs.lock import LOCK_FILE
 
@@ -118,7 +118,7 @@ class RunDir:
 def _damaged(path: Path, error: object) -> RunDirError:
     """Every write of these files is atomic, so a bad one was changed by hand or by a failing disk."""
     return RunDirError(
-        f"{str(path)!r} is damaged ({str(error).splitlines()[0] if str(error) else type(error).__name__}); restore "
+        f"{str(path)!r} is damaged ({first_line(error)}); restore "
         f"it, or move it away to resume without the rows it held"
     )
 
@@ -200,6 +200,12 @@ def create_default_run_dir(model: str, data: str, attempts: int = 32) -> Path:
             raise RunDirError(f"cannot create run directory {str(path)!r} ({error.strerror}); give --out") from None
         return path
     raise RunDirError(f"found no free run directory name under {str(RUNS)!r} in {attempts} tries; give --out")
+
+
+def run_directory_of(path: str | Path) -> Path | None:
+    """The run directory that ``path`` is or lies in at any depth (a checkpoint, an export, a report), if any."""
+    path = Path(path).resolve()
+    return next((candidate for candidate in (path, *path.parents) if is_run_dir(candidate)), None)
 
 
 def is_run_dir(path: str | Path) -> bool:

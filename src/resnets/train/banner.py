@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from resnets.device import Precision
+from resnets.models.profile import count_parameters
 from resnets.train.config import TrainConfig
 from resnets.train.recipes import Recipe
 from resnets.train.schedule import weighted_depth
@@ -42,7 +43,7 @@ def banner_lines(
 ) -> list[str]:
     """The pre-run block, one string per line, without trailing newlines."""
     r = config.recipe
-    params = sum(p.numel() for p in model.parameters())
+    params = count_parameters(model)
     memory = ("channels_last" if precision.channels_last else "NCHW") if layout == "image" else f"{layout} input"
     lines = [
         f"model     {config.model}: {params:,} parameters",
@@ -54,7 +55,7 @@ def banner_lines(
         f"augment   {_augment(r, bundle, layout)}",
         f"run dir   {run_dir}",
     ]
-    if getattr(bundle, "identity", ""):  # what the data was taken to be, and why (content, name or folder)
+    if bundle.identity:  # what the data was taken to be, and why (content, name or folder)
         lines.insert(2, f"          {bundle.identity}")
     if resume_step is not None:
         lines.append(f"resuming at step {resume_step:,} of {last_step:,}")
@@ -94,7 +95,7 @@ def _schedule(r: Recipe, steps_per_epoch: int, model: nn.Module) -> str:
         parts = [
             f"step, x{r.lr_decay:g} at steps {', '.join(f'{m:,}' for m in r.milestones)}" if r.milestones else "step"
         ]
-    elif r.schedule in ("cosine", "onecycle"):
+    elif r.schedule in ("cosine", "linear"):
         parts = [f"{r.schedule} to {f'{r.final_lr_factor:g} x lr' if r.final_lr_factor else '0'}"]
     else:
         parts = [r.schedule]

@@ -108,7 +108,7 @@ def resume_config(run_dir: str | Path, overrides: dict[str, Any] | None = None) 
                 f"start a new run with --out instead"
             )
         overrides.pop(key, None)
-    # How this session reports is not part of the run: quiet and threads come from this command only.
+    # How this session reports is not part of the run: quiet, threads and log_every come from this command only.
     config = replace(config, quiet=False, threads=None, log_every=None)
     config = apply_overrides(config, overrides, "--resume options")
     return replace(config, out=str(run.path))
@@ -220,8 +220,8 @@ class Trainer:
             self.optimizer.load_state_dict(saved["optimizer"])
         except ValueError as error:  # parameter groups of another shape
             raise ConfigError(
-                f"the optimiser state in {str(self.run_dir.checkpoints)!r} does not fit this run ({error}); "
-                "resume with the run's decay_norm_and_bias unchanged"
+                f"the optimiser state in {str(self.run_dir.checkpoints)!r} does not fit this run's parameters "
+                f"({error}); resume with the run's own model and recipe"
             ) from None
         self.schedule.load_state_dict(saved["schedule"])
         if "scaler" in saved and self.precision.needs_scaler:

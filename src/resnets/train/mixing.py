@@ -78,7 +78,7 @@ class BatchMixing:
         height, width = inputs.shape[-2:]
         top, bottom, left, right = cut_box(height, width, lam, rng)
         mixed = inputs.clone()
-        mixed[:, :, top:bottom, left:right] = inputs[perm][:, :, top:bottom, left:right]
+        mixed[:, :, top:bottom, left:right] = inputs[perm, :, top:bottom, left:right]  # only the box is gathered
         kept = 1.0 - (bottom - top) * (right - left) / (height * width)  # Yun et al.: the exact area
         return Mixed(mixed, targets, perm, kept, "cutmix")
 

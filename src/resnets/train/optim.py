@@ -19,11 +19,10 @@ def param_groups(model: nn.Module, weight_decay: float, *, decay_norm_and_bias: 
     Every parameter is listed, frozen ones included, so the optimiser's state indexes the same tensors
     whatever a fine-tune freezes.
     """
-    params = list(model.named_parameters())
+    params = list(model.parameters())
     if decay_norm_and_bias:
-        return [{"params": [p for _, p in params], "weight_decay": weight_decay}]
-    no_decay = [p for name, p in params if p.ndim <= 1 or name.endswith(".bias")]
-    decay = [p for name, p in params if not (p.ndim <= 1 or name.endswith(".bias"))]
+        return [{"params": params, "weight_decay": weight_decay}]
+    decay, no_decay = [p for p in params if p.ndim > 1], [p for p in params if p.ndim <= 1]
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
