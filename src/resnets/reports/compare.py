@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import socket
 import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from resnets.errors import ConfigError, ResnetsError
 from resnets.io.atomic import atomic_write, atomic_write_text
 from resnets.runs.directory import RunDir
-from resnets.runs.lock import LOCK_FILE
+from resnets.runs.lock import held_by_live_process
 from resnets.runs.record import RECORD_FILE, RunRecord, read_record
 from resnets.train.progress import format_duration
 
@@ -150,7 +148,7 @@ def read_run(path: str | Path) -> RunEntry:
     summary = _read_summary(run)
     last = rows[-1] if rows else {}
     latest = max([last.get("step", 0), steps[-1]["step"] if steps else 0])
-    live = _held_by_live_process(path)
+    live = held_by_live_process(path)
     # A summary is final only while no later session (a resume) has trained past it.
     final = summary is not None and not live and _number(summary.get("steps"), 0) >= latest
     if final:
@@ -210,31 +208,6 @@ def _number(value: Any, default: Any = None) -> Any:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         return default
     return value
-
-
-def _held_by_live_process(path: Path) -> bool:
-    """Whether a trainer holds the run now: the lock file names a holder that is still alive.
-
-    Read-only: the lock itself is never taken, so a trainer starting at the same moment is not refused. A
-    holder on another host is believed; one on this host is checked with signal 0.
-    """
-    try:
-        holder = json.loads((path / LOCK_FILE).read_text() or "{}")
-    except (OSError, UnicodeDecodeError, ValueError):
-        return False
-    if not isinstance(holder, dict) or not isinstance(holder.get("pid"), int):
-        return False
-    if holder.get("host") not in (None, socket.gethostname()):
-        return True
-    try:
-        os.kill(holder["pid"], 0)
-    except ProcessLookupError:
-        return False  # killed without releasing (SIGKILL, out of memory): its description stays
-    except PermissionError:
-        return True  # alive, owned by someone else
-    except (OSError, OverflowError):
-        return False
-    return True
 
 
 def _count_parameters(record: RunRecord) -> int | None:

@@ -105,6 +105,32 @@ def _read_holder(handle: IO[bytes]) -> dict[str, Any]:
     return holder if isinstance(holder, dict) else {}
 
 
+def held_by_live_process(run_dir: Path) -> bool:
+    """Whether a trainer holds the run now: the lock file names a holder that is still alive.
+
+    Read-only: the lock itself is never taken, so a trainer starting at the same moment is not refused. A
+    holder on another host is believed; one on this host is checked with signal 0.
+    """
+    try:
+        with open(run_dir / LOCK_FILE, "rb") as handle:
+            holder = _read_holder(handle)
+    except OSError:
+        return False
+    if not isinstance(holder.get("pid"), int):
+        return False
+    if holder.get("host") not in (None, socket.gethostname()):
+        return True
+    try:
+        os.kill(holder["pid"], 0)
+    except ProcessLookupError:
+        return False  # killed without releasing (SIGKILL, out of memory): its description stays
+    except PermissionError:
+        return True  # alive, owned by someone else
+    except (OSError, OverflowError):
+        return False
+    return True
+
+
 def in_use_message(run_dir: Path, holder: dict[str, Any]) -> str:
     """One line: which directory, who holds it (pid, host, since when, which command) and what to do."""
     who = f"pid {holder['pid']}" if "pid" in holder else "another process"
