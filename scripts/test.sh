@@ -4,6 +4,10 @@
 # torch==2.14.1 with torchvision==0.29.1 and timm==1.0.31; onnxruntime checks the ONNX export;
 # ruff checks the code's lint and layout before the tests run. The suite runs on two pytest-xdist workers
 # (TEST_WORKERS to change it), one torch thread each (tests/conftest.py), a test file per worker at a time.
+#
+# Precision: the suite plays a CPU without native bf16 (RESNETS_NATIVE_BF16=0, set by tests/conftest.py) unless
+# RESNETS_NATIVE_BF16 is given, so every machine runs the same branch. The precision-sensitive files (marker
+# "precision": they train, evaluate, predict, export or run torchrun) then run again as the other kind of CPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,4 +17,14 @@ pip=(.venv-test/bin/python -m pip install -q --disable-pip-version-check)
 "${pip[@]}" -e ".[test,onnx,torchvision,timm]"
 .venv-test/bin/ruff check src tests benchmarks
 .venv-test/bin/ruff format --check src tests benchmarks
-exec .venv-test/bin/python -m pytest -n "${TEST_WORKERS:-2}" --dist loadfile "$@"
+
+pytest=(.venv-test/bin/python -m pytest -n "${TEST_WORKERS:-2}" --dist loadfile)
+first=${RESNETS_NATIVE_BF16:-0}
+case "$first" in 0 | no | false) other=1 ;; *) other=0 ;; esac
+echo "== the whole suite as a CPU $( [ "$other" = 1 ] && echo without || echo with ) native bf16 (RESNETS_NATIVE_BF16=$first)"
+RESNETS_NATIVE_BF16=$first "${pytest[@]}" "$@"
+echo "== the precision-sensitive files again, as a CPU $( [ "$other" = 1 ] && echo with || echo without ) native bf16 (RESNETS_NATIVE_BF16=$other)"
+status=0
+RESNETS_NATIVE_BF16=$other "${pytest[@]}" -m precision "$@" || status=$?
+[ "$status" -eq 5 ] && status=0  # pytest's "no tests collected": the arguments chose none of these files
+exit "$status"

@@ -4,21 +4,56 @@
 workers beat one two-threaded process, since most tests are small tensors and Python. Two workers that each
 start two OpenMP threads would wait on each other, so a worker keeps to one thread, and so do the processes
 its tests start (torchrun, CLI subprocesses), through OMP_NUM_THREADS.
+
+Precision: every test sees the same precision decision on every CPU. ``RESNETS_NATIVE_BF16`` is pinned to 0
+(play a CPU without native bf16: training and evaluation in fp32) unless the caller set it, so
+``RESNETS_NATIVE_BF16=1 pytest`` runs the suite as a CPU with native bf16 runs it, emulated where it must be.
+The processes that tests start inherit it. Tests about the bf16 branch set it themselves (``play_cpu``).
+The files whose numbers depend on that decision (those that train, evaluate, predict, export or run torchrun:
+:data:`PRECISION_SENSITIVE`) carry the ``precision`` marker, and ``scripts/test.sh`` runs them a second time
+as the other kind of CPU.
 """
 
 import os
+from pathlib import Path
 
 import matplotlib
 import pytest
 import torch
 
+from resnets.device import NATIVE_BF16_VARIABLE
+
 matplotlib.use("Agg")
+os.environ.setdefault(NATIVE_BF16_VARIABLE, "0")
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
 
 
+#: Test folders whose files train, evaluate, predict, export or run torchrun (relative to tests/).
+PRECISION_SENSITIVE = ("train/", "runs/", "studies/test_precision.py")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    tests = Path(__file__).parent
+    for item in items:
+        where = item.path.relative_to(tests).as_posix()
+        if where.startswith(PRECISION_SENSITIVE):
+            item.add_marker(pytest.mark.precision)
+
+
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def play_cpu(monkeypatch: pytest.MonkeyPatch):
+    """``play_cpu(native_bf16=True)``: from here on this test plays a CPU with native bf16 (False: without), through
+    ``RESNETS_NATIVE_BF16``, the switch that users have too."""
+
+    def play(native_bf16: bool) -> None:
+        monkeypatch.setenv(NATIVE_BF16_VARIABLE, "1" if native_bf16 else "0")
+
+    return play

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import functools
+import subprocess
+import sys
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -28,3 +31,12 @@ def model_size(name: str) -> tuple[int, int]:
 
     model = build_meta(name)
     return count_parameters(model), len(model.residual_blocks())
+
+
+def torchrun(script: Path, *args: str, processes: int = 2, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``torchrun --standalone`` on ``script``: the launcher binds its rendezvous store to a port the OS gives it
+    and its workers join through that store, so no free port is picked first and bound later by another process
+    (the race that a ``--master_port`` chosen by the test had)."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
+    command += [str(script), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)

@@ -3,10 +3,15 @@
 bf16 autocast is used only where the hardware computes in bf16 natively (CUDA with bf16, or a CPU with
 AVX512-BF16 / AMX); elsewhere (AVX2, or AVX-512 without its BF16 extension) bf16 is emulated and slower
 (a bf16 matmul ran at a fifth of fp32's rate on an AVX512F Xeon), so the run stays fp32. Master weights are always fp32: autocast casts per op, the optimiser updates fp32 tensors.
+
+``RESNETS_NATIVE_BF16`` overrides what the CPU says: ``1`` answers "this CPU has native bf16" (bf16 is then
+emulated where it is not: slower, numerically the same), ``0`` answers "it has not", ``auto`` (or unset) asks
+the CPU. So one machine can play either kind of CPU, and the test suite pins ``0`` unless told otherwise.
 """
 
 from __future__ import annotations
 
+import os
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +19,10 @@ from pathlib import Path
 import torch
 
 from resnets.errors import ConfigError
+
+#: The environment variable that decides :func:`cpu_has_native_bf16` instead of the CPU (see the module docstring).
+NATIVE_BF16_VARIABLE = "RESNETS_NATIVE_BF16"
+_ANSWERS = {"1": True, "yes": True, "true": True, "0": False, "no": False, "false": False}
 
 
 @dataclass(frozen=True)
@@ -59,7 +68,37 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def native_bf16_forced() -> bool | None:
+    """What ``RESNETS_NATIVE_BF16`` says (True, False), or None where it is unset or ``auto``."""
+    value = os.environ.get(NATIVE_BF16_VARIABLE, "").strip().lower()
+    if value in ("", "auto"):
+        return None
+    if value not in _ANSWERS:
+        raise ConfigError(
+            f"{NATIVE_BF16_VARIABLE}={os.environ[NATIVE_BF16_VARIABLE]!r} is not understood; expected 1 (play a CPU "
+            "with native bf16), 0 (play one without) or auto (ask the CPU)"
+        )
+    return _ANSWERS[value]
+
+
 def cpu_has_native_bf16() -> bool:
+    """Whether bf16 autocast is the fast precision on this CPU: ``RESNETS_NATIVE_BF16`` where it is set, else
+    the CPU's own flags (:func:`cpu_flags_have_bf16`)."""
+    return cpu_bf16_decision()[0]
+
+
+def cpu_bf16_decision() -> tuple[bool, str]:
+    """(native bf16?, why), the why as a banner shows it: the CPU's flags, or the switch that overrode them."""
+    forced = native_bf16_forced()
+    if forced is not None:
+        kind = "with" if forced else "without"
+        return forced, f"{NATIVE_BF16_VARIABLE}={os.environ[NATIVE_BF16_VARIABLE]} plays a CPU {kind} native bf16"
+    if cpu_flags_have_bf16():
+        return True, "this CPU has native bf16 (AVX512-BF16/AMX)"
+    return False, "this CPU has no native bf16 (no AVX512-BF16/AMX)"
+
+
+def cpu_flags_have_bf16() -> bool:
     """AVX512-BF16 or AMX-BF16 in the CPU flags, and oneDNN able to use them."""
     try:
         flags = Path("/proc/cpuinfo").read_text()
@@ -82,16 +121,12 @@ def resolve_precision(device: torch.device, amp: bool | None, channels_last: boo
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         hardware = "CUDA with bf16" if dtype == torch.bfloat16 else "CUDA without bf16 (fp16 with a grad scaler)"
     else:
-        fast = cpu_has_native_bf16()
+        fast, hardware = cpu_bf16_decision()
         dtype = torch.bfloat16
-        hardware = (
-            "this CPU has native bf16 (AVX512-BF16/AMX)" if fast else "this CPU has no native bf16 (no AVX512-BF16/AMX)"
-        )
     if amp is None:
         reason = hardware
     elif amp:
-        slow = "amp=true on a CPU without native bf16 (no AVX512-BF16/AMX): emulated, slower than fp32"
-        reason = f"amp=true; {hardware}" if fast else slow
+        reason = f"amp=true; {hardware}" if fast else f"amp=true, though {hardware}: emulated, slower than fp32"
     else:
         reason = "--no-amp (amp=false)"
     return Precision(

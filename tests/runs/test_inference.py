@@ -18,7 +18,7 @@ from torch import nn
 
 from resnets import create_model, list_models
 from resnets.cli import main
-from resnets.device import Precision
+from resnets.device import Precision, cpu_has_native_bf16
 from resnets.errors import ConfigError
 from resnets.export import export_model
 from resnets.inference import (
@@ -192,7 +192,10 @@ def test_eval_reports_the_fast_path_and_matches_training(run_dir: Path) -> None:
 
     assert main(["eval", str(run_dir), "--no-compile"]) == 0
     described = json.loads((run_dir / "eval-test" / "eval.json").read_text())
-    assert described["inference"] == ["19 BatchNorms folded", "channels_last"]
+    trained_in_bf16 = json.loads((run_dir / "config.json").read_text())["amp"]  # what RESNETS_NATIVE_BF16 chose
+    assert trained_in_bf16 is cpu_has_native_bf16()
+    autocast = ["bfloat16 autocast"] if trained_in_bf16 else []
+    assert described["inference"] == ["19 BatchNorms folded", "channels_last", *autocast]
     recorded = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert described["top1_error"] == pytest.approx(recorded[-1]["test_error"], abs=1e-9)
 

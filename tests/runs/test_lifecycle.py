@@ -14,9 +14,9 @@ from .conftest import train_run
 
 @pytest.mark.parametrize("native_bf16", [False, True])  # forced, so both branches run on every machine
 def test_train_then_eval_predict_and_export(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, native_bf16: bool
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, play_cpu, native_bf16: bool
 ) -> None:
-    monkeypatch.setattr("resnets.device.cpu_has_native_bf16", lambda: native_bf16)
+    play_cpu(native_bf16)
     monkeypatch.setenv("RESNETS_CACHE_DIR", str(tmp_path / "cache"))
     run = train_run(tmp_path, args=("--max-steps", "4"))
     record = json.loads((run / "config.json").read_text())

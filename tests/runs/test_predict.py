@@ -44,14 +44,18 @@ def test_predictions_match_the_model(run_dir: Path, tmp_path: Path) -> None:
     config = json.loads((run_dir / "config.json").read_text())
     (mean,), (std,) = config["data"]["mean"], config["data"]["std"]  # the run's training statistics
     assert 0.3 < mean < 0.7 and std > 0.1
-    net = open_run(run_dir).model
+    run = open_run(run_dir)
     x = torch.stack([read_image(p, 1, (8, 8)) for p in paths]).float() / 255
     with torch.no_grad():
-        expected = net((x - mean) / std).softmax(dim=1)
+        expected = run.model((x - mean) / std).softmax(dim=1)  # eager fp32
+    # A run trained where bf16 is native predicts in bf16 autocast (8 mantissa bits): probabilities within 2e-2.
+    tolerance = 2e-2 if run.precision.amp else 1e-6
     for prediction, row in zip(predictions, expected):
         assert len(prediction.labels) == 2
-        assert prediction.labels[0] == ["ant", "bee", "cat"][int(row.argmax())]
-        assert prediction.probabilities[0] == pytest.approx(float(row.max()), abs=1e-6)
+        best, second = row.topk(2).values.tolist()
+        if best - second > 2 * tolerance:  # a closer call may go either way within the tolerance
+            assert prediction.labels[0] == ["ant", "bee", "cat"][int(row.argmax())]
+        assert prediction.probabilities[0] == pytest.approx(best, abs=tolerance)
         assert prediction.probabilities[0] >= prediction.probabilities[1]
 
 

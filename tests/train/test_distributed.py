@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import torchrun
 
 SCRIPT = """
 import os, pathlib, sys, torch
@@ -23,33 +22,11 @@ pathlib.Path(sys.argv[1] + ".rank" + os.environ["RANK"]).write_text(str(summary[
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_ranks_split_each_epoch(tmp_path):
     script = tmp_path / "run.py"
     script.write_text(textwrap.dedent(SCRIPT.format(tests=str(Path(__file__).parents[1]))))
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            "2",
-            "--master_port",
-            str(_free_port()),
-            str(script),
-            str(tmp_path / "run"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
+    result = torchrun(script, str(tmp_path / "run"), timeout=240)
     assert result.returncode == 0, result.stderr[-2000:]
     steps = [(tmp_path / f"run.rank{rank}").read_text() for rank in (0, 1)]
     assert steps == ["6", "6"]  # 96 samples / batch 16 = 6 batches per epoch, 3 per rank, 2 epochs

@@ -29,8 +29,8 @@ def test_training_lowers_the_loss(tmp_path, bundle):
 
 
 @pytest.mark.parametrize("native_bf16", [False, True])  # both precision branches, whatever this CPU has
-def test_run_directory_holds_every_file_with_the_right_columns(tmp_path, monkeypatch, native_bf16):
-    monkeypatch.setattr("resnets.device.cpu_has_native_bf16", lambda: native_bf16)
+def test_run_directory_holds_every_file_with_the_right_columns(tmp_path, play_cpu, native_bf16):
+    play_cpu(native_bf16)
     run = tmp_path / "run"
     summary = train(tiny_config(run, epochs=2), data=tiny_bundle(val=16))
     names = {p.relative_to(run).as_posix() for p in run.rglob("*")}

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from resnets.data import ArrayDataset, DataBundle
-from resnets.device import Precision, resolve_precision
+from resnets.device import Precision, cpu_has_native_bf16, resolve_precision
 from resnets.errors import ConfigError
 from resnets.models import create_model
 from resnets.train import TrainConfig, apply_overrides, resume_config, train
@@ -50,8 +50,8 @@ def _bundle(train: int, val: int, test: int) -> DataBundle:
     return DataBundle("fashion-mnist", "image", classes, split(train), split(test), split(val), (0.3,), (0.3,), True)
 
 
-def test_banner_lines_of_a_known_config(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("resnets.device.cpu_has_native_bf16", lambda: True)  # amp=false must win over the CPU
+def test_banner_lines_of_a_known_config(play_cpu) -> None:
+    play_cpu(native_bf16=True)  # amp=false must win over the CPU
     config = apply_overrides(TrainConfig(model="resnet20", amp=False), {"recipe": "fast", "warmup_epochs": 0.5})
     lines = banner_lines(
         config,
@@ -142,18 +142,56 @@ def test_banner_says_what_the_data_was_taken_to_be() -> None:
             "cpu",
             False,
             True,
-            "bf16 autocast: amp=true on a CPU without native bf16 (no AVX512-BF16/AMX): emulated, slower than fp32",
+            (
+                "bf16 autocast: amp=true, though this CPU has no native bf16 (no AVX512-BF16/AMX): emulated, "
+                "slower than fp32"
+            ),
         ),
         ("cuda", True, None, "bf16 autocast: CUDA with bf16"),
         ("cuda", False, None, "fp16 autocast: CUDA without bf16 (fp16 with a grad scaler)"),
     ],
-)  # every branch, whatever this machine has: resolve_precision only reads these two probes
+)  # every branch, whatever this machine has: with the switch unset, resolve_precision reads only these two probes
 def test_precision_says_why(monkeypatch, device, native_bf16, amp, expected) -> None:
-    monkeypatch.setattr("resnets.device.cpu_has_native_bf16", lambda: native_bf16)
+    monkeypatch.delenv("RESNETS_NATIVE_BF16")  # the CPU decides
+    monkeypatch.setattr("resnets.device.cpu_flags_have_bf16", lambda: native_bf16)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: native_bf16)
     precision = resolve_precision(torch.device(device), amp, None)
     assert precision.describe() == expected
     assert precision.needs_scaler == (device == "cuda" and not native_bf16)
+
+
+@pytest.mark.parametrize(
+    ("value", "cpu_flags", "amp", "native", "expected"),
+    [
+        ("1", False, None, True, "bf16 autocast: RESNETS_NATIVE_BF16=1 plays a CPU with native bf16"),
+        ("0", True, None, False, "fp32: RESNETS_NATIVE_BF16=0 plays a CPU without native bf16"),
+        (
+            "no",
+            True,
+            True,
+            False,
+            (
+                "bf16 autocast: amp=true, though RESNETS_NATIVE_BF16=no plays a CPU without native bf16: emulated, "
+                "slower than fp32"
+            ),
+        ),
+        ("auto", True, None, True, "bf16 autocast: this CPU has native bf16 (AVX512-BF16/AMX)"),
+        ("Auto", False, None, False, "fp32: this CPU has no native bf16 (no AVX512-BF16/AMX)"),
+    ],
+)
+def test_the_switch_overrides_the_cpu_and_says_so(monkeypatch, value, cpu_flags, amp, native, expected) -> None:
+    monkeypatch.setenv("RESNETS_NATIVE_BF16", value)
+    monkeypatch.setattr("resnets.device.cpu_flags_have_bf16", lambda: cpu_flags)
+    assert resolve_precision(CPU, amp, None).describe() == expected
+    assert cpu_has_native_bf16() is native
+
+
+def test_a_switch_value_that_is_not_understood_is_one_line(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("RESNETS_NATIVE_BF16", "maybe")
+    with pytest.raises(
+        ConfigError, match=r"RESNETS_NATIVE_BF16='maybe' is not understood; expected 1 .*, 0 .* or auto"
+    ):
+        cpu_has_native_bf16()
 
 
 def test_precision_built_without_a_reason_still_works_and_compares_equal() -> None:
@@ -265,9 +303,9 @@ def test_log_every_is_checked_and_chosen_from_the_epoch_length() -> None:
 
 
 def test_a_run_logging_to_a_file_prints_the_banner_then_a_line_every_n_steps(
-    tmp_path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], play_cpu
 ) -> None:
-    monkeypatch.setattr("resnets.device.cpu_has_native_bf16", lambda: False)
+    play_cpu(native_bf16=False)
     monkeypatch.setattr("resnets.train.engine._plot", lambda *args, **kwargs: None)  # curves.png: not shown here
     run = tmp_path / "run"
     config = apply_overrides(tiny_config(run, max_steps=4), {"quiet": False, "log_every": 2})
@@ -279,7 +317,7 @@ def test_a_run_logging_to_a_file_prints_the_banner_then_a_line_every_n_steps(
     assert lines[:3] == [
         f"model     {TINY}: {params:,} parameters",
         "data      tiny: 96 train / 0 val / 32 test, 2 classes, samples 1x8x8",
-        "device    cpu (1 thread); fp32: this CPU has no native bf16 (no AVX512-BF16/AMX); channels_last",
+        "device    cpu (1 thread); fp32: RESNETS_NATIVE_BF16=0 plays a CPU without native bf16; channels_last",
     ]
     assert lines[5] == "length    4 steps = 0.6667 epochs of 6 steps (max_steps); evaluated every epoch"
     assert lines[7] == f"run dir   {run}"

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from resnets.studies import STUDIES
+    from resnets.studies import PRECISIONS, STUDIES
 
     listing = "\n".join(f"  {name:<10} {text}" for name, (_, text) in STUDIES.items())
     parser = subparsers.add_parser(
@@ -52,6 +52,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--grid", type=int, help="points per axis of a measured grid (landscape)")
     parser.add_argument("--out", default="studies", help="output directory (default: studies)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="fp32",
+        help="fp32 (the default: the same numbers on every CPU) or fast: bf16 autocast where the device computes "
+        "bf16 natively, for the default runs' training and every measurement; the JSON, Markdown and report say "
+        "which",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
 
@@ -89,6 +97,8 @@ def command_line(args: argparse.Namespace) -> str:
     parts += ["--out", args.out]
     if args.device != "cpu":
         parts += ["--device", args.device]
+    if args.precision != "fp32":
+        parts += ["--precision", args.precision]
     return shlex.join(parts)
 
 
@@ -113,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
         out=args.out,
         device=args.device,
         quiet=args.quiet,
+        precision=args.precision,
     )
     if args.name != "all":
         _study(args.name, args, options)
@@ -138,7 +149,8 @@ def _study(name: str, args: argparse.Namespace, options: StudyOptions) -> None:
     from resnets.studies.common import write_study
 
     result = get_study(name).run(options)
-    result = replace(result, command=command_line(argparse.Namespace(**{**vars(args), "name": name})))
+    command = command_line(argparse.Namespace(**{**vars(args), "name": name}))
+    result = replace(result, command=command, precision=options.measuring_precision().mode)
     paths = write_study(result, options.out)
     print(f"{name}: {result.verdict}")
     print(f"wrote {paths['json']}, {paths['md']}" + "".join(f", {p}" for p in result.figures))

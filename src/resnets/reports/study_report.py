@@ -48,10 +48,15 @@ class Study:
     figures: tuple[str, ...]
     command: str
     path: Path
+    precision: str = ""  # what the study measured in ("fp32", "bf16 autocast"); "" where its JSON predates it
 
     @property
     def status(self) -> str:
         return STATUS[self.supported]
+
+    @property
+    def precision_label(self) -> str:
+        return self.precision or "not recorded"
 
 
 @dataclass(frozen=True)
@@ -86,6 +91,9 @@ def load_study(path: str | Path) -> Study:
         raise ConfigError(f"{path}: 'settings' must be an object, got {type(settings).__name__}")
     if not isinstance(figures, list) or not all(isinstance(f, str) for f in figures):
         raise ConfigError(f"{path}: 'figures' must be a list of file names")
+    precision = data.get("precision") or ""
+    if not isinstance(precision, str):
+        raise ConfigError(f"{path}: 'precision' must be text such as \"fp32\", got {precision!r}")
     return Study(
         name=path.stem,
         claim=data["claim"],
@@ -96,6 +104,7 @@ def load_study(path: str | Path) -> Study:
         figures=tuple(figures),
         command=str(data.get("command") or ""),
         path=path,
+        precision=precision,
     )
 
 
@@ -200,13 +209,18 @@ def render_html(
         "<h1>Why residual learning works: the measurements</h1>",
         f'<p class="made">{e(made)}</p>',
         f"<p>{e(_tally(studies))}</p>",
+    ]
+    mixed = mixed_precisions(studies)
+    if mixed:
+        parts.append(f'<p class="skipped"><strong>Mixed precisions.</strong> {e(mixed)}</p>')
+    parts += [
         '<div class="wrap"><table class="summary"><thead>',
-        "<tr><th>study</th><th>verdict</th><th>status</th></tr></thead><tbody>",
+        "<tr><th>study</th><th>verdict</th><th>status</th><th>precision</th></tr></thead><tbody>",
     ]
     for s in studies:
         parts.append(
             f'<tr><td><a href="#study-{e(s.name)}">{e(s.name)}</a></td><td>{e(_clip(s.verdict))}</td>'
-            f"<td>{_badge(s)}</td></tr>"
+            f"<td>{_badge(s)}</td><td>{e(s.precision_label)}</td></tr>"
         )
     parts.append("</tbody></table></div>")
     if absent:
@@ -226,6 +240,7 @@ def _section_html(s: Study, directory: Path) -> list[str]:
         f'<section id="study-{e(s.name)}"><h2>{e(s.name)} {_badge(s)}</h2>',
         f'<div class="claim"><strong>Claim.</strong> {e(s.claim)}</div>',
         f'<div class="verdict {css}"><strong>Verdict ({e(s.status)}).</strong> {e(s.verdict)}</div>',
+        f'<p class="made">Measured in {e(s.precision_label)}.</p>',
     ]
     if s.table.strip():
         parts += ["<h3>Key numbers</h3>", f'<div class="numbers">{table_html(s.table)}</div>']
@@ -350,8 +365,13 @@ def render_markdown(
 ) -> str:
     """The same content as Markdown; figures are linked relative to ``out_dir``, where the file is written."""
     lines = ["# Why residual learning works: the measurements", "", made, "", _tally(studies), ""]
-    lines += ["| study | verdict | status |", "|---|---|---|"]
-    lines += [f"| [{s.name}](#{s.name}) | {_cell(s.verdict)} | {s.status} |" for s in studies]
+    mixed = mixed_precisions(studies)
+    if mixed:
+        lines += [f"**Mixed precisions.** {_md(mixed)}", ""]
+    lines += ["| study | verdict | status | precision |", "|---|---|---|---|"]
+    lines += [
+        f"| [{s.name}](#{s.name}) | {_cell(s.verdict)} | {s.status} | {_md(s.precision_label)} |" for s in studies
+    ]
     lines.append("")
     if absent:
         lines += [f"Not in this directory: {', '.join(absent)}.", ""]
@@ -363,6 +383,8 @@ def render_markdown(
             f"**Claim.** {_md(s.claim)}",
             "",
             f"**Verdict ({s.status}).** {_md(s.verdict)}",
+            "",
+            f"Measured in {_md(s.precision_label)}.",
             "",
         ]
         if s.table.strip():
@@ -404,6 +426,21 @@ def _defuse(text: str) -> str:
 
 
 # --- shared -----------------------------------------------------------------------------------------------------
+
+
+def mixed_precisions(studies: Sequence[Study]) -> str:
+    """A warning where the studies were measured in more than one precision ("" where they agree): their
+    numbers then depend on which CPU ran which study."""
+    groups: dict[str, list[str]] = {}
+    for s in studies:
+        groups.setdefault(s.precision_label, []).append(s.name)
+    if len(groups) < 2:
+        return ""
+    listed = "; ".join(f"{label}: {', '.join(names)}" for label, names in groups.items())
+    return (
+        f"these studies were measured in {len(groups)} precisions ({listed}), so their numbers are not all "
+        "comparable; run them again with one --precision"
+    )
 
 
 def _tally(studies: Sequence[Study]) -> str:

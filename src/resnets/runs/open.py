@@ -76,10 +76,13 @@ class Run:
     _data: dict[tuple[str, str | None], Any] = field(default_factory=dict, repr=False)
     inference: list[str] = field(default_factory=list)  # what the last evaluate() ran with
     exported: str | None = None  # "onnx" or "torchscript" for an exported graph, run as it was saved
+    amp: bool | None = None  # autocast when measuring: None as the run was trained, False fp32, True autocast
 
     @property
     def precision(self) -> Precision:
-        return self.record.precision(self.device)
+        """What the run is measured in: its record's precision, or fp32 / autocast where ``amp`` says."""
+        recorded = self.record.precision(self.device)
+        return recorded if self.amp is None else replace(recorded, amp=self.amp)
 
     @property
     def classes(self) -> list[str]:
@@ -209,13 +212,28 @@ def open_run(
     model: str | None = None,
     num_classes: int | None = None,
     in_channels: int | None = None,
+    amp: bool | None = None,
 ) -> Run:
     """Open a run directory or weight file (see the module docstring) with the model ready on ``device``.
 
     ``checkpoint`` is ``best`` or ``last`` (default: the run's own choice, ``best`` only where a validation
     split chose it). ``model``, ``num_classes`` and ``in_channels`` are needed only for bare weight files, and
-    contradict a run's record at the caller's peril: that is an error.
+    contradict a run's record at the caller's peril: that is an error. ``amp`` measures in fp32 (False) or
+    autocast (True) whatever the run trained in (None: as it trained); the instruments measure in fp32.
     """
+    run = _open(source, checkpoint, device, model, num_classes, in_channels)
+    run.amp = amp
+    return run
+
+
+def _open(
+    source: str | Path,
+    checkpoint: str | None,
+    device: str | torch.device,
+    model: str | None,
+    num_classes: int | None,
+    in_channels: int | None,
+) -> Run:
     from resnets.device import resolve_device
 
     device = resolve_device(str(device))

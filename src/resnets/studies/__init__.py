@@ -12,6 +12,9 @@ from types import ModuleType
 
 from resnets.errors import UnknownNameError
 
+#: What ``--precision`` takes: fp32 (the default, the same numbers on every CPU) or the device's fast precision.
+PRECISIONS = ("fp32", "fast")
+
 #: name -> (module under resnets.studies, one line for --help)
 STUDIES: dict[str, tuple[str, str]] = {
     "gradients": ("gradients", "gradient norm of every layer, plain vs residual vs Highway, over depth"),

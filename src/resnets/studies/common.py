@@ -26,12 +26,13 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from tqdm import tqdm
 
-from resnets.device import Precision
+from resnets.device import Precision, resolve_device, resolve_precision
 from resnets.errors import ConfigError
 from resnets.io.atomic import atomic_write, atomic_write_text
 from resnets.metrics import evaluate
 from resnets.models import SkipNetwork, create_model, get_model_entry
 from resnets.runs import Run
+from resnets.studies import PRECISIONS
 
 BN_TRAIN_MODE = "train-mode batch statistics (the running statistics of an untrained net are unset)"
 BN_EVAL_MODE = "eval-mode running statistics (trained)"
@@ -54,11 +55,20 @@ class StudyOptions:
     out: str = "studies"  # output directory: OUT/NAME.json, OUT/NAME.md, OUT/NAME-*.png
     device: str = "cpu"
     quiet: bool = False
+    # "fp32" (the same numbers on every CPU) or "fast": bf16 autocast where the device computes bf16 natively,
+    # for the default runs' training and for every measurement
+    precision: str = "fp32"
 
     def pick(self, field_name: str, default: Any) -> Any:
         """The option's value, or ``default`` where the user left it empty."""
         value = getattr(self, field_name)
         return default if value in ((), None) else value
+
+    def measuring_precision(self) -> Precision:
+        """What the study trains its default runs in and measures in: fp32, or the device's fast precision."""
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        return resolve_precision(resolve_device(self.device), False if self.precision == "fp32" else None, None)
 
 
 @dataclass
@@ -74,6 +84,7 @@ class StudyResult:
     table: str  # the headline numbers as a Markdown table
     figures: list[Path] = field(default_factory=list)
     command: str = ""  # the command line that produced it
+    precision: str = ""  # what every number was measured in (and default runs trained in): "fp32", "bf16 autocast"
 
 
 def write_study(result: StudyResult, out_dir: str | Path) -> dict[str, Path]:
@@ -100,7 +111,10 @@ def write_study(result: StudyResult, out_dir: str | Path) -> dict[str, Path]:
     if result.figures:
         lines += ["## Figures", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in result.figures] + [""]
     settings = ", ".join(f"{k}={v}" for k, v in result.settings.items())
-    lines += ["## Settings", "", settings, ""]
+    lines += ["## Settings", ""]
+    if result.precision:
+        lines += [f"Precision: {result.precision}.", ""]
+    lines += [settings, ""]
     if result.command:
         lines += ["Reproduce with:", "", "```bash", result.command, "```", ""]
     md_path = out / f"{result.name}.md"

@@ -30,7 +30,7 @@ from typing import Any
 
 from resnets.errors import ConfigError
 from resnets.models import create_model, list_models
-from resnets.runs import Run, open_run
+from resnets.runs import Run
 from resnets.runs.checkpoint import snapshot_steps
 from resnets.runs.directory import RunDir
 from resnets.studies.common import (
@@ -46,7 +46,7 @@ from resnets.studies.common import (
     subset_batches,
 )
 from resnets.studies.reorder import is_plain
-from resnets.studies.trained import DEFAULT_STEPS, PLAIN, RESIDUAL, train_short_run
+from resnets.studies.trained import DEFAULT_STEPS, PLAIN, RESIDUAL, open_measured, train_short_run
 
 NAME = "degradation"
 CLAIM = (
@@ -128,7 +128,7 @@ def measure(path: Path, options: StudyOptions, curve: list) -> dict[str, Any]:
     else:
         test_curve = []
         for step in sorted(snapshot_steps(path / "checkpoints")):
-            snapshot = open_run(path, checkpoint=f"step-{step}", device=options.device)
+            snapshot = open_measured(options, path, f"step-{step}")
             test_curve.append((step, 100.0 * error_rate(snapshot.model, curve, snapshot.precision)))
         test_curve.append((int(summary["steps"]), float(summary["test_error"])))
     return {
@@ -189,7 +189,7 @@ def run(options: StudyOptions) -> StudyResult:
                 label=f"{label}-paper" if paper else label,
                 settings=settings,
             )
-        plain_run, residual_run = (open_run(paths[name], device=options.device) for name in paths)
+        plain_run, residual_run = (open_measured(options, paths[name]) for name in paths)
         check_twins(plain_run, residual_run)  # before anything is compared
         if curve is None:
             curve = subset_batches(plain_run, options.pick("samples", CURVE_SAMPLES), 0)

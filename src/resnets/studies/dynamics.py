@@ -35,7 +35,7 @@ from torch import nn
 
 from resnets.errors import ConfigError
 from resnets.models.base import BlockInfo, capture_units
-from resnets.runs import Run, open_run
+from resnets.runs import Run
 from resnets.studies import paths
 from resnets.studies.common import (
     BN_EVAL_MODE,
@@ -48,7 +48,7 @@ from resnets.studies.common import (
     spread,
     subset_batches,
 )
-from resnets.studies.trained import DEFAULT_STEPS, RESIDUAL, trained_runs
+from resnets.studies.trained import DEFAULT_STEPS, RESIDUAL, open_measured, trained_runs
 
 NAME = "dynamics"
 CLAIM = (
@@ -117,7 +117,7 @@ def measure(run: Run, options: StudyOptions, label: str) -> dict[str, Any]:
     per_epoch = _steps_per_epoch(summary)
     snapshots = []
     for step in progress(steps, desc=f"dynamics {label}", quiet=options.quiet):
-        at = open_run(run.path, checkpoint=f"step-{step}", device=options.device)
+        at = open_measured(options, run.path, f"step-{step}")
         stats = unit_statistics(at, batches)
         traced = paths.measure_run(at, path_options, label)
         snapshots.append(

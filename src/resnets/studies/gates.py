@@ -29,7 +29,7 @@ from torch import nn
 
 from resnets.errors import ConfigError
 from resnets.models import SkipNetwork
-from resnets.runs import Run, open_run
+from resnets.runs import Run
 from resnets.studies.common import (
     BN_EVAL_MODE,
     StudyOptions,
@@ -42,7 +42,7 @@ from resnets.studies.common import (
     spread,
     subset_batches,
 )
-from resnets.studies.trained import DEFAULT_DATA, DEFAULT_STEPS, HIGHWAY, trained_runs
+from resnets.studies.trained import DEFAULT_DATA, DEFAULT_STEPS, HIGHWAY, open_measured, trained_runs
 
 NAME = "gates"
 CLAIM = (
@@ -129,12 +129,12 @@ def gate_stats(model: SkipNetwork, batches: Sequence[tuple[torch.Tensor, Any]], 
     ]
 
 
-def _checkpoints(run: Run, device: str) -> list[tuple[str, Run]]:
+def _checkpoints(run: Run, options: StudyOptions) -> list[tuple[str, Run]]:
     """Every kept snapshot, oldest first, then the run's own weights unless the last snapshot is them."""
     final_step = None
     if run.path and (run.path / "summary.json").is_file():
         final_step = json.loads((run.path / "summary.json").read_text()).get("steps")
-    opened = [(f"step-{n}", open_run(run.path, checkpoint=f"step-{n}", device=device)) for n in run.snapshots]
+    opened = [(f"step-{n}", open_measured(options, run.path, f"step-{n}")) for n in run.snapshots]
     if not run.snapshots or final_step not in run.snapshots:
         opened.append((run.checkpoint.stem, run))
     return opened
@@ -145,7 +145,7 @@ def _measure_run(options: StudyOptions, run: Run) -> dict[str, Any]:
     gate_modules(run.model, f"run {str(run.path or run.checkpoint)!r} ({run.record.model})")
     samples = options.pick("samples", DEFAULT_SAMPLES)
     subsets = [subset_batches(run, samples, seed) for seed in seeds(options)]
-    checkpoints = _checkpoints(run, options.device)
+    checkpoints = _checkpoints(run, options)
     measured = []
     for label, opened in progress(checkpoints, desc=f"{NAME} {run.record.model}", quiet=options.quiet):
         per_seed = [gate_stats(opened.model, batches, opened.precision) for batches in subsets]

@@ -32,7 +32,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from resnets.models import SkipNetwork, get_model_entry
-from resnets.runs import open_run
 from resnets.studies.common import (
     StudyOptions,
     StudyResult,
@@ -44,7 +43,7 @@ from resnets.studies.common import (
     seeds,
     spread,
 )
-from resnets.studies.trained import DEFAULT_STEPS, HIGHWAY, PLAIN, RESIDUAL, trained_runs
+from resnets.studies.trained import DEFAULT_STEPS, HIGHWAY, PLAIN, RESIDUAL, open_measured, trained_runs
 from resnets.studies.untrained import BN_BATCH, StudyData, batch_statistics, build_near
 
 NAME = "gradients"
@@ -145,7 +144,7 @@ def _checkpoints(options: StudyOptions, models: Sequence[str], samples: int) -> 
             "checkpoints": {},
         }
         for checkpoint in progress(checkpoints, desc=f"gradients {run.record.model}", quiet=options.quiet):
-            opened = run if checkpoint is None else open_run(run.path, checkpoint=checkpoint, device=options.device)
+            opened = run if checkpoint is None else open_measured(options, run.path, checkpoint)
             label = checkpoint or run.checkpoint.stem
             found: dict[str, Any] = {"norms": [], "first_last": []}
             for seed in seeds(options):

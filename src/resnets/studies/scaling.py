@@ -39,7 +39,6 @@ from typing import Any
 
 from resnets.errors import ConfigError, TrainingDivergedError
 from resnets.models import create_model, get_model_entry
-from resnets.runs import open_run
 from resnets.runs.directory import RunDir
 from resnets.studies.common import (
     StudyOptions,
@@ -54,7 +53,7 @@ from resnets.studies.common import (
     spread,
     subset_batches,
 )
-from resnets.studies.trained import DEFAULT_DATA, short_run_path, train_short_run
+from resnets.studies.trained import DEFAULT_DATA, open_measured, short_run_path, train_short_run
 
 NAME = "scaling"
 CLAIM = (
@@ -185,8 +184,11 @@ def train_run(
     return path, None
 
 
-def measure_run(path: Path, diverged_at: int | None, samples: int, device: str = "cpu") -> dict[str, Any]:
-    """Outcome, errors (%) and loss curve of one run."""
+def measure_run(
+    path: Path, diverged_at: int | None, samples: int, options: StudyOptions | None = None
+) -> dict[str, Any]:
+    """Outcome, errors (%) and loss curve of one run, measured on the study's device and in its precision
+    (``options``; None: the defaults, the CPU in fp32)."""
     rows = RunDir(path).read_steps()
     losses = [row["loss"] for row in rows]
     result: dict[str, Any] = {
@@ -198,7 +200,7 @@ def measure_run(path: Path, diverged_at: int | None, samples: int, device: str =
     }
     if diverged_at is not None:
         return {"outcome": "diverged", "train_error": math.nan, "test_error": math.nan, **result}
-    run = open_run(path, device=device)
+    run = open_measured(options or StudyOptions(), path)
     train_error = error_rate(run.model, subset_batches(run, samples, SUBSET_SEED, split="train"), run.precision)
     test_error = RunDir(path).read_json("summary.json")["test_error"]
     return {
@@ -326,7 +328,7 @@ def run(options: StudyOptions) -> StudyResult:
     runs = []
     for net, scale, seed in progress(work, desc=NAME, quiet=options.quiet):
         path, diverged_at = train_run(options, net, scale, seed, steps)
-        measured = measure_run(path, diverged_at, samples, options.device)
+        measured = measure_run(path, diverged_at, samples, options)
         runs.append({"net": net.label, "scale": scale_label(scale), "seed": seed, **measured})
     cells = summarise(runs, nets)
     verdict, supported = _verdict(cells, steps)

@@ -3,7 +3,9 @@
 Default runs are trained once into ``OUT/runs/MODEL-DATA-sSEED-STEPS`` with the ``default`` recipe stopped
 after ``steps`` optimiser steps, keeping weight snapshots along the way, and reused by every instrument
 pointed at the same ``--out``. They are short (a CPU budget), which the JSON says; pass ``--run`` with runs
-trained to convergence for the papers' settings.
+trained to convergence for the papers' settings. They train in fp32 unless ``--precision fast``, and every
+run is measured in the study's precision (:func:`open_measured`), so a study gives the same numbers on every
+CPU.
 """
 
 from __future__ import annotations
@@ -38,18 +40,25 @@ def trained_runs(
     ``snapshots`` weight snapshots are kept at evenly spaced steps (step 0, the initialisation, included).
     """
     if options.runs:
-        return [open_run(path, checkpoint=checkpoint, device=options.device) for path in options.runs]
+        return [open_measured(options, path, checkpoint) for path in options.runs]
     return [
-        open_run(train_short_run(options, model, steps=steps, seed=seed, snapshots=snapshots), device=options.device)
+        open_measured(options, train_short_run(options, model, steps=steps, seed=seed, snapshots=snapshots))
         for model in models
     ]
+
+
+def open_measured(options: StudyOptions, path: str | Path, checkpoint: str | None = None) -> Run:
+    """The run at ``path`` opened to be measured on the study's device in the study's precision (fp32 unless
+    ``--precision fast``), whatever precision it was trained in."""
+    return open_run(path, checkpoint=checkpoint, device=options.device, amp=options.measuring_precision().amp)
 
 
 def short_run_path(options: StudyOptions, label: str, *, steps: int, seed: int, data: str | None = None) -> Path:
     """OUT/runs/LABEL-DATA-sSEED-STEPS: where a study keeps the run it trains (and finds it next time)."""
     data = data or options.data or DEFAULT_DATA
     name = Path(data.rstrip("/")).name.replace(".", "_")
-    return Path(options.out) / "runs" / f"{label}-{name}-s{seed}-{steps}"
+    precision = "-bf16" if options.measuring_precision().amp else ""  # fp32 and bf16 runs never stand in for each other
+    return Path(options.out) / "runs" / f"{label}-{name}-s{seed}-{steps}{precision}"
 
 
 def diverged_step(path: str | Path) -> int | None:
@@ -104,6 +113,7 @@ def train_short_run(
         "max_steps": steps,
         "epochs": None,
         "snapshot_steps": kept,
+        "amp": options.measuring_precision().amp,  # fp32 by default: the same run on every CPU
     }
     train(apply_overrides(TrainConfig(), overrides, "the study's default run"))
     return out
