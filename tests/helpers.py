@@ -40,3 +40,11 @@ def torchrun(script: Path, *args: str, processes: int = 2, timeout: float = 300)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
     command += [str(script), *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def why(result: subprocess.CompletedProcess) -> str:
+    """A failed torchrun's story for an assertion message: every line of stderr that names an error or a signal
+    (a worker's own message comes long before the launcher's summary), then the summary."""
+    marks = ("error", "terminate", "what()", "abort", "signal", "exception", "enforce")
+    lines = [line for line in result.stderr.splitlines() if any(mark in line.lower() for mark in marks)]
+    return "\n".join(lines[:40]) + "\n...\n" + result.stderr[-1500:]

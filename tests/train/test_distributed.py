@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import torchrun
+from tests.helpers import torchrun, why
 
 SCRIPT = """
 import os, pathlib, sys, torch
@@ -27,7 +27,7 @@ def test_two_ranks_split_each_epoch(tmp_path):
     script = tmp_path / "run.py"
     script.write_text(textwrap.dedent(SCRIPT.format(tests=str(Path(__file__).parents[1]))))
     result = torchrun(script, str(tmp_path / "run"), timeout=240)
-    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.returncode == 0, why(result)
     steps = [(tmp_path / f"run.rank{rank}").read_text() for rank in (0, 1)]
     assert steps == ["6", "6"]  # 96 samples / batch 16 = 6 batches per epoch, 3 per rank, 2 epochs
     rows = [json.loads(line) for line in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from resnets.errors import ConfigError
 from resnets.train import resume_config, train
-from tests.helpers import torchrun
+from tests.helpers import torchrun, why
 from tests.train.conftest import tiny_bundle
 from tests.train.test_conveniences import ALL_SIX as ALL_CONVENIENCES  # the stop test runs with all on
 
@@ -109,10 +109,11 @@ def test_a_signal_to_one_rank_stops_every_rank_cleanly_and_the_run_resumes_bit_f
     with pytest.raises(ConfigError, match="trained by 2 process\\(es\\) and is resumed by 1"):
         train(resume_config(stopped), data=tiny_bundle(), resume=True)  # half the global batch: refused
     resumed = torchrun(script, str(stopped), "resume")
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert resumed.returncode == 0, why(resumed)
     assert [(tmp_path / f"stopped.rank{rank}").read_text() for rank in (0, 1)] == ["done 6", "done 6"]
     straight = tmp_path / "straight"
-    assert torchrun(script, str(straight), "straight").returncode == 0
+    uninterrupted = torchrun(script, str(straight), "straight")
+    assert uninterrupted.returncode == 0, why(uninterrupted)
     resumed_weights = load_file(stopped / "checkpoints" / "last.safetensors")
     straight_weights = load_file(straight / "checkpoints" / "last.safetensors")
     assert all(torch.equal(resumed_weights[k], straight_weights[k]) for k in straight_weights)
@@ -124,8 +125,10 @@ def test_a_signal_to_one_rank_stops_every_rank_cleanly_and_the_run_resumes_bit_f
 @pytest.mark.slow
 def test_two_processes_at_batch_b_step_like_one_process_at_batch_2b(tmp_path: Path) -> None:
     script = write_script(tmp_path, EQUIVALENCE)
-    assert torchrun(script, str(tmp_path / "two"), "two", "16").returncode == 0
-    assert torchrun(script, str(tmp_path / "one"), "one", "32", processes=1).returncode == 0
+    two = torchrun(script, str(tmp_path / "two"), "two", "16")
+    assert two.returncode == 0, why(two)
+    one = torchrun(script, str(tmp_path / "one"), "one", "32", processes=1)
+    assert one.returncode == 0, why(one)
     two = load_file(tmp_path / "two" / "checkpoints" / "last.safetensors")
     one = load_file(tmp_path / "one" / "checkpoints" / "last.safetensors")
     assert torch.load(tmp_path / "two/checkpoints/last.state.pt", weights_only=True)["step"] == 3
@@ -152,10 +155,11 @@ def test_the_same_command_after_a_crash_resumes_to_the_same_weights(tmp_path: Pa
     assert torchrun(script, str(crashed), "restart").returncode != 0  # rank 1 died
     assert (tmp_path / "crashed.crashed").exists()
     again = torchrun(script, str(crashed), "restart")  # what --max-restarts runs
-    assert again.returncode == 0, again.stderr[-2000:]
+    assert again.returncode == 0, why(again)
     assert [(tmp_path / f"crashed.rank{rank}").read_text() for rank in (0, 1)] == ["done 6, resumed True"] * 2
     straight = tmp_path / "straight"
-    assert torchrun(stop_script(tmp_path, {}), str(straight), "straight").returncode == 0
+    uninterrupted = torchrun(stop_script(tmp_path, {}), str(straight), "straight")
+    assert uninterrupted.returncode == 0, why(uninterrupted)
     restarted_weights = load_file(crashed / "checkpoints" / "last.safetensors")
     straight_weights = load_file(straight / "checkpoints" / "last.safetensors")
     assert all(torch.equal(restarted_weights[k], straight_weights[k]) for k in straight_weights)
