@@ -12,15 +12,13 @@ Precedence, lowest first: the recipe (``--recipe``), the config file (``--config
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
-import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
+from resnets.cli.dataclass_flags import add_dataclass_flags, shown_value
 from resnets.errors import ConfigError, ResnetsError
-from resnets.train.config import NULL_WORDS
 from resnets.train.recipes import OPTIMIZERS, RENAMED_SCHEDULES, SCHEDULES, Recipe, get_recipe
 
 #: Recipe fields without a flag: they describe a recipe rather than set a hyperparameter.
@@ -150,43 +148,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _add_recipe_flags(group: argparse._ArgumentGroup) -> dict[str, tuple[argparse.Action, str]]:
     """``--field-name`` for every Recipe field, typed from its hint; returns each flag and its help text."""
-    hints = typing.get_type_hints(Recipe)
-    flags: dict[str, tuple[argparse.Action, str]] = {}
-    for f in dataclasses.fields(Recipe):
-        if f.name in NOT_FLAGS:
-            continue
-        text = f.metadata["help"].replace("%", "%%")  # argparse formats help with %
-        options = _flag_options(hints[f.name])
-        if f.name == "schedule":
-            options["type"] = _schedule_flag
-        long = "--" + f.name.replace("_", "-")
-        names = sorted((long, *ALIASES.get(f.name, ())), key=lambda name: name.startswith("--"))  # -b first
-        action = group.add_argument(*names, dest=f.name, choices=CHOICES.get(f.name), help=text, **options)
-        flags[f.name] = (action, text)
-    return flags
-
-
-def _flag_options(hint: Any) -> dict[str, Any]:
-    """argparse options for a field typed ``hint``: bool as --x/--no-x, a tuple as several values, X | None
-    also taking the word none."""
-    args = typing.get_args(hint)
-    if hint is bool:
-        return {"action": argparse.BooleanOptionalAction}
-    if typing.get_origin(hint) is tuple:
-        return {"nargs": "*", "type": args[0]}
-    if type(None) in args and len(args) == 2:
-        return {"type": _or_none(next(a for a in args if a is not type(None)))}
-    if hint in (int, float, str):
-        return {"type": hint}
-    raise TypeError(f"no command-line flag for a recipe field typed {hint}; teach _flag_options the type")
-
-
-def _or_none(kind: Callable[[str], Any]) -> Callable[[str], Any]:
-    def convert(text: str) -> Any:
-        return None if text.strip() in NULL_WORDS else kind(text)
-
-    convert.__name__ = kind.__name__  # argparse names it in its error: "invalid float value: 'abc'"
-    return convert
+    return add_dataclass_flags(
+        group, Recipe, skip=NOT_FLAGS, aliases=ALIASES, choices=CHOICES, types={"schedule": _schedule_flag}
+    )
 
 
 def _schedule_flag(text: str) -> str:
@@ -250,15 +214,6 @@ def _recipe_in(argv: Sequence[str]) -> str | None:
         if arg.startswith("--recipe="):
             return arg.partition("=")[2]
     return None
-
-
-def shown_value(value: Any) -> str:
-    """A recipe value as its flag takes it: ``32000 48000``, ``none``, ``on``/``off``."""
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    if isinstance(value, tuple):
-        return " ".join(map(str, value)) or "none"
-    return "none" if value is None else str(value)
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
