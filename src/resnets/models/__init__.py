@@ -9,6 +9,7 @@ from resnets.models import resmlp  # noqa: F401  (registers the residual MLPs)
 from resnets.models import transformer  # noqa: F401  (registers the residual Transformers)
 from resnets.models import multires  # noqa: F401  (registers the multi-residual networks)
 from resnets.models import plain_ll  # noqa: F401  (registers the looks-linear plain networks)
+from resnets.models import speedrun  # noqa: F401  (registers the speedrun network and its plain twin)
 
 # isort: on
 from resnets.models.base import BlockInfo, SkipNetwork, capture_units

@@ -136,6 +136,9 @@ class SkipNetwork(nn.Module):
     num_features: int
     grad_checkpointing: bool = False  # see set_grad_checkpointing
     min_input_size: int = 1  # smallest image height and width the trunk accepts (fixed-size pools need more)
+    #: Pixels an unpadded first conv trims from each image side: a feature map's side is
+    #: (input side - border) // its feature_info reduction (0 for models whose first layer keeps the size).
+    border: int = 0
     #: One dict per feature point in forward order: num_chs, reduction, module (see resnets.models.features).
     feature_info: list[dict[str, Any]]
     #: The module that block stacks apply to their last block's output, which norm=True applies to every
