@@ -64,11 +64,11 @@ def _killed_at(monkeypatch: pytest.MonkeyPatch, call: int) -> Iterator[list[int]
     """``os.replace`` raises KeyboardInterrupt on its ``call``-th use, before renaming: a kill between two steps."""
     real, calls = os.replace, [0]
 
-    def replace(src, dst) -> None:
+    def replace(src, dst, **where) -> None:
         calls[0] += 1
         if calls[0] == call:
             raise KeyboardInterrupt
-        real(src, dst)
+        real(src, dst, **where)
 
     with monkeypatch.context() as patch:
         patch.setattr(os, "replace", replace)

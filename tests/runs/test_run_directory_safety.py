@@ -184,12 +184,12 @@ def test_eval_refuses_a_symlinked_report_and_writes_nothing_outside(
 def test_eval_on_a_full_disk_is_one_line_and_leaves_no_partial_report(run_dir, capsys, monkeypatch) -> None:
     import errno
 
-    from resnets.io import atomic
+    from resnets.io import guard
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(atomic.os, "replace", full)
+    monkeypatch.setattr(guard.os, "replace", full)
     assert main(["eval", str(run_dir)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "No space left on device" in err

@@ -48,11 +48,11 @@ def test_a_kill_half_way_through_the_renames_is_recovered(tmp_path, monkeypatch)
     save_checkpoint(tmp_path, model, TINY, _state(1), best=False)
     real_replace, calls = os.replace, []
 
-    def replace_once(src, dst):
+    def replace_once(src, dst, **where):
         calls.append(dst)
         if len(calls) == 3:  # pending manifest written, last.safetensors moved, then killed
             raise KeyboardInterrupt
-        real_replace(src, dst)
+        real_replace(src, dst, **where)
 
     monkeypatch.setattr(ckpt.os, "replace", replace_once)
     with pytest.raises(KeyboardInterrupt):

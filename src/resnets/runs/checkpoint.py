@@ -18,26 +18,48 @@ is safe to repeat: while a pending manifest that rotates sits beside ``last.json
 the old generation. A kill at any point therefore leaves a directory that :func:`verify` rolls forward
 when every staged file is complete, or back (the pending manifest is deleted) when not.
 
-A run directory can come from someone else, so a manifest is not trusted: only the names in
-:data:`CHECKPOINT_FILES` are ever written, and links, folders or devices where a checkpoint file should be
-are refused rather than followed.
+A run directory can come from someone else, so a manifest is not trusted: it is read through its schema
+(:data:`MANIFEST_RULES`), only the names in :data:`CHECKPOINT_FILES` are ever written, and links, folders or
+devices where a checkpoint file should be are refused rather than followed. Every file is written through the
+write guard (:mod:`resnets.io.guard`), in the folder it checked, by the process that holds the run's lock.
+
+A manifest also records the run record (``config.json``) it was saved beside, and its sha256, so that a resume
+trusts only the record it wrote (:func:`committed_record`).
 """
 
 from __future__ import annotations
 
-import json
+import io
 import os
+import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
-from resnets.errors import CheckpointError
-from resnets.io.atomic import atomic_write_text, fsync_dir, fsync_file, plain_mode, sha256_file
+from resnets.errors import CheckpointError, ConfigError
+from resnets.io import guard
+from resnets.io.atomic import json_text, sha256_bytes, sha256_file
+from resnets.io.guard import RECORD_FILE
+from resnets.io.schema import (
+    FLAG,
+    NATURAL,
+    SHA256,
+    Rule,
+    check_object,
+    each,
+    mapping,
+    one_of,
+    parse_json,
+    read_json,
+    read_text,
+    text,
+)
 
 FORMAT = "resnets-checkpoint-1"
 STATE_FORMAT = "resnets-train-state-1"
@@ -52,6 +74,24 @@ CHECKPOINT_FILES = frozenset(
     {*SAVED_FILES, MANIFEST, PENDING, PREVIOUS, "previous.safetensors", "previous.state.pt"}
     | {f".{name}.staged" for name in SAVED_FILES}
 )
+_FILES: Rule = (
+    lambda v: isinstance(v, dict) and all(isinstance(k, str) and SHA256[0](d) for k, d in v.items()),
+    "an object of file names to sha256 hashes",
+)
+#: What a checkpoint manifest (last.json, previous.json, last.json.pending) may hold; names are checked apart.
+MANIFEST_RULES: dict[str, Rule] = {
+    "format": one_of((FORMAT,)),
+    "model": text(),
+    "step": NATURAL,
+    "epoch": NATURAL,
+    "batch": NATURAL,
+    "files": _FILES,
+    "commit": each((lambda v: isinstance(v, str), "a file name")),
+    "rotate": FLAG,
+    "record_sha256": SHA256,
+    "record": mapping(),
+}
+_SNAPSHOT = re.compile(r"step-(\d{1,18})\.safetensors")
 
 
 def weights_for_saving(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -62,48 +102,59 @@ def weights_for_saving(model: nn.Module) -> dict[str, torch.Tensor]:
 def save_checkpoint(
     directory: str | Path, model: nn.Module, model_name: str, state: dict[str, Any], *, best: bool
 ) -> None:
-    """Save the last checkpoint (and the best weights when ``best``) with the two-phase commit above."""
+    """Save the last checkpoint (and the best weights when ``best``) with the two-phase commit above.
+
+    The files are serialised in memory first, so a full disk is an OSError from the write guard (never a library's
+    own exception half-way through a file), and the staged files are removed.
+    """
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    weights = weights_for_saving(model)
-    metadata = {"model": model_name, "step": str(state["step"]), "format": FORMAT}
+    weights = safetensors_bytes(
+        weights_for_saving(model), metadata={"model": model_name, "step": str(state["step"]), "format": FORMAT}
+    )
+    buffer = io.BytesIO()
+    torch.save({**state, "format": STATE_FORMAT}, buffer)
     names = SAVED_FILES if best else RESUME_FILES
-    staged = {name: _path(directory, f".{name}.staged") for name in names}
-    try:  # until the pending manifest exists, the staged files are debris: a failure removes them
-        for path in staged.values():  # a link planted under a staged name must not be written through
-            path.unlink(missing_ok=True)
-        save_file(weights, str(staged["last.safetensors"]), metadata=metadata)
-        torch.save({**state, "format": STATE_FORMAT}, staged["last.state.pt"])
-        if best:
-            save_file(weights, str(staged["best.safetensors"]), metadata=metadata)
-        hashes = {}
-        for name, path in staged.items():
-            plain_mode(path)  # safetensors writes 0600; a run directory is for sharing, as the other files
-            fsync_file(path)
-            hashes[name] = sha256_file(path)
-        committed = _json_or_empty(directory / MANIFEST).get("files")
-        if not best and isinstance(committed, dict) and isinstance(committed.get("best.safetensors"), str):
-            hashes["best.safetensors"] = committed["best.safetensors"]  # best has one generation: it stays
-        manifest = {
-            "format": FORMAT,
-            "model": model_name,
-            "step": state["step"],
-            "epoch": state["epoch"],
-            "batch": state["batch"],
-            "files": hashes,
-            "commit": list(names),  # the staged files; the other entries of "files" are carried over
-            "rotate": _is_consistent(directory, "last"),  # a damaged last must not push out a good previous
-        }
-        atomic_write_text(directory / PENDING, json.dumps(manifest, indent=2) + "\n")
-    except BaseException:
-        for path in staged.values():
-            path.unlink(missing_ok=True)
-        raise
-    _commit(directory)
+    blobs = {"last.safetensors": weights, "last.state.pt": buffer.getvalue(), "best.safetensors": weights}
+    with guard.folder(directory) as folder:
+        try:  # until the pending manifest exists, the staged files are debris: a failure removes them
+            hashes = {}
+            for name in names:
+                folder.write(_checked(directory, f".{name}.staged"), blobs[name], atomic=False)
+                hashes[name] = sha256_bytes(blobs[name])
+            committed = _manifest_or_empty(directory / MANIFEST).get("files", {})
+            if not best and "best.safetensors" in committed:
+                hashes["best.safetensors"] = committed["best.safetensors"]  # best has one generation: it stays
+            manifest = {
+                "format": FORMAT,
+                "model": model_name,
+                "step": state["step"],
+                "epoch": state["epoch"],
+                "batch": state["batch"],
+                "files": hashes,
+                "commit": list(names),  # the staged files; the other entries of "files" are carried over
+                "rotate": _is_consistent(directory, "last"),  # a damaged last must not push out a good previous
+                **_record_beside(directory),
+            }
+            folder.write(PENDING, json_text(manifest).encode())
+        except BaseException:
+            for name in names:
+                folder.unlink(f".{name}.staged")
+            raise
+        _commit(folder)
 
 
-def _commit(directory: Path) -> None:
+def _record_beside(directory: Path) -> dict[str, Any]:
+    """The run record beside ``checkpoints/`` and its sha256, for the manifest (none outside a run directory)."""
+    path = directory.parent / RECORD_FILE
+    if not path.is_file():
+        return {}
+    data = read_text(path, "run record").encode("utf-8")
+    return {"record_sha256": sha256_bytes(data), "record": parse_json(data.decode("utf-8"), str(path))}
+
+
+def _commit(folder: guard.Folder) -> None:
     """Carry out (or finish) the renames of ``last.json.pending``; see the module docstring for the order."""
+    directory = folder.path
     pending = _read_pending(directory)
     if pending is None:
         raise CheckpointError(f"{str(directory / PENDING)!r} cannot be read; the commit cannot be finished")
@@ -116,10 +167,16 @@ def _commit(directory: Path) -> None:
         _is_file(_path(directory, target))
     for source, target in moves:
         if _is_file(_path(directory, source)):
-            os.replace(_path(directory, source), _path(directory, target))
-    fsync_dir(directory)
-    os.replace(_path(directory, PENDING), _path(directory, MANIFEST))
-    fsync_dir(directory)
+            folder.replace(source, target)
+    folder.sync()
+    folder.replace(PENDING, MANIFEST)
+    folder.sync()
+
+
+def _checked(directory: Path, name: str) -> str:
+    """A checkpoint file name, refused (as tampering) when it is not one of :data:`CHECKPOINT_FILES`."""
+    _path(directory, name)
+    return name
 
 
 def _path(directory: Path, name: str) -> Path:
@@ -152,7 +209,7 @@ def _is_file(path: Path) -> bool:
 
 def _read_pending(directory: Path) -> dict[str, Any] | None:
     """The pending manifest with its names checked; None when it is unreadable (then it is discarded)."""
-    pending = _json_or_empty(directory / PENDING)
+    pending = _manifest_or_empty(directory / PENDING)
     files = pending.get("files")
     commit = pending.get("commit", list(files) if isinstance(files, dict) else None)  # older saves: all files
     if not isinstance(files, dict) or not isinstance(commit, list):
@@ -165,13 +222,22 @@ def _read_pending(directory: Path) -> dict[str, Any] | None:
     return {**pending, "files": files, "commit": commit, "rotate": pending.get("rotate") is True}
 
 
-def _json_or_empty(path: Path) -> dict[str, Any]:
-    """A JSON object from ``path``; ``{}`` when it is missing, unreadable or not an object."""
+def read_manifest(path: str | Path) -> dict[str, Any]:
+    """A checkpoint manifest checked against :data:`MANIFEST_RULES`, or one CheckpointError line saying why not."""
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
+        return check_object(
+            read_json(path, "checkpoint manifest"), MANIFEST_RULES, str(path), required=("format", "step", "files")
+        )
+    except ConfigError as error:
+        raise CheckpointError(str(error)) from None
+
+
+def _manifest_or_empty(path: Path) -> dict[str, Any]:
+    """The manifest at ``path``; ``{}`` when it is missing, unreadable or breaks its schema."""
+    try:
+        return read_manifest(path)
+    except CheckpointError:
         return {}
-    return data if isinstance(data, dict) else {}
 
 
 def has_checkpoint(directory: str | Path) -> bool:
@@ -183,34 +249,42 @@ def has_checkpoint(directory: str | Path) -> bool:
 def committed_step(directory: str | Path) -> int | None:
     """The step of the newest readable committed generation; None when there is none (for messages only)."""
     for name in (MANIFEST, PREVIOUS):
-        step = _json_or_empty(Path(directory) / name).get("step")
-        if isinstance(step, int):
+        step = _manifest_or_empty(Path(directory) / name).get("step")
+        if step is not None:
             return step
     return None
 
 
-def _read_manifest(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise CheckpointError(
-            f"checkpoint manifest {str(path)!r} cannot be read ({error}); the run cannot resume"
-        ) from None
+def committed_record(directory: str | Path) -> tuple[int, str, dict[str, Any]] | None:
+    """(step, sha256, record) of the run record the newest readable committed generation was saved beside.
+
+    None when no manifest records one (a checkpoint saved outside a run directory, or by an older version).
+    """
+    for name in (MANIFEST, PREVIOUS):
+        manifest = _manifest_or_empty(Path(directory) / name)
+        if "record_sha256" in manifest and "record" in manifest:
+            return manifest["step"], manifest["record_sha256"], manifest["record"]
+    return None
 
 
 def _recover(directory: Path) -> None:
-    """Finish the commit a kill interrupted (or drop it when a file is not complete); remove stale staged files."""
-    if _is_file(directory / PENDING):
-        pending = _read_pending(directory)
-        if pending is not None and all(
-            _complete(directory, name, pending["files"][name]) for name in pending["commit"]
-        ):
-            _commit(directory)
-        else:  # the kill came before the new checkpoint was complete (or it was damaged): the old one stands
-            (directory / PENDING).unlink()
-    for stale in directory.glob(".*.staged"):  # of failed saves and snapshots; none is listed any more
-        if stale.is_symlink() or stale.is_file():
-            stale.unlink()
+    """Finish the commit a kill interrupted (or drop it when a file is not complete); remove stale staged
+    and temporary files (of failed or killed saves and snapshots; none is listed any more)."""
+    if not directory.exists():
+        return
+    with guard.folder(directory) as folder:
+        if _is_file(directory / PENDING):
+            pending = _read_pending(directory)
+            if pending is not None and all(
+                _complete(directory, name, pending["files"][name]) for name in pending["commit"]
+            ):
+                _commit(folder)
+            else:  # the kill came before the new checkpoint was complete (or it was damaged): the old one stands
+                folder.unlink(PENDING)
+        for stale in [*directory.glob(".*.staged"), *directory.glob(".*.tmp")]:
+            mode = folder.mode(stale.name)
+            if mode is not None and (stat.S_ISLNK(mode) or stat.S_ISREG(mode)):
+                folder.unlink(stale.name)
 
 
 def _complete(directory: Path, name: str, expected: object) -> bool:
@@ -243,10 +317,11 @@ def _verified(directory: Path, generation: str) -> dict[str, Any]:
     try:
         if not _is_file(manifest_path):
             raise _Unusable(f"missing ({manifest_path.name} does not exist)")
-        manifest = _json_or_empty(manifest_path)
+        try:
+            manifest = read_manifest(manifest_path)
+        except CheckpointError as error:
+            raise _Unusable(f"unreadable ({manifest_path.name} is not a checkpoint manifest: {error})") from None
         step = manifest.get("step")
-        if not isinstance(manifest.get("files"), dict):
-            raise _Unusable(f"unreadable ({manifest_path.name} is not a checkpoint manifest)")
         for name in RESUME_FILES:
             path = directory / _generation_file(generation, name)
             if not _is_file(path):
@@ -369,14 +444,14 @@ def check_file(directory: str | Path, name: str) -> None:
     progress (a pending manifest) is accepted when the file matches it; nothing is written here.
     """
     directory = Path(directory)
-    if name.startswith("step-"):
-        recorded = {snapshot_steps(directory).get(int(name.removeprefix("step-").removesuffix(".safetensors")))}
+    if _SNAPSHOT.fullmatch(name):
+        recorded = {snapshot_steps(directory).get(int(_SNAPSHOT.fullmatch(name).group(1)))}
     elif not (directory / MANIFEST).exists():
         return  # a checkpoint folder made by hand (no manifest): nothing to check against
     else:
-        recorded = {_read_manifest(directory / MANIFEST)["files"].get(name)}
-    if (directory / PENDING).exists() and not name.startswith("step-"):
-        recorded.add(_read_manifest(directory / PENDING)["files"].get(name))
+        recorded = {read_manifest(directory / MANIFEST)["files"].get(name)}
+        if (directory / PENDING).exists():
+            recorded.add(read_manifest(directory / PENDING)["files"].get(name))
     recorded.discard(None)
     if not recorded:
         raise CheckpointError(f"{str(directory / name)!r} is not listed in {MANIFEST}; it was not written by training")
@@ -402,20 +477,24 @@ def save_snapshot(directory: str | Path, model: nn.Module, model_name: str, step
     resume never reads them, so they live outside the two-phase commit of the last checkpoint.
     """
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    name = snapshot_name(step)
     metadata = {"model": model_name, "step": str(step), "format": FORMAT}
-    staged = directory / f".{name}.staged"
-    staged.unlink(missing_ok=True)  # never write through a link planted under this name
-    save_file(weights_for_saving(model), str(staged), metadata=metadata)
-    plain_mode(staged)  # safetensors writes 0600
-    fsync_file(staged)
-    digest = sha256_file(staged)
-    os.replace(staged, directory / name)
-    index = snapshot_steps(directory)
-    index[step] = digest
-    files = {snapshot_name(k): v for k, v in sorted(index.items())}
-    atomic_write_text(directory / SNAPSHOTS, json.dumps({"format": FORMAT, "files": files}, indent=2) + "\n")
+    data = safetensors_bytes(weights_for_saving(model), metadata=metadata)
+    with guard.folder(directory) as folder:
+        folder.write(snapshot_name(step), data)
+        index = snapshot_steps(directory)
+        index[step] = sha256_bytes(data)
+        files = {snapshot_name(k): v for k, v in sorted(index.items())}
+        folder.write(SNAPSHOTS, json_text({"format": FORMAT, "files": files}).encode())
+
+
+#: What snapshots.json may hold.
+SNAPSHOT_RULES: dict[str, Rule] = {
+    "format": one_of((FORMAT,)),
+    "files": (
+        lambda v: _FILES[0](v) and all(_SNAPSHOT.fullmatch(k) for k in v),
+        "an object of step-N.safetensors names to sha256 hashes",
+    ),
+}
 
 
 def snapshot_steps(directory: str | Path) -> dict[int, str]:
@@ -423,5 +502,8 @@ def snapshot_steps(directory: str | Path) -> dict[int, str]:
     path = Path(directory) / SNAPSHOTS
     if not path.exists():
         return {}
-    files = _read_manifest(path).get("files", {})
-    return {int(name.removeprefix("step-").removesuffix(".safetensors")): digest for name, digest in files.items()}
+    try:
+        files = check_object(read_json(path, "snapshot list"), SNAPSHOT_RULES, str(path), required=("files",))["files"]
+    except ConfigError as error:
+        raise CheckpointError(f"{error}; restore it, or remove it to forget the snapshots") from None
+    return {int(_SNAPSHOT.fullmatch(name).group(1)): digest for name, digest in files.items()}

@@ -9,6 +9,7 @@ writers lock two different files of the same name.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -21,8 +22,9 @@ from types import TracebackType
 from typing import IO, Any
 
 from resnets.errors import RunDirError, RunDirInUseError
+from resnets.io import guard
+from resnets.io.guard import LOCK_FILE
 
-LOCK_FILE = ".lock"
 _COMMAND_CHARS = 160  # the holder's command line is cut to keep the refusal on one readable line
 
 
@@ -40,6 +42,7 @@ class RunLock:
         Nothing in the directory changes when the lock is refused: the holder's description is read, not written.
         """
         run_dir = Path(run_dir)
+        created = not os.path.lexists(run_dir / LOCK_FILE)
         try:
             fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         except OSError as error:
@@ -56,9 +59,22 @@ class RunLock:
         except OSError as error:  # a filesystem without flock support
             handle.close()
             raise RunDirError(f"cannot lock run directory {str(run_dir)!r} ({error.strerror})") from None
-        handle.truncate(0)
-        handle.write((json.dumps(describe_holder()) + "\n").encode())
-        handle.flush()
+        try:  # a full disk fails here: the lock is let go, and nothing of this attempt stays behind
+            handle.truncate(0)
+            handle.write((json.dumps(describe_holder()) + "\n").encode())
+            handle.flush()
+            guard.own(run_dir)
+        except BaseException as error:
+            _let_go(handle)
+            if created:
+                with contextlib.suppress(OSError):
+                    (run_dir / LOCK_FILE).unlink()
+            if isinstance(error, OSError):
+                raise RunDirError(
+                    f"cannot lock run directory {str(run_dir)!r} ({error.strerror or error}); free space or choose "
+                    "another --out"
+                ) from None
+            raise
         return cls(run_dir, handle)
 
     @property
@@ -70,18 +86,27 @@ class RunLock:
         if self._handle is None:
             return
         handle, self._handle = self._handle, None
+        guard.disown(self.run_dir)
         try:
             handle.truncate(0)
             handle.flush()
+        except OSError:
+            pass  # the description stays; the lock goes all the same
         finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-            handle.close()
+            _let_go(handle)
 
     def __enter__(self) -> RunLock:  # noqa: PYI034 - Python 3.10 has no typing.Self
         return self
 
     def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None) -> None:
         self.release()
+
+
+def _let_go(handle: IO[bytes]) -> None:
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    finally:
+        handle.close()
 
 
 def describe_holder() -> dict[str, Any]:
