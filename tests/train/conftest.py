@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from resnets.models import list_models, register_model
 from resnets.models.resnet import ResNet, ResNetConfig
@@ -70,3 +72,19 @@ def tiny_config(out, **recipe_overrides):
         TrainConfig(model=TINY, data="tiny", seed=7, device="cpu", quiet=True, out=str(out)), overrides
     )
     return config
+
+
+@pytest.fixture
+def tree(tmp_path, monkeypatch):
+    """root/{train,test}/{left,right}/*.png: gray 8x8 images, bright on the side that names the class
+    (24 + 24 training images: 6 steps per epoch at batch 8)."""
+    monkeypatch.setenv("RESNETS_CACHE_DIR", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 24), ("test", 8)):
+        for label, cls in enumerate(("left", "right")):
+            (tmp_path / "tree" / split / cls).mkdir(parents=True)
+            for i in range(count):
+                image = rng.integers(0, 90, (8, 8)).astype(np.uint8)
+                image[:, 4 * label : 4 * label + 4] += 120
+                Image.fromarray(image, mode="L").save(tmp_path / "tree" / split / cls / f"{i}.png")
+    return tmp_path / "tree"

@@ -6,31 +6,14 @@ import json
 import os
 import signal
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 from safetensors.torch import load_file
 
 from resnets.cli import main
 from resnets.train import TrainingInterrupted, resume_config, train
 
 from .conftest import TINY, tiny_bundle, tiny_config
-
-
-@pytest.fixture
-def tree(tmp_path, monkeypatch):
-    """root/{train,test}/{left,right}/*.png: gray 8x8 images, bright on the side that names the class."""
-    monkeypatch.setenv("RESNETS_CACHE_DIR", str(tmp_path / "cache"))
-    rng = np.random.default_rng(0)
-    for split, count in (("train", 24), ("test", 8)):
-        for label, cls in enumerate(("left", "right")):
-            (tmp_path / "tree" / split / cls).mkdir(parents=True)
-            for i in range(count):
-                image = rng.integers(0, 90, (8, 8)).astype(np.uint8)
-                image[:, 4 * label : 4 * label + 4] += 120
-                Image.fromarray(image, mode="L").save(tmp_path / "tree" / split / cls / f"{i}.png")
-    return tmp_path / "tree"
 
 
 def test_cli_trains_resumes_and_prints_the_final_line(tmp_path, tree, capsys):

@@ -102,8 +102,10 @@ def test_banner_of_a_step_schedule_cut_by_max_steps_on_two_processes() -> None:
     # resnet20 has 20 weighted layers, fewer than the 110 of the paper's deep warm-up: no warm-up line
     assert lines[4] == "schedule  step, x0.1 at steps 32,000, 48,000, no warm-up, label smoothing 0"
     assert lines[5] == "length    500 steps = 2.5 epochs of 200 steps (max_steps); evaluated every 2 epochs"
-    assert lines[6] == "augment   none"
-    assert len(lines) == 8  # no resume line on a new run
+    # the run stops long before the paper's milestones: the lr never leaves its peak
+    assert lines[6] == "last lr   0.1 at step 500, the run's last; the milestones at steps 32,000, 48,000 are not reached"
+    assert lines[7] == "augment   none"
+    assert len(lines) == 9  # no resume line on a new run
 
 
 def test_banner_says_what_the_data_was_taken_to_be() -> None:
@@ -128,8 +130,13 @@ def test_banner_says_what_the_data_was_taken_to_be() -> None:
     )
     assert lines[1].startswith("data      fashion-mnist: 50 train")
     assert lines[2] == "          Fashion-MNIST (recognised by content: mean pixel 0.286)"
-    assert lines[3].startswith("device    ") and len(lines) == 9
+    assert lines[3].startswith("device    ") and len(lines) == 10
     assert lines[5] == "schedule  linear to 0.05 x lr, no warm-up, label smoothing 0.1"
+    # 20 of the default recipe's 6 x 10 steps: 0.2 - (0.2 - 0.01) * 19 / 60 at the last step
+    assert lines[7] == (
+        "last lr   0.14 at step 20, the run's last; the linear reaches 0.01 at step 60 "
+        "(--max-steps without --epochs fits it to the run)"
+    )
 
 
 @pytest.mark.parametrize(
@@ -320,7 +327,12 @@ def test_a_run_logging_to_a_file_prints_the_banner_then_a_line_every_n_steps(
         "device    cpu (1 thread); fp32: RESNETS_NATIVE_BF16=0 plays a CPU without native bf16; channels_last",
     ]
     assert lines[5] == "length    4 steps = 0.6667 epochs of 6 steps (max_steps); evaluated every epoch"
-    assert lines[7] == f"run dir   {run}"
+    # tiny_config's 2 epochs set the cosine's horizon (12 steps); the run stops at 4, just past the warm-up
+    assert lines[6] == (
+        "last lr   0.05 at step 4, the run's last; the cosine reaches 0 at step 12 "
+        "(--max-steps without --epochs fits it to the run)"
+    )
+    assert lines[8] == f"run dir   {run}"
     steps = [
         re.match(r"step (\d+)/(\d+) \(epoch (\d+)/(\d+)\) loss \S+ err \S+% lr \S+ \d+ img/s eta \S+$", x)
         for x in lines

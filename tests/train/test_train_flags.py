@@ -12,9 +12,9 @@ import pytest
 import yaml
 
 from resnets.cli import build_parser, main
-from resnets.cli.train import CHOICES, NOT_FLAGS, sourced_overrides
+from resnets.cli.train import CHOICES, NOT_FLAGS, new_run_config, sourced_overrides
 from resnets.errors import ConfigError
-from resnets.train import TrainConfig, apply_overrides, resume_config, train
+from resnets.train import TrainConfig, resume_config, train
 from resnets.train.recipes import Recipe, get_recipe
 
 from .conftest import tiny_config
@@ -22,9 +22,7 @@ from .conftest import tiny_config
 
 def _config(*argv: str) -> TrainConfig:
     """What ``resnets train ARGV`` would train, built by the functions the command calls."""
-    args = build_parser().parse_args(["train", *argv])
-    overrides, sources = sourced_overrides(args)
-    return apply_overrides(TrainConfig(), overrides, "the command line", sources)
+    return new_run_config(*sourced_overrides(build_parser().parse_args(["train", *argv])))
 
 
 def _printed(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[dict, list[str]]:
@@ -140,7 +138,7 @@ def test_help_shows_the_chosen_recipes_values(capsys, monkeypatch):
         text = _help(capsys, monkeypatch, *argv)
         assert "multiplied by lr_decay (recipe he2015-cifar: 32000 48000)" in text, argv
         assert "--lr LR peak learning rate (per step) (recipe he2015-cifar: 0.1)" in text
-        assert "set (recipe he2015-cifar: 64000)" in text and "(recipe default:" not in text
+        assert "on the epochs' curve (recipe he2015-cifar: 64000)" in text and "(recipe default:" not in text
 
 
 def test_help_for_an_unknown_recipe_is_a_usage_error(capsys):

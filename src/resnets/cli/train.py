@@ -12,6 +12,7 @@ Precedence, lowest first: the recipe (``--recipe``), the config file (``--config
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from collections.abc import Sequence
@@ -19,10 +20,11 @@ from typing import Any
 
 from resnets.cli.dataclass_flags import add_dataclass_flags, shown_value
 from resnets.errors import ConfigError, ResnetsError
-from resnets.train.recipes import OPTIMIZERS, RENAMED_SCHEDULES, SCHEDULES, Recipe, get_recipe
+from resnets.train.config import TrainConfig, apply_overrides
+from resnets.train.recipes import OPTIMIZERS, RECIPES, RENAMED_SCHEDULES, SCHEDULES, Recipe, get_recipe
 
 #: Recipe fields without a flag: they describe a recipe rather than set a hyperparameter.
-NOT_FLAGS = ("name", "description")
+NOT_FLAGS = ("name", "description", "default_model")  # a recipe's model is trained unless --model names one
 #: The short names that timm's and torchvision's scripts use, next to the field's own ``--field-name``.
 ALIASES = {"optimizer": ("--opt",), "schedule": ("--sched",), "batch_size": ("-b",)}
 CHOICES = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES}
@@ -261,6 +263,10 @@ def _flag_overrides(args: argparse.Namespace, from_file: dict[str, Any]) -> dict
     given = {key: value for key, value in vars(args).items() if key in keys}
     if given.get("epochs") is not None and "max_steps" not in given and "max_steps" not in from_file:
         given["max_steps"] = None  # --epochs alone sets the length, even for a recipe counted in steps
+    if given.get("max_steps") is not None and "epochs" not in given and "epochs" not in from_file:
+        # --max-steps alone sets the length and the schedule's horizon (Hugging Face's Trainer's rule): a short
+        # run warms up and decays over its own steps. --epochs E --max-steps N stops at N on E epochs' curve.
+        given["epochs"] = None  # and a new run's warm-up takes its share of the steps (fit_warmup)
     if args.model_option:
         options = dict(from_file.get("model_options") or {})
         options.update(parse_assignment(text) for text in args.model_option)
@@ -269,17 +275,31 @@ def _flag_overrides(args: argparse.Namespace, from_file: dict[str, Any]) -> dict
     return given
 
 
+def new_run_config(overrides: dict[str, Any], sources: dict[str, str]) -> TrainConfig:
+    """A new run's configuration from :func:`sourced_overrides`: the recipe, the config file, the flags, ``--set``,
+    then :func:`fit_warmup`."""
+    config = apply_overrides(TrainConfig(), overrides, "the command line", sources)
+    return fit_warmup(config, overrides)
+
+
+def fit_warmup(config: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
+    """A run measured in steps warms up for the share of them that its named recipe's warm-up takes of its epochs.
+
+    ``--max-steps 50`` alone on the default recipe (0.5 of 6 epochs) warms up for 4 steps, not for 0.5 epochs
+    (234 steps of Fashion-MNIST, longer than the run). A warm-up given in any form is kept as given.
+    """
+    r = config.recipe
+    named = RECIPES.get(r.name)
+    if r.epochs is not None or r.max_steps is None or {"warmup_epochs", "warmup_steps"} & set(overrides):
+        return config
+    if named is None or named.epochs is None or not named.warmup_epochs:
+        return config
+    share = max(1, round(r.max_steps * named.warmup_epochs / named.epochs))
+    return dataclasses.replace(config, recipe=dataclasses.replace(r, warmup_steps=share))
+
+
 def run(args: argparse.Namespace) -> int:
-    from resnets.train import (
-        RECIPES,
-        TrainConfig,
-        TrainingInterrupted,
-        apply_overrides,
-        final_line,
-        has_checkpoint,
-        resume_config,
-        train,
-    )
+    from resnets.train import TrainingInterrupted, final_line, has_checkpoint, resume_config, train
 
     if args.list_recipes:
         for name, recipe in RECIPES.items():
@@ -298,7 +318,7 @@ def run(args: argparse.Namespace) -> int:
         overrides.pop("out", None)
         config = resume_config(args.resume, overrides)
     else:
-        config = apply_overrides(TrainConfig(), overrides, "the command line", sources)
+        config = new_run_config(overrides, sources)
         if config.reset_head and not config.weights:
             raise ConfigError("--reset-head replaces the classifier of a weight file; give the file with --weights")
     if args.print_config:

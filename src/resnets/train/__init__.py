@@ -5,10 +5,11 @@
 """
 
 from resnets.train.config import TrainConfig, apply_overrides, load_config_file, parse_assignment, valid_keys
-from resnets.train.engine import final_line, has_checkpoint, resume_config, stop_step, train
+from resnets.train.engine import has_checkpoint, resume_config, stop_step, train
 from resnets.train.recipes import DEFAULT_EPOCHS, RECIPES, Recipe, get_recipe, list_recipes
 from resnets.train.schedule import LRSchedule, weighted_depth
 from resnets.train.signals import TrainingInterrupted
+from resnets.train.summary import final_line
 
 __all__ = [
     "DEFAULT_EPOCHS",

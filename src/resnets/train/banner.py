@@ -16,7 +16,8 @@ from resnets.device import Precision
 from resnets.models.profile import count_parameters
 from resnets.train.config import TrainConfig
 from resnets.train.recipes import Recipe
-from resnets.train.schedule import weighted_depth
+from resnets.train.schedule import LRSchedule, warmup_steps, weighted_depth
+from resnets.words import counted
 
 
 def describe_device(device: torch.device) -> str:
@@ -52,6 +53,7 @@ def banner_lines(
         f"recipe    {r.name}: {_optimizer(r, world_size)}",
         f"schedule  {_schedule(r, steps_per_epoch, model)}",
         f"length    {_length(r, steps_per_epoch, last_step)}",
+        *([f"last lr   {stop}"] if (stop := _stop(r, steps_per_epoch, last_step)) else []),
         f"augment   {_augment(r, bundle, layout)}",
         f"run dir   {run_dir}",
     ]
@@ -99,9 +101,13 @@ def _schedule(r: Recipe, steps_per_epoch: int, model: nn.Module) -> str:
         parts = [f"{r.schedule} to {f'{r.final_lr_factor:g} x lr' if r.final_lr_factor else '0'}"]
     else:
         parts = [r.schedule]
-    if r.warmup_epochs:
-        steps = round(r.warmup_epochs * steps_per_epoch)
-        parts.append(f"warm-up {r.warmup_epochs:g} epochs ({steps:,} steps) from {r.warmup_start_factor:g} x lr")
+    steps = warmup_steps(r, steps_per_epoch)
+    if r.warmup_steps is not None and steps:
+        parts.append(f"warm-up {counted(steps, 'step')} from {r.warmup_start_factor:g} x lr")
+    elif steps:
+        parts.append(
+            f"warm-up {counted(r.warmup_epochs, 'epoch')} ({counted(steps, 'step')}) from {r.warmup_start_factor:g} x lr"
+        )
     else:
         parts.append("no warm-up")
     if r.deep_warmup_lr > 0 and weighted_depth(model) >= r.deep_warmup_min_depth:
@@ -111,11 +117,36 @@ def _schedule(r: Recipe, steps_per_epoch: int, model: nn.Module) -> str:
 
 
 def _length(r: Recipe, steps_per_epoch: int, last_step: int) -> str:
-    text = f"{last_step:,} steps = {last_step / steps_per_epoch:.4g} epochs of {steps_per_epoch:,} steps"
+    text = (
+        f"{counted(last_step, 'step')} = {counted(last_step / steps_per_epoch, 'epoch')} of "
+        f"{counted(steps_per_epoch, 'step')}"
+    )
     if r.max_steps is not None and last_step == r.max_steps:
         text += " (max_steps)"
     every = "every epoch" if r.eval_every == 1 else f"every {r.eval_every} epochs"
     return f"{text}; evaluated {every}"
+
+
+def _stop(r: Recipe, steps_per_epoch: int, last_step: int) -> str | None:
+    """Where the lr stands at the run's last step, when the run stops before the recipe's curve ends; else None.
+
+    A run cut short by ``max_steps`` on a longer horizon never decays (or never leaves its warm-up), which
+    nothing else on the screen would show. The deep warm-up is left out: when it ends depends on the training.
+    """
+    schedule = LRSchedule(r, steps_per_epoch=steps_per_epoch, total_steps=last_step)  # as the engine builds it
+    end = schedule.end_step()
+    if last_step >= end:
+        return None
+    parts = [f"{schedule.scheduled_lr(last_step - 1):.3g} at step {last_step:,}, the run's last"]
+    if last_step <= schedule.warmup_steps:
+        parts.append(f"still in the warm-up of {counted(schedule.warmup_steps, 'step')}")
+    if r.schedule == "step":
+        later = [m for m in r.milestones if m >= last_step]
+        parts.append(f"the milestones at steps {', '.join(f'{m:,}' for m in later)} are not reached")
+    elif r.schedule in ("cosine", "linear"):
+        fit = "--max-steps without --epochs fits it to the run"
+        parts.append(f"the {r.schedule} reaches {schedule.final_lr():.3g} at step {end:,} ({fit})")
+    return "; ".join(parts)
 
 
 def _augment(r: Recipe, bundle: Any, layout: str) -> str:

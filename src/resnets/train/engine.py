@@ -50,6 +50,7 @@ from resnets.train.schedule import LRSchedule, weighted_depth
 from resnets.train.session import Session, resolved_path
 from resnets.train.signals import StopRequests, TrainingInterrupted
 from resnets.train.state import TrainState, rng_state, set_rng_state
+from resnets.train.summary import run_summary
 from resnets.train.tensorboard import TensorBoard
 
 #: Settings that a resumed run cannot change without breaking what its checkpoint means.
@@ -305,7 +306,7 @@ class Trainer:
         self._clock()
         if self.board is not None:
             self.board.close()
-        summary = _summary(self.config, self.session, state, self.rows, self.run_dir, self.steps_per_epoch)
+        summary = run_summary(self.config, self.session, state, self.rows, self.run_dir.path, self.steps_per_epoch)
         if self.dist.is_main:
             self.run_dir.write_json("summary.json", summary)
         self.dist.close()
@@ -541,46 +542,3 @@ def _plot(
         rows, run.path / "curves.png", steps=steps, per_epoch=per_epoch, model=model, data=data, run=run.path.name
     )
 
-
-def _summary(config, session, state: TrainState, rows, run: RunDir, steps_per_epoch: int) -> dict[str, Any]:
-    """summary.json: the final figures; with a validation split also the epoch it chose and that epoch's errors.
-
-    No figure here is chosen on the test split (a minimum over epochs of the test error would be biased low).
-    """
-    last = rows[-1] if rows else {}
-    test_error = last.get("test_error", math.nan)
-    test_error = math.nan if test_error is None else test_error
-    summary = {
-        "model": config.model,
-        "data": session.bundle.name,
-        "params": sum(p.numel() for p in session.model.parameters()),
-        "test_accuracy": 100.0 - test_error,
-        "test_error": test_error,
-        "test_loss": last.get("test_loss", math.nan),
-        "train_error": last.get("train_error", math.nan),
-        "epochs": round(state.epoch + state.batch / steps_per_epoch, 4),
-        "steps": state.step,
-        "wall_time_s": state.wall_time_s,
-        "images_per_s": sum(r["images_per_s"] for r in rows) / len(rows) if rows else math.nan,
-        "checkpoint": session.record.default_checkpoint,  # what eval, predict and export use by default
-        "run_dir": str(run.path),
-    }
-    if config.recipe.ema_decay > 0:  # the figures and the weight file are the weights' moving average
-        summary["weights"] = f"ema (decay {config.recipe.ema_decay:g})"
-    if "val_error" in last:
-        chosen = next((row for row in rows if row["epoch"] == state.best_epoch), {})
-        summary["val_error"] = last["val_error"]
-        summary["best"] = {
-            "epoch": state.best_epoch,
-            "val_error": state.best_error,
-            "test_error": chosen.get("test_error", math.nan),
-        }
-    return summary
-
-
-def final_line(summary: dict[str, Any]) -> str:
-    return (
-        f"test accuracy: {summary['test_accuracy']:.2f}% (test error {summary['test_error']:.2f}%) after "
-        f"{summary['epochs']:g} epochs, {summary['steps']} steps, {summary['wall_time_s']:.0f} s; "
-        f"run dir: {summary['run_dir']}"
-    )

@@ -104,11 +104,20 @@ class Recipe:
     )
     milestones: tuple[int, ...] = setting((), "step schedule: iterations at which the lr is multiplied by lr_decay")
     lr_decay: float = setting(0.1, "step schedule: factor applied at each milestone")
-    epochs: float | None = setting(None, "training length in epochs; the cosine/linear horizon when set")
+    epochs: float | None = setting(
+        None, "training length in epochs, and the cosine/linear horizon; --epochs without --max-steps clears max_steps"
+    )
     max_steps: int | None = setting(
-        None, "hard stop in iterations; the stop is the smaller of the two when both are set"
+        None,
+        "training length in iterations; --max-steps without --epochs clears epochs and so sets the horizon too (as "
+        "in Hugging Face's Trainer); with epochs, the run stops at the smaller, on the epochs' curve",
     )
     warmup_epochs: float = setting(0.0, "linear warm-up from lr * warmup_start_factor to lr, in epochs")
+    warmup_steps: int | None = setting(
+        None,
+        "the warm-up in iterations instead, when set; --max-steps without --epochs sets it to the share of the run "
+        "that the recipe's warm-up takes of its epochs",
+    )
     warmup_start_factor: float = setting(0.1, "fraction of lr the linear warm-up starts from")
     final_lr_factor: float = setting(0.0, "cosine/linear: fraction of lr reached at the end")
     deep_warmup_lr: float = setting(
@@ -161,6 +170,7 @@ RECIPE_RULES: dict[str, Rule] = {
     "epochs": optional(POSITIVE),
     "max_steps": optional(COUNT),
     "warmup_epochs": NON_NEGATIVE,
+    "warmup_steps": optional(NATURAL),
     "warmup_start_factor": POSITIVE,
     "final_lr_factor": NON_NEGATIVE,
     "deep_warmup_lr": NON_NEGATIVE,
