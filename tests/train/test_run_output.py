@@ -103,7 +103,9 @@ def test_banner_of_a_step_schedule_cut_by_max_steps_on_two_processes() -> None:
     assert lines[4] == "schedule  step, x0.1 at steps 32,000, 48,000, no warm-up, label smoothing 0"
     assert lines[5] == "length    500 steps = 2.5 epochs of 200 steps (max_steps); evaluated every 2 epochs"
     # the run stops long before the paper's milestones: the lr never leaves its peak
-    assert lines[6] == "last lr   0.1 at step 500, the run's last; the milestones at steps 32,000, 48,000 are not reached"
+    assert (
+        lines[6] == "last lr   0.1 at step 500, the run's last; the milestones at steps 32,000, 48,000 are not reached"
+    )
     assert lines[7] == "augment   none"
     assert len(lines) == 9  # no resume line on a new run
 

@@ -541,4 +541,3 @@ def _plot(
     plot_curves(
         rows, run.path / "curves.png", steps=steps, per_epoch=per_epoch, model=model, data=data, run=run.path.name
     )
-
