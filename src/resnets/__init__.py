@@ -1,6 +1,16 @@
-"""resnets: residual networks to build, train fast, and measure why residual learning works."""
+"""resnets: residual networks to build, train fast, and measure why residual learning works.
 
-from resnets.models import BlockInfo, SkipNetwork, capture_units, create_model, get_model_entry, list_models
+The names below load on first use (PEP 562), so ``import resnets`` (and the ``resnets`` command's start) does not
+import torch before it needs it: the command installs its signal handlers first, and Ctrl-C during the import of
+torch is then one line, not a traceback.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from resnets.models import BlockInfo, SkipNetwork, capture_units, create_model, get_model_entry, list_models
 
 __version__ = "0.1.0"
 __all__ = [
@@ -12,3 +22,15 @@ __all__ = [
     "get_model_entry",
     "list_models",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        import resnets.models
+
+        return getattr(resnets.models, name)
+    raise AttributeError(f"module 'resnets' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

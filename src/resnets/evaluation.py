@@ -10,12 +10,12 @@ with the inputs ``predict`` would give it.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from resnets.errors import ConfigError
-from resnets.io.atomic import atomic_write, atomic_write_text
+from resnets.io import guard
+from resnets.io.atomic import atomic_write, atomic_write_json
+from resnets.io.text import plot_label
 from resnets.metrics import EvalResult
 from resnets.runs.exported import open_source
 
@@ -66,52 +66,33 @@ REPORT_FILES = ("eval.json", "confusion.png")
 def report_dir(source: str | Path, split: str, out: str | Path | None = None) -> Path:
     """Where eval's report goes: ``out``, else RUN/eval-SPLIT for a run, else eval-NAME-SPLIT here.
 
-    The default folder inside a run must be a real folder: a symlink there (planted, or left by a copy)
-    would send the report outside the run, so it is refused rather than followed.
+    The default folder inside a run must be a real folder: the write guard refuses a symlink there (planted, or
+    left by a copy), which would send the report outside the run.
     """
     if out is not None:
         return Path(out)
     source = Path(source)
-    if not source.is_dir():
-        return Path(f"eval-{source.stem}-{split}")
-    folder = source / f"eval-{split}"
-    if folder.is_symlink():
-        raise ConfigError(
-            f"{str(folder)!r} is a symlink (to {str(folder.readlink())!r}); eval does not write through links "
-            "out of the run directory: remove it, or give --out"
-        )
-    return folder
+    return source / f"eval-{split}" if source.is_dir() else Path(f"eval-{source.stem}-{split}")
 
 
 def check_report_targets(out_dir: str | Path) -> None:
-    """Refuse an out folder that is a file, or report files that are links or folders, before any work is done."""
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"eval's output {str(out)!r} is a file, not a folder; remove it or give another --out")
+    """Refuse, before any work is done, report files that the write guard would refuse (:mod:`resnets.io.guard`):
+    a run's own files, links and folders in the way, an out folder that is a file."""
     for name in REPORT_FILES:
-        target = out / name
-        if target.is_symlink() or (target.exists() and not target.is_file()):
-            kind = "a symlink" if target.is_symlink() else "not a regular file"
-            raise ConfigError(f"{str(target)!r} is {kind}; eval does not write through it: remove it or give --out")
+        guard.check(Path(out_dir) / name)
 
 
 def write_eval_report(result: EvalResult, described: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
-    """Write eval.json (metrics and what was evaluated) and confusion.png into ``out_dir``, each atomically."""
+    """Write eval.json (metrics and what was evaluated; no NaN, which JSON lacks: a diverged model's loss is null)
+    and confusion.png into ``out_dir``, each atomically through the write guard; a full disk is one line."""
     from resnets.reports.confusion import plot_confusion
 
     out = Path(out_dir)
-    check_report_targets(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise ConfigError(f"cannot create eval's output folder {str(out)!r} ({error.strerror}); give --out") from None
     json_path, png_path = (out / name for name in REPORT_FILES)
-    title = f"{described.get('model', 'model')} on {described.get('data', 'data')} ({described.get('split', '')})"
-    try:
-        atomic_write_text(json_path, json.dumps({**result.to_dict(), **described}, indent=2) + "\n")
-        atomic_write(png_path, lambda tmp: plot_confusion(result.confusion, result.classes, Path(tmp), title=title))
-    except OSError as error:  # a full disk or a read-only folder: the atomic writer left no partial file
-        raise ConfigError(
-            f"cannot write eval's report into {str(out)!r} ({error.strerror or error}); give --out"
-        ) from None
+    title = plot_label(
+        f"{described.get('model', 'model')} on {described.get('data', 'data')} ({described.get('split', '')})"
+    )
+    labels = [plot_label(name) for name in result.classes]  # names from files: no escapes, no mathtext
+    atomic_write_json(json_path, {**result.to_dict(), **described})
+    atomic_write(png_path, lambda tmp: plot_confusion(result.confusion, labels, Path(tmp), title=title))
     return {"json": json_path, "png": png_path}

@@ -14,9 +14,11 @@ Every file carries the run record, so that it alone says how to prepare its inpu
 in the archive, ONNX as ``metadata_props`` (the record, and mean, std, classes and input size on their own
 for other tools; :func:`resnets.io.model_files.export_metadata`).
 
-Every file is serialised in memory and then written through a temporary file in the destination folder
-that is renamed into place (:func:`write_file`): a full disk or a read-only folder is one error line and
-leaves no partial file. (TorchScript's own file writer aborts the process from C++ when the disk fills.)
+Every file is serialised in memory and then written through the write guard (:func:`write_file`,
+:mod:`resnets.io.guard`): a temporary file in the destination folder renamed into place, never one of a run's
+own files (``--out RUN/config.json`` or ``RUN/checkpoints/last.safetensors``) nor through a link inside a run
+(a symlinked ``RUN/exports``); a full disk or a read-only folder is one error line and leaves no partial file.
+(TorchScript's own file writer aborts the process from C++ when the disk fills.)
 
 After writing ONNX or TorchScript the exported model is run on a random batch of a size other than the
 one traced (for an ONNX image model with dynamic height and width, also on a batch 5/4 the size in each
@@ -41,7 +43,8 @@ import torch
 
 from resnets.errors import ResnetsError, UnknownNameError, first_line
 from resnets.inference import agreement, fold_batchnorm
-from resnets.io.atomic import atomic_write
+from resnets.io import guard
+from resnets.io.atomic import atomic_write, json_text
 from resnets.io.model_files import (
     INSTALL_ONNX,
     RECORD_KEY,
@@ -50,6 +53,7 @@ from resnets.io.model_files import (
     export_metadata,
     load_torchscript,
 )
+from resnets.io.resources import check_batch
 from resnets.models.base import SkipNetwork
 from resnets.models.profile import default_input
 from resnets.runs.open import Run, open_run
@@ -109,10 +113,8 @@ def export_model(
     path = Path(out) if out else default_output(source, record.model, format, optimize)
     if path.exists() and path.resolve() == Path(source).resolve():
         raise ResnetsError(f"--out {str(path)!r} is the file being exported; choose another path")
-    try:  # fail before the export's seconds of work where the folder cannot even be made
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise ResnetsError(f"cannot write {str(path)!r}: {error.strerror or error}") from None
+    for target in (path, *([_sidecar(path)] if format == "safetensors" else [])):
+        guard.check(target)  # a run's own files, links and folders are refused before the export's seconds of work
     if format == "safetensors":
         return _export_safetensors(net, run, path)
     x = example_input(net, record, TRACE_BATCH)
@@ -161,6 +163,7 @@ def example_input(net: SkipNetwork, record: RunRecord, batch: int) -> torch.Tens
         size = [int(s) for s in shape]
     elif shape and len(shape) == 3 and net.input_kind == "sequence":
         size = [int(shape[1]), net.in_channels]  # one image row per token
+    check_batch(batch, size, "the export's example input", "export a model trained on smaller samples")
     generator = torch.Generator().manual_seed(0)
     return torch.randn((batch, *size), generator=generator)
 
@@ -203,15 +206,14 @@ def quiet() -> Iterator[io.StringIO]:
 
 
 def write_file(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path`` and rename it into place; any OSError is one line.
+    """Write ``data`` through the write guard (:mod:`resnets.io.guard`): atomically, never over a run's own files
+    or through a link; a full disk or a read-only folder is one line and leaves the old file as it was."""
+    atomic_write(path, data)
 
-    On failure (no space left, a read-only folder, a directory in the way) the temporary file is removed and
-    an existing file at ``path`` is left as it was.
-    """
-    try:
-        atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
-    except OSError as error:
-        raise ResnetsError(f"cannot write {str(path)!r}: {error.strerror or error}") from None
+
+def _sidecar(path: Path) -> Path:
+    """The JSON file beside a safetensors export that names its source and record."""
+    return path.with_name(path.name.removesuffix(".safetensors") + ".json")
 
 
 def export_onnx(
@@ -306,8 +308,8 @@ def _export_safetensors(net: SkipNetwork, run: Run, path: Path) -> ExportResult:
     weights = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     metadata = {"model": run.record.model, "format": "resnets-checkpoint-1", "record": json.dumps(record)}
     write_file(path, save(weights, metadata=metadata))
-    sidecar = path.with_name(path.name.removesuffix(".safetensors") + ".json")
-    write_file(sidecar, (json.dumps({"source": str(run.checkpoint), "record": record}, indent=2) + "\n").encode())
+    sidecar = _sidecar(path)
+    write_file(sidecar, json_text({"source": str(run.checkpoint), "record": record}).encode())
     reloaded = open_run(path).model.to(memory_format=torch.contiguous_format)
     check = agreement(net, reloaded, example_input(net, run.record, CHECK_BATCH))
     return ExportResult(

@@ -26,8 +26,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from resnets.errors import DataError
+from resnets.errors import CheckpointError, DataError
 from resnets.io.regular import not_regular
+from resnets.io.resources import check_batch
 from resnets.runs.exported import open_source
 from resnets.runs.open import Run, measurement_loader
 
@@ -190,7 +191,15 @@ def classify(
     model, batches = run.inference_model(_batches(run, images), compile=compile, images=len(images))
     values, indices = [], []
     for x, _ in batches:
-        top = model(x).softmax(dim=1).topk(k, dim=1)
+        logits = model(x)
+        bad = (~torch.isfinite(logits).all(dim=1)).nonzero()
+        if len(bad):  # NaN weights: a "nan%" answer with exit status 0 would pass for a prediction
+            image = images[len(values) * run.record.eval_batch_size + int(bad[0])]
+            raise CheckpointError(
+                f"the model's outputs for {str(image)!r} are not finite numbers; the weights of "
+                f"{str(run.checkpoint)!r} are damaged (NaN or infinite): use another checkpoint or train again"
+            )
+        top = logits.softmax(dim=1).topk(k, dim=1)
         values.append(top.values.cpu())
         indices.append(top.indices.cpu())
     return [
@@ -207,6 +216,7 @@ def _batches(run: Run, images: Sequence[str | Path]) -> Iterator[tuple[torch.Ten
     recorded = run.record.data
     channels, height, width = (int(s) for s in recorded.sample_shape)
     size = run.record.eval_batch_size
+    check_batch(min(size, len(images)), recorded.sample_shape, "predicting", "predict fewer images at once")
     for start in range(0, len(images), size):
         chunk = images[start : start + size]
         inputs = torch.stack([read_image(path, channels, (height, width)) for path in chunk])  # (N, C, H, W) uint8

@@ -17,6 +17,7 @@ import torch
 
 from resnets.cli import main
 from resnets.errors import InputShapeError
+from resnets.io import guard
 from resnets.models.registry import create_model
 
 from .formats import tar_gz, write_cifar10, write_image_tree, write_mnist_folder
@@ -184,10 +185,9 @@ def test_huge_csv_label_is_refused_without_allocating(
 # 5. Exports that cannot be written ------------------------------------------------------------------------
 
 
-def full_disk(self: Path, data: bytes) -> int:
-    """Path.write_bytes on a disk that fills half-way: a partial file, then ENOSPC."""
-    with open(self, "wb") as handle:
-        handle.write(data[: len(data) // 2])
+def full_disk(handle: int, data: bytes) -> None:
+    """The write guard's writer on a disk that fills half-way: a partial file, then ENOSPC."""
+    os.write(handle, data[: len(data) // 2])
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
@@ -201,7 +201,7 @@ def test_export_on_a_full_disk_leaves_no_partial_file(
     folder.mkdir()
     out = folder / f"model.{format}"
     out.write_bytes(b"previous export")
-    monkeypatch.setattr(Path, "write_bytes", full_disk)
+    monkeypatch.setattr(guard, "_write_all", full_disk)
     argv = ["export", str(run_dir), "--format", format, "--out", str(out)]
     one_error_line(argv, capsys, f"cannot write {str(out)!r}: No space left on device")
     assert os.listdir(folder) == [out.name]  # no temporary file left behind

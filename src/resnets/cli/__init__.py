@@ -1,22 +1,42 @@
 """The ``resnets`` command: thin argument parsing over the library, one module per command.
 
-Each command module exposes ``register(subparsers)``, which adds its parser and sets ``func`` to a
-function taking the parsed arguments and returning an exit status. Errors the user can act on
-(:class:`resnets.errors.ResnetsError`) are printed as one line, without a traceback, with status 2.
+Each command module exposes ``register(subparsers)``, which adds its parser and sets ``func`` to a function
+taking the parsed arguments and returning an exit status. How a command ends:
+
+- ``0``: done;
+- ``2``: bad input the user can act on (:class:`resnets.errors.ResnetsError`: a value, a file, a full disk, not
+  enough memory), printed as one line without a traceback;
+- ``130``: Ctrl-C or SIGTERM at any moment, start-up included: one line (a training run first saves a checkpoint);
+- ``70``: anything else, which is a bug: one line ``internal error (a bug): TYPE: message`` and the traceback in a
+  file whose path the line gives.
+
+Every line is printable: a name read from a file cannot carry a newline or a terminal escape into it. Nothing
+heavy is imported before the signal handlers are in place, so even the seconds of importing torch end in one line.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
+import signal
 import sys
-from collections.abc import Sequence
+import tempfile
+import time
+import traceback
+from collections.abc import Iterator, Sequence
+from types import FrameType
 
 from resnets import __version__
 from resnets.errors import ResnetsError
+from resnets.io.text import printable
 
 #: Command modules under ``resnets.cli``, in the order ``--help`` lists them.
 COMMAND_MODULES = ["models", "train", "eval", "predict", "export", "study", "report", "compare", "bench"]
+#: Exit statuses (sysexits' EX_SOFTWARE for a bug; 128 + SIGINT for an interruption).
+EXIT_BAD_INPUT, EXIT_BUG, EXIT_INTERRUPTED = 2, 70, 130
+_received: list[int] = []  # the signals that arrived while a command ran
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,16 +52,89 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    command = next((word for word in words if word in COMMAND_MODULES), None)
+    with terminations_interrupt():
+        try:
+            parser = build_parser()
+            if _received:  # a signal during the imports, swallowed by a library's catch-all import fallback
+                _interrupt(_received[0], None)
+            args = parser.parse_args(words)
+            command = args.command
+            return int(args.func(args) or 0)
+        except ResnetsError as error:
+            _say(command, f"error: {error}")
+            return EXIT_BAD_INPUT
+        except KeyboardInterrupt as stop:
+            _say(command, str(stop) if str(stop) else "interrupted")
+            return EXIT_INTERRUPTED
+        except Exception as error:  # noqa: BLE001 - the last resort: every other exception is a bug
+            memory = _out_of_memory(error)
+            if memory is not None:
+                _say(command, f"error: {memory}")
+                return EXIT_BAD_INPUT
+            _say(command, f"internal error (a bug): {type(error).__name__}: {error} ({_save_traceback(error)})")
+            return EXIT_BUG
+
+
+@contextlib.contextmanager
+def terminations_interrupt() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt as Ctrl-C (SIGINT) does, so both end in one line and status 130 (training
+    installs its own handlers while it runs, to save a checkpoint first). The previous handler comes back after."""
+    if sys.platform == "win32" or not _in_main_thread():
+        yield
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    _received.clear()
+    for sig, handler in previous.items():
+        if handler in (signal.SIG_DFL, signal.default_int_handler):  # an ignored signal (nohup) stays ignored
+            signal.signal(sig, _interrupt)
     try:
-        return int(args.func(args) or 0)
-    except ResnetsError as error:
-        print(f"resnets {args.command}: error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"resnets {args.command}: interrupted", file=sys.stderr)
-        return 130
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    if frame is not None:
+        _received.append(signum)
+    raise KeyboardInterrupt("interrupted" if signum == signal.SIGINT else f"stopped by signal {signum}")
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _say(command: str | None, message: object) -> None:
+    """One printable line on stderr: ``resnets COMMAND: message``."""
+    prefix = f"resnets {command}" if command else "resnets"
+    with contextlib.suppress(OSError):  # a closed stderr cannot be told anything
+        print(f"{prefix}: {printable(message)}", file=sys.stderr, flush=True)
+
+
+def _out_of_memory(error: BaseException) -> str | None:
+    """A line for running out of memory (a request the size checks let through), else None."""
+    text = str(error)
+    if isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError" or "can't allocate memory" in text:
+        detail = text.split(". ")[0] if text else type(error).__name__
+        return f"not enough memory ({detail}); use a smaller batch, image size or model"
+    return None
+
+
+def _save_traceback(error: BaseException) -> str:
+    """Write the traceback to a new file in the temporary folder; the words that say where (or why not)."""
+    text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    try:
+        fd, path = tempfile.mkstemp(prefix=f"resnets-internal-error-{stamp}-", suffix=".txt")
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(f"resnets {__version__}: {' '.join(sys.argv)}\n{text}")
+    except OSError as failure:
+        return f"the traceback could not be saved: {failure.strerror or failure}"
+    return f"traceback in {path}; please report it"
 
 
 if __name__ == "__main__":

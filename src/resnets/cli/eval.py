@@ -6,6 +6,7 @@ import argparse
 
 from resnets.cli.options import add_compile_flag
 from resnets.evaluation import check_report_targets, evaluate_source, report_dir, write_eval_report
+from resnets.io.text import printable
 from resnets.metrics import format_table
 from resnets.runs.open import CHECKPOINTS, SPLITS
 
@@ -58,11 +59,11 @@ def run(args: argparse.Namespace) -> int:
         compile=args.compile,
     )
     paths = write_eval_report(result, described, out)
-    print(
+    header = (
         f"{described['model']} ({described['checkpoint']}) on {described['data']} {args.split}, "
         f"normalised with the {described['statistics']}'s statistics, {described['precision']}, "
         f"{', '.join(described['inference'])}"
     )
-    print(format_table(result))
-    print(f"wrote {paths['json']} and {paths['png']}")
+    lines = [header, *format_table(result).splitlines(), f"wrote {paths['json']} and {paths['png']}"]
+    print("\n".join(printable(line) for line in lines))  # class and data names come from files
     return 0

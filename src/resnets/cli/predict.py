@@ -8,7 +8,6 @@ import sys
 from resnets.cli.options import add_compile_flag
 from resnets.io.predictions import FORMATS, SUFFIXES, check_output, choose_format, render, write_predictions
 from resnets.predict import check_top_k, classify, expand_images
-from resnets.runs.directory import run_directory_of
 from resnets.runs.exported import open_source
 
 
@@ -57,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     format = choose_format("jsonl" if args.json else args.format, args.output)
     images = expand_images(args.images)
     if args.output:  # before the model is opened: a refused file costs no work
-        check_output(args.output, run_dir=run_directory_of(args.output), protected=[args.source, *images.files])
+        check_output(args.output, protected=[args.source, *images.files])
     model = open_source(args.source, checkpoint=args.checkpoint, device=args.device)
     predictions = classify(model, images.files, top_k=args.top_k, compile=args.compile)
     if images.skipped:

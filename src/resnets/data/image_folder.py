@@ -34,6 +34,7 @@ from tqdm import tqdm
 from resnets.data import cache
 from resnets.data.dataset import ArrayDataset, reading
 from resnets.errors import DataError
+from resnets.io.resources import check_memory
 
 log = logging.getLogger("resnets.data")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
@@ -62,13 +63,35 @@ def default_max_bad(n_files: int) -> int:
 
 
 def _class_dirs(folder: Path) -> list[Path]:
-    with os.scandir(folder) as entries:
-        return sorted(Path(e.path) for e in entries if e.is_dir() and not e.name.startswith("."))
+    with _listing(folder) as entries:
+        return sorted(Path(e.path) for e in entries if not e.name.startswith(".") and _is(e, "dir"))
 
 
 def _image_entries(folder: Path) -> list[os.DirEntry]:
-    with os.scandir(folder) as entries:  # scandir: no stat per file until asked, much faster than pathlib
-        return sorted((e for e in entries if is_image(e.name) and e.is_file()), key=lambda e: e.name)
+    with _listing(folder) as entries:  # scandir: no stat per file until asked, much faster than pathlib
+        return sorted((e for e in entries if is_image(e.name) and _is(e, "file")), key=lambda e: e.name)
+
+
+@contextmanager
+def _listing(folder: Path) -> Iterator[list[os.DirEntry]]:
+    """The entries of ``folder``; a folder that cannot be listed (no permission, a link loop) is one DataError."""
+    try:
+        with os.scandir(folder) as entries:
+            yield list(entries)
+    except OSError as error:
+        raise DataError(f"cannot read the folder {str(folder)!r}: {error.strerror or error}") from None
+
+
+def _is(entry: os.DirEntry, kind: str) -> bool:
+    """Whether ``entry`` is a folder (or file), following links; a link loop is refused by name, not a traceback
+    (a dangling link is neither, and is skipped like any other non-image)."""
+    try:
+        return entry.is_dir() if kind == "dir" else entry.is_file()
+    except OSError as error:
+        raise DataError(
+            f"{entry.path!r} cannot be followed ({error.strerror or error}): a symlink loop or a broken folder in "
+            "the image tree; remove it"
+        ) from None
 
 
 def looks_like_image_tree(root: Path) -> bool:
@@ -96,7 +119,10 @@ def scan_tree(root: Path) -> list[ImageFile]:
                     "remove it or add its images"
                 )
             for entry in entries:
-                stat = entry.stat()
+                try:
+                    stat = entry.stat()
+                except OSError as error:  # removed or broken since it was listed
+                    raise DataError(f"cannot read {entry.path!r}: {error.strerror or error}") from None
                 files.append(ImageFile(split, class_dir.name, entry.path, (stat.st_size, stat.st_mtime_ns)))
     return files
 
@@ -206,6 +232,12 @@ def _decode_files(
     where: str,
     progress: bool = True,
 ) -> dict:
+    if image_size is not None:  # every image is decoded to this size and kept: that must fit before decoding starts
+        check_memory(
+            len(files) * 3 * image_size[0] * image_size[1],
+            f"{len(files):,} images of {image_size[0]}x{image_size[1]} pixels",
+            "choose a smaller image_size",
+        )
     sources = read(files)  # type: ignore[operator]
     with decode_progress(len(sources), where, progress) as tick:
         results = decode_all(sources, image_size, workers=min(4, os.cpu_count() or 1), tick=tick)

@@ -15,6 +15,7 @@ import torch
 from resnets.data.augment import BatchAugment
 from resnets.data.dataset import ArrayDataset
 from resnets.errors import ConfigError
+from resnets.io.resources import check_batch
 
 LAYOUTS = ("image", "vector", "sequence")
 
@@ -62,6 +63,9 @@ class BatchLoader:
                 f"got layout={layout!r}, augment={augment}"
             )
         channels = dataset.inputs.shape[1]
+        pad = augment.pad if augment is not None else 0
+        shape = [channels, *(side + 2 * pad for side in dataset.inputs.shape[2:])]
+        check_batch(min(batch_size, len(dataset)), shape, "a batch", "lower the batch size, image size or crop_padding")
         if len(mean) != channels or len(std) != channels:
             raise ConfigError(
                 f"mean and std need {channels} values (one per channel/feature), got {len(mean)}, {len(std)}"

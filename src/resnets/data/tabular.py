@@ -14,14 +14,17 @@ Two-dimensional ``x`` is vector data; uint8 ``x`` of dims (N, H, W) or (N, C, H,
 from __future__ import annotations
 
 import csv
+import math
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from resnets.data.dataset import ArrayDataset
-from resnets.errors import DataError
+from resnets.errors import DataError, first_line
+from resnets.io.resources import check_memory
 
 LABEL_COLUMNS = ("label", "target", "class")
 MAX_CLASSES = 100_000  # integer labels must be class indices below this; more distinct string labels are refused
@@ -37,16 +40,17 @@ def encode_labels(values: np.ndarray, where: str, first_line: int | None = None)
     """Class indices and class names for raw labels (integers as they are, strings sorted).
 
     Integer labels are class indices, so they must lie in [0, MAX_CLASSES): one stray large value (an ID
-    column taken for the label) would otherwise ask for that many classes and their names.
+    column taken for the label) would otherwise ask for that many classes and their names. Labels that are all
+    numbers are class indices too: one that is not a whole number >= 0 (``-1``, ``1.5``, ``nan``) is refused
+    rather than silently turning every label into a text class ("0", "1", "1.5").
     """
+    if values.dtype.kind == "b" or values.dtype.kind not in "iufUS":
+        raise DataError(f"{where}: labels must be class indices or names, got {values.dtype} values")
     if values.dtype.kind not in "iu":
-        text = values.astype(str)
-        if not all(v.isascii() and v.isdigit() for v in text):
+        text = np.char.strip(values.astype(str))  # floats too: 3.0 is class 3, 1.5 is refused
+        numbers = _class_indices(text, where, first_line)
+        if numbers is None:
             return _encode_names(text, where)
-        numbers = [int(v) for v in text]  # Python ints: a 30-digit label must not overflow before it is refused
-        large = next((i for i, n in enumerate(numbers) if n >= MAX_CLASSES), None)
-        if large is not None:
-            raise _too_large(where, large, numbers[large], first_line)
         values = np.array(numbers, dtype=np.int64)
     if values.size and values.min() < 0:
         first = int(np.argmax(values < 0))
@@ -56,6 +60,29 @@ def encode_labels(values: np.ndarray, where: str, first_line: int | None = None)
         raise _too_large(where, first, int(values[first]), first_line)
     top = int(values.max()) + 1 if values.size else 0
     return values.astype(np.int64), [str(i) for i in range(top)]
+
+
+def _class_indices(text: np.ndarray, where: str, first_line: int | None) -> list[int] | None:
+    """Labels that all read as numbers as class indices; None when one is a name (then all are names).
+
+    Each must be a whole number in [0, MAX_CLASSES); Python ints read the digits, so a 30-digit label is refused
+    rather than overflowing.
+    """
+    numbers: list[float | int] = []
+    for label in text.tolist():
+        try:
+            numbers.append(int(label) if label.isascii() and label.isdigit() else float(label))
+        except ValueError:
+            return None
+    for index, number in enumerate(numbers):
+        if not (math.isfinite(number) and number >= 0 and float(number).is_integer()):
+            raise DataError(
+                f"{_position(where, index, first_line)}: label {str(text[index])!r} is a number but not a class index "
+                "(a whole number >= 0); number the classes 0..N-1, or name them with words"
+            )
+        if number >= MAX_CLASSES:
+            raise _too_large(where, index, int(number), first_line)
+    return [int(number) for number in numbers]
 
 
 def _too_large(where: str, index: int, value: int, first_line: int | None) -> DataError:
@@ -101,11 +128,12 @@ def _vector(x: np.ndarray, where: str) -> torch.Tensor:
 
 def load_csv(path: Path) -> tuple[list[str], ArrayDataset]:
     """Classes and the (single) training split of a CSV file."""
-    try:
-        with path.open(newline="") as handle:
+    try:  # parsed rows take tens of bytes per character of the file (a str and a list slot per field)
+        check_memory(path.stat().st_size * 32, f"reading {path} as CSV", "use a smaller file, or an .npz archive")
+        with path.open(newline="", encoding="utf-8-sig") as handle:
             rows = list(csv.reader(handle))
-    except (OSError, UnicodeDecodeError) as err:
-        raise DataError(f"cannot read {path} as CSV text: {err}") from err
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise DataError(f"cannot read {path} as CSV text: {first_line(err)}") from None
     rows = [r for r in rows if r]
     if len(rows) < 2:
         raise DataError(f"{path} needs a header row and at least one data row, got {len(rows)} rows")
@@ -154,13 +182,48 @@ def _npz_inputs(x: np.ndarray, where: str) -> tuple[str, torch.Tensor]:
     )
 
 
+def _check_npz_memory(archive: np.lib.npyio.NpzFile, path: Path) -> None:
+    """Refuse an archive whose arrays would not fit in memory, from their headers, before any is decompressed."""
+    total = 0
+    for name in archive.zip.namelist():
+        with archive.zip.open(name) as member:
+            version = np.lib.format.read_magic(member)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read(member)
+            total += math.prod(shape) * dtype.itemsize
+    check_memory(total, f"the arrays of {path}", "use a smaller data set")
+
+
+def _named_classes(
+    given: np.ndarray, targets: np.ndarray, classes: list[str], where: str
+) -> tuple[np.ndarray, list[str]]:
+    """The archive's own class names: distinct strings, at least one per class index (or naming every label)."""
+    if given.ndim != 1 or given.dtype.kind not in "US" or len(given) > MAX_CLASSES:
+        raise DataError(
+            f"{where}: expected a list of at most {MAX_CLASSES:,} class names, got {given.dtype} {given.shape}"
+        )
+    names = [str(c) for c in given.tolist()]
+    if len(set(names)) != len(names):
+        raise DataError(f"{where}: class names must be distinct, got {len(names) - len(set(names))} repeated")
+    if classes and not all(c.isdigit() for c in classes):  # the labels are names: index them by this list
+        index = {name: i for i, name in enumerate(names)}
+        missing = [c for c in classes if c not in index]
+        if missing:
+            raise DataError(f"{where}: label {missing[0]!r} is not among the class names")
+        return np.array([index[classes[t]] for t in targets.tolist()], dtype=np.int64), names
+    if len(names) < len(classes):
+        raise DataError(f"{where}: {len(names)} class names, but the labels go up to {len(classes) - 1}")
+    return targets, names
+
+
 def load_npz(path: Path) -> tuple[str, list[str], ArrayDataset, ArrayDataset | None]:
     """Kind, classes, train and test (or None) of an ``.npz`` archive."""
     try:
         with np.load(path, allow_pickle=False) as archive:
+            _check_npz_memory(archive, path)
             arrays = {k: archive[k] for k in archive.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as err:
-        raise DataError(f"cannot read {path} as .npz without pickles: {err}") from err
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError) as err:
+        raise DataError(f"cannot read {path} as .npz without pickles: {first_line(err)}") from None
     pair = next((p for p in _NPZ_PAIRS if p[0] in arrays and p[1] in arrays), None)
     if pair is None:
         raise DataError(
@@ -171,7 +234,7 @@ def load_npz(path: Path) -> tuple[str, list[str], ArrayDataset, ArrayDataset | N
     raw_labels = np.concatenate([arrays[y].reshape(-1) for _, y in present])
     targets, classes = encode_labels(raw_labels, str(path))  # one mapping for train and test
     if "classes" in arrays:
-        classes = [str(c) for c in arrays["classes"].tolist()]
+        targets, classes = _named_classes(arrays["classes"], targets, classes, f"{path}:classes")
     datasets, kinds, start = [], set(), 0
     for x_name, y_name in present:
         kind, inputs = _npz_inputs(arrays[x_name], f"{path}:{x_name}")

@@ -135,10 +135,10 @@ class Folder:
         self._not_the_runs(name)
         mode = self.mode(name)
         if mode is not None and not stat.S_ISREG(mode):
-            kind = "a symbolic link" if stat.S_ISLNK(mode) else "a folder" if stat.S_ISDIR(mode) else "not a file"
+            kind = "a symlink" if stat.S_ISLNK(mode) else "a folder" if stat.S_ISDIR(mode) else "a device or pipe"
             raise WriteRefused(
-                f"{str(self.path / name)!r} is {kind}; files are written only as regular files, never through "
-                "links: remove it or choose another path"
+                f"{str(self.path / name)!r} is not a regular file ({kind}); files are written only as regular files, "
+                "never through links: remove it or choose another path"
             )
         if mode is not None and not replace_in_run and self.runs:
             raise WriteRefused(
@@ -154,8 +154,8 @@ class Folder:
             inside = (*parts, name)
             if (inside[0] in RUN_FOLDERS or (len(inside) == 1 and name in RUN_FILES)) and not _owns(run):
                 raise WriteRefused(
-                    f"{str(self.path / name)!r} is one of the run directory {str(run)!r}'s own files (its record, "
-                    "metrics, logs or checkpoints), which only its training writes; choose a path outside them"
+                    f"{str(self.path / name)!r} is a file of the run directory {str(run)!r} that only its training "
+                    "writes (its record, metrics, logs or checkpoints); choose a path outside them"
                 )
 
     def mode(self, name: str) -> int | None:
@@ -346,10 +346,10 @@ def _not_a_folder(fd: int, part: str, walked: Path, target: Path, run: Path | No
     except OSError:
         return WriteFailed(target, error)
     if stat.S_ISLNK(mode) and run is None:
-        return WriteRefused(f"{str(walked)!r}, on the way to {str(target)!r}, is a symbolic link to no folder")
+        return WriteRefused(f"{str(walked)!r}, on the way to {str(target)!r}, is a symlink to no folder")
     if stat.S_ISLNK(mode):
         return WriteRefused(
-            f"{str(walked)!r}, on the way to {str(target)!r}, is a symbolic link inside the run directory "
+            f"{str(walked)!r}, on the way to {str(target)!r}, is a symlink inside the run directory "
             f"{str(run)!r}; nothing is written through links out of a run: replace the link by a folder, or choose "
             "another path"
         )

@@ -28,6 +28,7 @@ from torch import nn
 
 from resnets.errors import CheckpointError, ConfigError, first_line
 from resnets.io.regular import not_regular
+from resnets.io.schema import decode_text
 
 RECORD_KEY = "resnets_record"  # ONNX metadata_props key of the run record (JSON)
 TORCHSCRIPT_RECORD = "resnets_record.json"  # the TorchScript extra file holding the run record
@@ -110,7 +111,7 @@ def load_torchscript(path: Path, device: torch.device | str = "cpu") -> tuple[to
     except (RuntimeError, ValueError, OSError) as error:
         raise CheckpointError(f"{str(path)!r} is not a readable TorchScript archive: {first_line(error)}") from None
     raw = extra[TORCHSCRIPT_RECORD]
-    text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else str(raw)
+    text = decode_text(raw, f"the record file inside {str(path)!r}") if isinstance(raw, bytes) else str(raw)
     return module.eval(), (text or None)
 
 

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
 from resnets.errors import ConfigError
-from resnets.io.atomic import atomic_write_text
+from resnets.io import guard
+from resnets.io.atomic import atomic_write_text, json_text
+from resnets.io.text import csv_cell, printable
 
 FORMATS = ("text", "csv", "json", "jsonl")
 SUFFIXES = {".txt": "text", ".csv": "csv", ".json": "json", ".jsonl": "jsonl"}
@@ -54,52 +55,42 @@ def choose_format(format: str | None, output: str | Path | None) -> str:
 
 
 def render(predictions: Sequence[Ranked], format: str) -> str:
-    """The predictions in ``format``, ending with a newline (empty for no predictions)."""
+    """The predictions in ``format``, ending with a newline (empty for no predictions).
+
+    Paths and labels come from files (folder names, a run record), so text and CSV show them escaped
+    (:mod:`resnets.io.text`); JSON escapes control characters itself.
+    """
     if format == "jsonl":
-        return "".join(json.dumps(p.to_dict()) + "\n" for p in predictions)
+        return "".join(json_text(p.to_dict(), indent=None) for p in predictions)
     if format == "json":
-        return json.dumps([p.to_dict() for p in predictions], indent=2) + "\n"
+        return json_text([p.to_dict() for p in predictions])
     if format == "csv":
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(["path", "rank", "label", "probability"])
         for p in predictions:
             for rank, (label, probability) in enumerate(zip(p.labels, p.probabilities), start=1):
-                writer.writerow([p.path, rank, label, repr(float(probability))])
+                writer.writerow([csv_cell(p.path), rank, csv_cell(label), repr(float(probability))])
         return buffer.getvalue()
     if format == "text":
         lines = []
         for p in predictions:
-            lines.append(p.path)
-            lines.extend(f"  {100 * q:6.2f}%  {label}" for label, q in zip(p.labels, p.probabilities))
+            lines.append(printable(p.path))
+            lines.extend(f"  {100 * q:6.2f}%  {printable(label)}" for label, q in zip(p.labels, p.probabilities))
         return "".join(line + "\n" for line in lines)
     raise ConfigError(f"unknown predictions format {format!r}; expected one of {', '.join(FORMATS)}")
 
 
-def check_output(path: str | Path, *, run_dir: Path | None, protected: Sequence[str | Path] = ()) -> None:
-    """Refuse an output that is not a plain new or existing file, or that would replace one of ``protected``
-    (the model file, the images) or, when ``run_dir`` (the run directory it lies in) is given, a file of that run;
-    a new file is fine."""
+def check_output(path: str | Path, *, protected: Sequence[str | Path] = ()) -> None:
+    """Refuse, before any work, an output that would replace one of ``protected`` (the model file, the images) or
+    that the write guard refuses: any existing file of a run directory, a link, a folder (:mod:`resnets.io.guard`)."""
     path = Path(path)
-    if path.is_symlink() or (path.exists() and not path.is_file()):
-        kind = "a symlink" if path.is_symlink() else "not a regular file"
-        raise ConfigError(f"--output {str(path)!r} is {kind}; predict writes only regular files: give another path")
-    if not path.exists():
-        return
-    target = path.resolve()
-    if any(target == Path(p).resolve() for p in protected):
+    if path.exists() and any(path.resolve() == Path(p).resolve() for p in protected):
         raise ConfigError(f"--output {str(path)!r} is one of predict's inputs; give another path")
-    if run_dir is not None:
-        raise ConfigError(
-            f"--output {str(path)!r} is a file of the run directory {str(run_dir)!r}; predict does not overwrite "
-            "a run's files: give a new name or a path outside the run"
-        )
+    guard.check(path, replace_in_run=False)
 
 
 def write_predictions(predictions: Sequence[Ranked], path: str | Path, format: str) -> None:
-    """Write the rendered predictions to ``path`` atomically; a full disk or read-only folder is one line."""
-    text = render(predictions, format)
-    try:
-        atomic_write_text(path, text)
-    except OSError as error:
-        raise ConfigError(f"cannot write {str(path)!r}: {error.strerror or error}") from None
+    """Write the rendered predictions to ``path`` through the write guard: atomically, and never over a file of a
+    run directory; a full disk or a read-only folder is one line."""
+    atomic_write_text(path, render(predictions, format), replace_in_run=False)

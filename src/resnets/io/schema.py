@@ -27,6 +27,7 @@ MAX_SIDE = 8192
 MAX_PIXELS = 64 * 2**20  # 8192 x 8192, 200 MB as RGB
 MAX_CHANNELS = 4096  # image channels, or features per token of a sequence model
 MAX_FEATURES = 2**24  # features of one vector sample
+MAX_SAMPLE_VALUES = 2**28  # values of one sample of any kind: 1 GiB as float32
 #: The largest text file read whole (records, manifests, config files): real ones are a few kilobytes.
 MAX_TEXT_BYTES = 64 * 2**20
 #: Characters of a value shown in an error line.
@@ -48,6 +49,16 @@ class FieldError(ConfigError):
 
 class SchemaError(FieldError):
     """A file whose content breaks its schema: names the file, the field, the value and the expectation."""
+
+    def __init__(self, key: str, value: Any, expected: str, source: str | None = None) -> None:
+        super().__init__(key, value, expected, source)
+        where = f"{source}: " if source else ""
+        field = f"field {key!r} is" if key != WHOLE else "it holds"
+        self.args = (f"{where}{field} {shown(value)}; expected {expected}",)
+
+
+#: The field name of a whole file's content, in a SchemaError.
+WHOLE = "the content"
 
 
 def shown(value: Any) -> str:
@@ -132,7 +143,7 @@ def check_object(
     ``required`` fields must be present; ``prefix`` is the object's own place (``data.``) in error lines.
     """
     if not isinstance(raw, dict):
-        raise SchemaError(prefix.rstrip(".") or "the content", raw, "a JSON object", source)
+        raise SchemaError(prefix.rstrip(".") or WHOLE, raw, "a JSON object", source)
     missing = [key for key in required if key not in raw]
     if missing:
         raise SchemaError(prefix + missing[0], "nothing", "present", source)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import os
 import platform
 import secrets
@@ -36,8 +35,10 @@ import torch
 
 import resnets
 from resnets.errors import ConfigError, RunDirError, first_line
-from resnets.io.atomic import atomic_write_text
-from resnets.runs.lock import LOCK_FILE
+from resnets.io import guard
+from resnets.io.atomic import atomic_write_text, finite, json_text
+from resnets.io.schema import read_json, read_text
+from resnets.runs.lock import LOCK_FILE, RunLock, remove_unused
 
 #: Columns of metrics.csv, in order; val_* only when the run has a validation split.
 METRIC_COLUMNS = [
@@ -60,29 +61,34 @@ STEP_COLUMNS = ["step", "lr", "loss", "error"]
 
 
 class RunDir:
-    """Paths and writers of one run directory; every write is atomic."""
+    """Paths and writers of one run directory; every write goes through the write guard (resnets.io.guard), which
+    lets only the holder of the run's lock write these files."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.checkpoints = self.path / "checkpoints"
 
     def create(self) -> None:
-        self.checkpoints.mkdir(parents=True, exist_ok=True)
+        """Make ``checkpoints/`` (never through a link) and drop the temporary files of writes a kill cut short."""
+        guard.make_folder(self.checkpoints)
+        with guard.folder(self.path) as folder:
+            for stale in self.path.glob(".*.tmp"):
+                folder.unlink(stale.name)
 
     def write_json(self, name: str, data: dict[str, Any]) -> None:
-        atomic_write_text(self.path / name, json.dumps(_finite(data), indent=2) + "\n")
+        atomic_write_text(self.path / name, json_text(data))
 
-    def read_json(self, name: str) -> dict[str, Any]:
-        return json.loads((self.path / name).read_text())
+    def read_json(self, name: str) -> Any:
+        return read_json(self.path / name, name)
 
     def write_metrics(self, rows: list[dict[str, Any]]) -> None:
         """Rewrite metrics.jsonl and metrics.csv from all rows (small files; a rewrite keeps them consistent)."""
-        atomic_write_text(self.path / "metrics.jsonl", "".join(json.dumps(_finite(r)) + "\n" for r in rows))
+        atomic_write_text(self.path / "metrics.jsonl", "".join(json_text(r, indent=None) for r in rows))
         columns = METRIC_COLUMNS + (VAL_COLUMNS if any("val_error" in r for r in rows) else [])
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
-        writer.writerows(_finite(r) for r in rows)
+        writer.writerows(finite(r) for r in rows)
         atomic_write_text(self.path / "metrics.csv", buffer.getvalue())
 
     def write_steps(self, rows: list[tuple[int, float, float, float]]) -> None:
@@ -96,9 +102,9 @@ class RunDir:
         if not path.exists():
             return []
         try:
-            rows = list(csv.DictReader(io.StringIO(path.read_text())))
+            rows = list(csv.DictReader(io.StringIO(read_text(path, "steps file"))))
             return [{"step": int(r["step"]), **{k: float(r[k]) for k in STEP_COLUMNS[1:]}} for r in rows]
-        except (OSError, UnicodeDecodeError, KeyError, TypeError, ValueError) as error:
+        except (ConfigError, csv.Error, KeyError, TypeError, ValueError) as error:
             raise _damaged(path, error) from None
 
     def read_metrics(self) -> list[dict[str, Any]]:
@@ -107,8 +113,8 @@ class RunDir:
         if not path.exists():
             return []
         try:
-            rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        except (OSError, UnicodeDecodeError, ValueError) as error:
+            rows = [json.loads(line) for line in read_text(path, "metrics file").splitlines() if line.strip()]
+        except (ConfigError, ValueError, RecursionError) as error:
             raise _damaged(path, error) from None
         if not all(isinstance(row, dict) and isinstance(row.get("step"), int) for row in rows):
             raise _damaged(path, "a row is not an object with an integer step")
@@ -121,17 +127,6 @@ def _damaged(path: Path, error: object) -> RunDirError:
         f"{str(path)!r} is damaged ({first_line(error)}); restore "
         f"it, or move it away to resume without the rows it held"
     )
-
-
-def _finite(value: Any) -> Any:
-    """JSON has no NaN: a missing measurement (no test split) is written as null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
 
 
 def git_commit() -> str | None:
@@ -203,9 +198,9 @@ def create_default_run_dir(model: str, data: str, attempts: int = 32) -> Path:
 
 
 def run_directory_of(path: str | Path) -> Path | None:
-    """The run directory that ``path`` is or lies in at any depth (a checkpoint, an export, a report), if any."""
-    path = Path(path).resolve()
-    return next((candidate for candidate in (path, *path.parents) if is_run_dir(candidate)), None)
+    """The run directory that ``path`` is or lies in at any depth (a checkpoint, an export, a report), if any: the
+    write guard's answer, so a damaged record still marks its run."""
+    return guard.run_folder_of(path)
 
 
 def is_run_dir(path: str | Path) -> bool:
@@ -245,3 +240,26 @@ def prepare_out_dir(path: str | Path) -> None:
         raise RunDirError(
             f"cannot create run directory {str(path)!r} ({error.strerror}); give a writable --out"
         ) from None
+
+
+def claim_run_dir(out: str | Path | None, model: str, data: str) -> tuple[RunDir, RunLock]:
+    """The run directory of a training session, made ready (``out``, or a new default one) and locked.
+
+    A second writer (the same --out twice, or --resume of a run still training) is refused with the holder's pid.
+    The lock remembers the folders made here, so that :meth:`RunLock.abandon` removes them when the session fails
+    before its run exists; a refused lock removes them at once.
+    """
+    if out:
+        path = Path(out)
+        made = next((p for p in reversed((path, *path.parents)) if not p.exists()), None)
+        prepare_out_dir(path)
+    else:
+        path = made = create_default_run_dir(model, data)
+    try:
+        lock = RunLock.acquire(path)
+    except BaseException:
+        if made is not None:
+            remove_unused(path, made)
+        raise
+    lock.made = made
+    return RunDir(path), lock

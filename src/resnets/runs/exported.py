@@ -20,7 +20,8 @@ import torch
 
 from resnets.errors import CheckpointError, ConfigError
 from resnets.io.model_files import RECORD_KEY, OnnxModel, exported_format, load_torchscript
-from resnets.runs.open import Run, open_run, record_from_json
+from resnets.runs.open import Run, open_run
+from resnets.runs.record import record_from_text
 
 
 def open_source(
@@ -55,7 +56,7 @@ def open_source(
             f"{str(path)!r} carries no resnets run record, so how to prepare its inputs is unknown; it was not "
             "written by `resnets export` (or by an older version): export the run again"
         )
-    record = record_from_json(text, where)
+    record = record_from_text(text, where)
     if model is not None and model != record.model:
         raise ConfigError(f"--model {model!r} contradicts {str(path)!r}, an export of {record.model!r}; drop it")
     record = replace(record, amp=False, channels_last=False)  # the graph was exported in fp32, contiguous

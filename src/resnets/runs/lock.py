@@ -34,6 +34,7 @@ class RunLock:
     def __init__(self, run_dir: Path, handle: IO[bytes]) -> None:
         self.run_dir = run_dir
         self._handle: IO[bytes] | None = handle
+        self.made: Path | None = None  # the outermost folder made for this run, removed again by abandon()
 
     @classmethod
     def acquire(cls, run_dir: str | Path) -> RunLock:
@@ -95,11 +96,31 @@ class RunLock:
         finally:
             _let_go(handle)
 
+    def abandon(self) -> None:
+        """Release, and remove the folders made for the run while they hold nothing but the lock and an empty
+        ``checkpoints/``: a run that failed to start (a full disk, Ctrl-C, a refusal) leaves no stray folder."""
+        self.release()
+        if self.made is not None:
+            remove_unused(self.run_dir, self.made)
+
     def __enter__(self) -> RunLock:  # noqa: PYI034 - Python 3.10 has no typing.Self
         return self
 
     def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None) -> None:
         self.release()
+
+
+def remove_unused(run_dir: Path, made: Path) -> None:
+    """Remove ``run_dir`` (and its parents up to ``made``) if nothing but the lock and empty folders are in it."""
+    with contextlib.suppress(OSError):
+        (run_dir / "checkpoints").rmdir()
+    with contextlib.suppress(OSError):
+        if {p.name for p in run_dir.iterdir()} <= {LOCK_FILE}:
+            (run_dir / LOCK_FILE).unlink(missing_ok=True)
+        for folder in (run_dir, *run_dir.parents):
+            folder.rmdir()  # fails (and stops) at the first folder that is not empty
+            if folder == made:
+                break
 
 
 def _let_go(handle: IO[bytes]) -> None:

@@ -15,7 +15,6 @@ its model; ``open_run`` refuses them, since export and the instruments need the 
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
@@ -28,11 +27,15 @@ from resnets.device import Precision
 from resnets.errors import CheckpointError, ConfigError, DataError
 from resnets.inference import InferenceModel, with_fast_model
 from resnets.io.model_files import exported_format
+from resnets.io.schema import check_object, one_of, text
 from resnets.io.weight_files import infer_sizes, load_weights, read_safetensors_metadata, read_weight_file
 from resnets.metrics import EvalResult, evaluate
 from resnets.models import SkipNetwork, create_model, get_model_entry
 from resnets.runs.checkpoint import check_file, snapshot_steps
-from resnets.runs.record import EVAL_BATCH, RECORD_FILE, RunRecord, read_record
+from resnets.runs.record import EVAL_BATCH, RECORD_FILE, RunRecord, read_record, record_from_text
+
+#: What the metadata of a safetensors file exported by ``resnets export`` holds (values are strings).
+EXPORT_METADATA_RULES = {"format": one_of(("resnets-checkpoint-1",)), "model": text(1000), "record": text(2**26)}
 
 SPLITS = ("test", "val", "train")
 CHECKPOINTS = ("best", "last")
@@ -196,12 +199,14 @@ class Run:
         an exported graph is already fixed, so it runs as saved (in fp32: the record says so, see open_source).
         """
         if self.exported is None:
-            return with_fast_model(self.model, batches, precision=self.precision, compile=compile, images=images)
+            return with_fast_model(
+                self.model, batches, precision=self.precision, compile=compile, images=images, tta=self.record.tta
+            )
         if compile:
             raise ConfigError(f"--compile applies to models with weights, not to the {self.exported} file given")
         providers = getattr(self.model, "providers", None)
         how = f"onnxruntime ({', '.join(providers)})" if providers else f"{self.exported} graph as saved"
-        return InferenceModel(self.model, self.precision, [how], None), iter(batches)
+        return InferenceModel(self.model, self.precision, [how], None, self.record.tta), iter(batches)
 
 
 def open_run(
@@ -301,7 +306,11 @@ def _open_file(
         )
     state = read_weight_file(path)
     meta = read_safetensors_metadata(path)
-    record = record_from_json(meta["record"], f"the metadata of {str(path)!r}") if "record" in meta else None
+    record = None
+    if "record" in meta:  # written by resnets export: its format must be one this version reads
+        where = f"the metadata of {str(path)!r}"
+        check_object(meta, EXPORT_METADATA_RULES, where, required=("format",))
+        record = record_from_text(meta["record"], where)
     if record is not None and (model in (None, record.model)):
         if num_classes not in (None, record.num_classes) or in_channels not in (None, record.in_channels):
             record = replace(
@@ -331,16 +340,6 @@ def _open_file(
         data=None,
     )
     return _ready(record, path, None, device, state)
-
-
-def record_from_json(text: str, where: str) -> RunRecord:
-    """The run record that ``resnets export`` writes into a file (safetensors and ONNX metadata, a TorchScript
-    extra file); ``where`` names that place in errors."""
-    try:
-        raw = json.loads(text)
-    except json.JSONDecodeError:
-        raise CheckpointError(f"the record in {where} is not valid JSON") from None
-    return RunRecord.from_dict(raw, where)
 
 
 def _ready(

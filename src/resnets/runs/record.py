@@ -14,20 +14,47 @@ commands use ``last``.
 from __future__ import annotations
 
 import dataclasses
-import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from resnets.device import Precision
-from resnets.errors import ConfigError
+from resnets.errors import ConfigError, DataError
+from resnets.io.guard import RECORD_FILE
+from resnets.io.schema import (
+    FLAG,
+    FLOAT32_MAX,
+    MAX_CHANNELS,
+    MAX_CLASSES,
+    MAX_FEATURES,
+    MAX_PIXELS,
+    MAX_SAMPLE_VALUES,
+    MAX_SIDE,
+    NATURAL,
+    NUMBER,
+    Rule,
+    SchemaError,
+    between,
+    check_object,
+    each,
+    mapping,
+    one_of,
+    optional,
+    parse_json,
+    read_json,
+    text,
+)
+from resnets.tta import TestTimeAugmentation
 
 FORMAT = "resnets-run-1"
-RECORD_FILE = "config.json"
 EVAL_BATCH = 512  # samples per evaluation batch: no gradients, so larger batches are cheaper per sample
 _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+MAX_EVAL_BATCH = 65_536
+_NAME = text(1000)  # a class name, a model name: no file needs longer ones
 
 
 @dataclass(frozen=True)
@@ -64,6 +91,49 @@ class DataRecord:
         }
 
 
+#: What each field of a record's ``data`` may hold (the cross-field checks are in :func:`_check_data`).
+DATA_RULES: dict[str, Rule] = {
+    "spec": text(),
+    "name": text(),
+    "kind": one_of(("image", "vector")),
+    "classes": each(_NAME, at_most=MAX_CLASSES),
+    "mean": each(NUMBER, at_most=MAX_FEATURES),
+    # divided by: 0 gave infinite inputs and NaN predictions; the data layer gives a constant channel std 1
+    "std": each(between(1e-12, FLOAT32_MAX), at_most=MAX_FEATURES),
+    "sample_shape": each(between(1, MAX_FEATURES, integer=True), at_most=3),
+    "layout": one_of(("image", "vector", "sequence")),
+    "flip": FLAG,
+    "data_dir": optional(text()),
+    "val_size": optional(NATURAL),
+    "val_fraction": between(0, 1, open_high=True),
+    "image_size": optional(between(1, MAX_SIDE, integer=True)),
+    "max_bad_files": optional(NATURAL),
+    "train_samples": NATURAL,
+    "val_samples": NATURAL,
+    "test_samples": NATURAL,
+    "skipped_files": NATURAL,
+}
+#: What each top-level field of a run record may hold.
+RECORD_RULES: dict[str, Rule] = {
+    "format": one_of((FORMAT,)),
+    "model": _NAME,
+    "model_options": mapping(),
+    "num_classes": between(1, MAX_CLASSES, integer=True),
+    "in_channels": between(1, MAX_FEATURES, integer=True),
+    "input_kind": one_of(("image", "vector", "sequence")),
+    "data": optional(mapping()),
+    "seed": between(0, 2**63, integer=True, open_high=True),
+    "device": text(100),
+    "amp": FLAG,
+    "amp_dtype": one_of(tuple(_DTYPES)),
+    "channels_last": FLAG,
+    "eval_batch_size": between(1, MAX_EVAL_BATCH, integer=True),
+    "selection": optional(one_of(("val",))),
+    "recipe": mapping(),
+    "train": mapping(),
+}
+
+
 @dataclass(frozen=True)
 class RunRecord:
     """One trained run (or, with ``data`` None, a bare weight file that records no data)."""
@@ -94,6 +164,12 @@ class RunRecord:
     def classes(self) -> list[str]:
         return list(self.data.classes) if self.data else [str(i) for i in range(self.num_classes)]
 
+    @property
+    def tta(self) -> TestTimeAugmentation:
+        """The test-time augmentation every evaluation of the run uses (its recipe's ``tta``; mirror images only
+        where the data's labels survive a mirror)."""
+        return TestTimeAugmentation(int(self.recipe.get("tta", 0)), mirror=bool(self.data and self.data.flip))
+
     def precision(self, device: torch.device | str) -> Precision:
         """The precision the run was measured with, on ``device``."""
         device = torch.device(device)
@@ -109,24 +185,74 @@ class RunRecord:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], source: str = RECORD_FILE) -> RunRecord:
-        """Rebuild from JSON; a missing or mistyped field is a ConfigError naming it."""
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{source} holds a {type(raw).__name__}; expected a JSON object")
+        """Rebuild from JSON, checked against :data:`RECORD_RULES` and :data:`DATA_RULES`: a missing, mistyped or
+        out-of-bounds field, or fields that contradict each other, is one SchemaError line naming it."""
+        required = tuple(f.name for f in dataclasses.fields(cls) if _required(f))
+        check_object(raw, RECORD_RULES, source, required=required)
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in raw.items() if k in known}
-        missing = [f.name for f in dataclasses.fields(cls) if f.name not in values and _required(f)]
-        if missing:
-            raise ConfigError(f"{source} lacks {', '.join(missing)}; expected a run record written by `resnets train`")
-        data = values.get("data")
-        if data is not None:
-            data_known = {f.name for f in dataclasses.fields(DataRecord)}
-            try:
-                values["data"] = DataRecord(**{k: v for k, v in data.items() if k in data_known})
-            except TypeError as error:
-                raise ConfigError(f"{source}: the data record is incomplete ({error})") from None
-        if values.get("amp_dtype", "bfloat16") not in _DTYPES:
-            raise ConfigError(f"{source}: amp_dtype must be one of {', '.join(_DTYPES)}, got {values['amp_dtype']!r}")
+        if values["data"] is not None:
+            data_fields = dataclasses.fields(DataRecord)
+            data = check_object(
+                values["data"],
+                DATA_RULES,
+                source,
+                prefix="data.",
+                required=tuple(f.name for f in data_fields if _required(f)),
+            )
+            values["data"] = DataRecord(**{f.name: data[f.name] for f in data_fields if f.name in data})
+            _check_data(values, source)
         return cls(**values)
+
+
+def _check_data(values: dict[str, Any], source: str) -> None:
+    """The fields of a record that must agree: shapes with kinds, statistics with channels, classes with their count."""
+    data: DataRecord = values["data"]
+    shape = data.sample_shape
+    if len(shape) != (3 if data.kind == "image" else 1):
+        expected = "[channels, height, width]" if data.kind == "image" else "[features]"
+        raise SchemaError("data.sample_shape", shape, f"{expected} for {data.kind} data", source)
+    if data.kind == "image":
+        channels, height, width = shape
+        if channels > MAX_CHANNELS or height > MAX_SIDE or width > MAX_SIDE or height * width > MAX_PIXELS:
+            raise SchemaError(
+                "data.sample_shape",
+                shape,
+                f"at most {MAX_CHANNELS:,} channels and {MAX_SIDE:,} x {MAX_SIDE:,} pixels",
+                source,
+            )
+    for key in ("mean", "std"):
+        if len(getattr(data, key)) != shape[0]:
+            raise SchemaError(
+                f"data.{key}", getattr(data, key), f"{shape[0]} values, one per channel or feature", source
+            )
+    if len(data.classes) != values["num_classes"]:
+        raise SchemaError(
+            "data.classes", data.classes, f"a list of num_classes ({values['num_classes']}) names", source
+        )
+    if data.layout != values["input_kind"]:  # what the model reads is how the loader lays samples out
+        raise SchemaError(
+            "data.layout", data.layout, f"{values['input_kind']!r} for a {values['input_kind']} model", source
+        )
+    from resnets.data.layout import layout_for
+
+    try:
+        _, channels = layout_for(values["input_kind"], data.kind, shape)
+    except DataError:
+        raise SchemaError("data.kind", data.kind, f"image data for a {values['input_kind']} model", source) from None
+    if channels != values["in_channels"]:
+        raise SchemaError(
+            "in_channels", values["in_channels"], f"{channels}, as data.sample_shape {shape} gives", source
+        )
+    if math.prod(shape) > MAX_SAMPLE_VALUES:
+        raise SchemaError("data.sample_shape", shape, f"a sample of at most {MAX_SAMPLE_VALUES:,} values", source)
+    scale = 255.0 if data.kind == "image" else 1.0  # the loader divides pixels by 255 * std, then shifts by mean
+    with np.errstate(all="ignore"):
+        std = np.asarray(data.std, dtype=np.float32) * np.float32(scale)
+        shift = -np.asarray(data.mean, dtype=np.float32) / np.asarray(data.std, dtype=np.float32)
+        finite = np.isfinite(1 / std).all() and np.isfinite(shift).all()
+    if not finite:
+        raise SchemaError("data.mean", data.mean, "statistics whose mean / std is a finite float32", source)
 
 
 def _required(f: dataclasses.Field) -> bool:
@@ -141,8 +267,9 @@ def read_record(run_dir: str | Path) -> RunRecord:
             f"{str(run_dir)!r} is not a run directory: it has no {RECORD_FILE}; expected a directory written by "
             "`resnets train`, or a weight file"
         )
-    try:
-        raw = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ConfigError(f"{str(path)!r} is not valid JSON: {error}") from None
-    return RunRecord.from_dict(raw, str(path))
+    return RunRecord.from_dict(read_json(path, "run record"), str(path))
+
+
+def record_from_text(text: str, where: str) -> RunRecord:
+    """A run record carried as JSON text inside another file (an export's metadata); ``where`` names that place."""
+    return RunRecord.from_dict(parse_json(text, f"the run record in {where}"), where)

@@ -9,6 +9,7 @@ valid ones, so a typo never silently does nothing.
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 import typing
 from dataclasses import dataclass, field, fields
@@ -19,6 +20,7 @@ import tomllib
 import yaml
 
 from resnets.errors import ConfigError
+from resnets.io.schema import MAX_FEATURES, MAX_SIDE, SchemaError, between, read_text
 from resnets.train.recipes import (
     COUNT,
     NATURAL,
@@ -32,10 +34,13 @@ from resnets.train.recipes import (
     recipe_fields,
 )
 
+MAX_CONFIG_BYTES = 2**20  # a config file is a few hundred bytes; a larger one is not a config file
+
 #: What each run field accepts; checked when a TrainConfig is made, so before any data loads or file is written.
 RUN_RULES: dict[str, Rule] = {
     "seed": (lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**63, "an integer in [0, 2**63)"),
-    "threads": optional(COUNT),
+    # more threads than the machine's CPUs never help, and torch hangs on absurd counts (set_num_threads(100000))
+    "threads": optional(between(1, os.cpu_count() or 1, integer=True)),
     "val_size": optional(NATURAL),
     "val_fraction": (
         lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1,
@@ -43,9 +48,9 @@ RUN_RULES: dict[str, Rule] = {
     ),
     "snapshot_every": NATURAL,
     "snapshot_steps": each(NATURAL),
-    "image_size": optional(COUNT),
+    "image_size": optional(between(1, MAX_SIDE, integer=True)),  # and the resized images must fit (data layer)
     "max_bad_files": optional(NATURAL),
-    "in_channels": optional(COUNT),
+    "in_channels": optional(between(1, MAX_FEATURES, integer=True)),
     "log_every": optional(COUNT),
 }
 
@@ -118,20 +123,19 @@ def valid_keys() -> list[str]:
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read a YAML (.yaml/.yml) or TOML (.toml) file into an override mapping."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(f"config file {str(path)!r} does not exist; give a .yaml, .yml or .toml file")
+    if path.suffix not in (".toml", ".yaml", ".yml", ".json"):
+        raise ConfigError(f"config file {str(path)!r}: unknown extension {path.suffix!r}; use .yaml, .yml or .toml")
+    text = read_text(path, "config file", at_most=MAX_CONFIG_BYTES)  # a regular file of UTF-8 text, or one line
     try:
-        if path.suffix == ".toml":
-            data = tomllib.loads(path.read_text())
-        elif path.suffix in (".yaml", ".yml", ".json"):
-            data = yaml.safe_load(path.read_text()) or {}
-        else:
-            raise ConfigError(f"config file {str(path)!r}: unknown extension {path.suffix!r}; use .yaml, .yml or .toml")
-    except (tomllib.TOMLDecodeError, yaml.YAMLError) as error:
-        reason = " ".join(str(error).split())  # YAML's message spans lines; the CLI prints one
+        data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text) or {}
+    except (tomllib.TOMLDecodeError, yaml.YAMLError, RecursionError) as error:
+        reason = " ".join(str(error).split()) or "nested too deeply"  # YAML's message spans lines; the CLI prints one
         raise ConfigError(f"config file {str(path)!r} cannot be parsed: {reason}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {str(path)!r} must hold a mapping of keys to values, got {type(data).__name__}")
+    if not isinstance(data, dict) or not all(isinstance(key, str) for key in data):
+        got = type(data).__name__ if not isinstance(data, dict) else "keys that are not text"
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping of keys to values, got {got}")
     return data
 
 
@@ -250,9 +254,22 @@ def _name(hint: Any) -> str:
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 
-def config_from_dict(data: dict[str, Any]) -> TrainConfig:
-    """Rebuild a TrainConfig from a mapping of run fields with a ``recipe`` mapping (as ``to_dict`` wrote it)."""
-    data = dict(data)
-    recipe = Recipe(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in data.pop("recipe").items()})
-    known = set(run_fields())
-    return TrainConfig(recipe=recipe, **{k: v for k, v in data.items() if k in known})
+def config_from_dict(data: dict[str, Any], source: str = "the run record") -> TrainConfig:
+    """Rebuild a TrainConfig from a mapping of run fields with a ``recipe`` mapping (as ``to_dict`` wrote it).
+
+    Every value is checked as the same key in a ``--config`` file is (types, then ranges), so an edited or damaged
+    record is one ConfigError line naming ``source``, the field and its value.
+    """
+    if not isinstance(data, dict) or not isinstance(data.get("recipe"), dict):
+        raise SchemaError("train.recipe", data.get("recipe") if isinstance(data, dict) else data, "a mapping", source)
+    recipe_hints, run_hints = typing.get_type_hints(Recipe), typing.get_type_hints(TrainConfig)
+    unknown = [f"train.recipe.{k}" for k in data["recipe"] if k not in recipe_hints]
+    unknown += [f"train.{k}" for k in data if k not in run_hints]
+    if unknown:
+        raise ConfigError(f"{source}: unknown field {unknown[0]}; it was not written by this version of resnets")
+    try:
+        recipe = Recipe(**{k: _coerce(k, v, recipe_hints[k], source) for k, v in data["recipe"].items()})
+        values = {k: _coerce(k, v, run_hints[k], source) for k, v in data.items() if k != "recipe"}
+        return TrainConfig(recipe=recipe, **values)
+    except FieldError as error:
+        raise ConfigError(f"in {source}: {error}") from None

@@ -30,22 +30,18 @@ from resnets.runs.checkpoint import (
     weights_for_saving,
 )
 from resnets.runs.checkpoint import has_checkpoint as checkpoint_exists
-from resnets.runs.directory import (
-    RunDir,
-    create_default_run_dir,
-    default_run_path,
-    environment,
-    prepare_out_dir,
-)
+from resnets.runs.directory import RunDir, claim_run_dir, default_run_path, environment
 from resnets.runs.lock import RunLock
 from resnets.runs.record import RECORD_FILE, read_record
 from resnets.train.banner import banner_lines, describe_device
 from resnets.train.config import TrainConfig, apply_overrides, config_from_dict
 from resnets.train.distributed import Distributed
+from resnets.train.divergence import overflow_is_divergence
 from resnets.train.ema import weight_ema
 from resnets.train.mixing import make_mixing, mixing_rng
 from resnets.train.optim import make_optimizer
 from resnets.train.progress import Progress
+from resnets.train.resume import refuse_record_edits
 from resnets.train.schedule import LRSchedule, weighted_depth
 from resnets.train.session import Session, resolved_path
 from resnets.train.signals import StopRequests, TrainingInterrupted
@@ -90,6 +86,7 @@ def resume_config(run_dir: str | Path, overrides: dict[str, Any] | None = None) 
     run = RunDir(run_dir)
     if not (run.path / RECORD_FILE).exists():
         raise ConfigError(f"{str(run.path)!r} is not a run directory (no {RECORD_FILE}); give the --out of a run")
+    refuse_record_edits(run.path, FROZEN_ON_RESUME, RECIPE_KEYS_FROZEN)  # the record is the one it checkpointed
     config = config_from_dict(read_record(run.path).train)
     overrides = dict(overrides or {})
     if overrides.get("recipe") not in (None, config.recipe.name):
@@ -172,7 +169,8 @@ class Trainer:
                 if not (self.run_dir.path / "env.json").exists():
                     self.run_dir.write_json("env.json", environment(device))
         except BaseException:
-            self._release_run_dir()
+            if self.lock is not None:
+                self.lock.abandon()  # the lock goes, and a folder made for a run that never started goes too
             raise
         self.model = dist.wrap(model)
         if config.compile:  # after DDP, as PyTorch recommends; dist.unwrap gives the plain model back for saving
@@ -264,12 +262,7 @@ class Trainer:
         config = self.config
         if not self.dist.is_main:  # never writes; without --out its name is only shown, never created
             return RunDir(config.out or default_run_path(config.model, config.data)), None
-        if config.out:
-            prepare_out_dir(config.out)
-            path = Path(config.out)
-        else:
-            path = create_default_run_dir(config.model, config.data)
-        return RunDir(path), RunLock.acquire(path)
+        return claim_run_dir(config.out, config.model, config.data)  # a failed start removes what it made
 
     def _release_run_dir(self) -> None:
         if self.lock is not None:
@@ -367,7 +360,8 @@ class Trainer:
             if r.grad_clip_norm > 0:  # clip the true gradients: unscaled first (a no-op without a scaler)
                 self.scaler.unscale_(self.optimizer)
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), r.grad_clip_norm)
-            self.scaler.step(self.optimizer)
+            with overflow_is_divergence(state.step + 1, lr, self.run_dir.checkpoints):
+                self.scaler.step(self.optimizer)
             self.scaler.update()
             if self.ema is not None:
                 self.ema.update_parameters(self.dist.unwrap(self.model))

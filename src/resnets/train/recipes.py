@@ -7,12 +7,26 @@ every optimiser step, as in He et al. 2015 ("divided by 10 at 32k and 48k iterat
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from resnets.errors import ConfigError, UnknownNameError
+from resnets.errors import UnknownNameError
+from resnets.io.schema import (  # the rule vocabulary of every value read, shared with run records and manifests
+    COUNT,
+    FLAG,
+    FLOAT32_MAX,
+    MAX_SIDE,
+    NATURAL,
+    NON_NEGATIVE,
+    POSITIVE,
+    FieldError,
+    Rule,
+    between,
+    check_fields,
+    each,
+    one_of,
+    optional,
+)
 
 #: Epochs of the no-argument ``resnets train`` run (resnet20 on Fashion-MNIST). Change it here only: the
 #: README's measured time and accuracy refer to this value (~14 min at ~450 images/s on 2 CPU cores).
@@ -23,57 +37,6 @@ SCHEDULES = ("step", "cosine", "linear", "constant")
 #: "onecycle" was never torch's OneCycleLR: a linear warm-up, then a linear decay to final_lr_factor.
 RENAMED_SCHEDULES = {"onecycle": "linear"}
 OPTIMIZERS = ("sgd", "adamw")
-
-
-class FieldError(ConfigError):
-    """A field value outside its range; ``key`` lets the caller say where the value came from (file or flag)."""
-
-    def __init__(self, key: str, value: Any, expected: str) -> None:
-        super().__init__(f"{key} must be {expected}, got {value!r}")
-        self.key, self.value, self.expected = key, value, expected
-
-
-#: A field's rule: a test of its value and the words that say what the test expects.
-Rule = tuple[Callable[[Any], bool], str]
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _integer(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-POSITIVE: Rule = (lambda v: _number(v) and v > 0, "a finite number > 0")
-NON_NEGATIVE: Rule = (lambda v: _number(v) and v >= 0, "a finite number >= 0")
-COUNT: Rule = (lambda v: _integer(v) and v >= 1, "an integer >= 1")
-NATURAL: Rule = (lambda v: _integer(v) and v >= 0, "an integer >= 0")
-FLAG: Rule = (lambda v: isinstance(v, bool), "true or false")
-
-
-def optional(rule: Rule) -> Rule:
-    """The rule, or None (left to the data or the machine)."""
-    test, words = rule
-    return (lambda v: v is None or test(v), f"{words}, or null")
-
-
-def each(rule: Rule) -> Rule:
-    """A list of values that each pass the rule."""
-    test, words = rule
-    return (lambda v: isinstance(v, (list, tuple)) and all(test(x) for x in v), f"a list, each {words}")
-
-
-def one_of(choices: tuple[str, ...]) -> Rule:
-    return (lambda v: v in choices, f"one of {list(choices)}")
-
-
-def check_fields(obj: Any, rules: Mapping[str, Rule]) -> None:
-    """Raise FieldError for the first field of ``obj`` that breaks its rule; checked in the order of ``rules``."""
-    for key, (test, expected) in rules.items():
-        value = getattr(obj, key)
-        if not test(value):
-            raise FieldError(key, value, expected)
 
 
 def setting(default: Any, help: str) -> Any:
@@ -147,13 +110,20 @@ class Recipe:
         if self.schedule in RENAMED_SCHEDULES:  # an old run record or file: read silently (the CLI warns)
             object.__setattr__(self, "schedule", RENAMED_SCHEDULES[self.schedule])
         check_fields(self, RECIPE_RULES)
+        for key in STEP_SCALES:
+            if getattr(self, key) > FLOAT32_MAX:
+                raise FieldError(
+                    key, getattr(self, key), f"at most {FLOAT32_MAX:.4g}, the largest float32 a step can use"
+                )
         if self.epochs is None and self.max_steps is None:
             raise FieldError("epochs", None, "a finite number > 0 (or give max_steps): a recipe needs one to stop")
-        if self.optimizer == "adamw" and not self.momentum < 1:
-            raise FieldError("momentum", self.momentum, "< 1 with optimizer adamw (it is AdamW's beta1)")
         if self.nesterov and self.optimizer == "sgd" and self.momentum == 0:
             raise FieldError("momentum", self.momentum, "> 0 with nesterov true (Nesterov needs momentum)")
 
+
+#: Factors and rates that scale a float32 step: torch refuses a step size beyond float32's range (``--lr 1e300``
+#: was a traceback), and a larger product of them (lr x lr_decay at a milestone) ends as a divergence at its step.
+STEP_SCALES = ("lr", "weight_decay", "lr_decay", "warmup_start_factor", "deep_warmup_lr", "grad_clip_norm")
 
 #: What each recipe field accepts: values that torch refuses or that cannot train are refused here, before any
 #: data loads or a run directory exists.
@@ -161,7 +131,9 @@ RECIPE_RULES: dict[str, Rule] = {
     "optimizer": one_of(OPTIMIZERS),
     "schedule": one_of(SCHEDULES),
     "lr": POSITIVE,
-    "momentum": NON_NEGATIVE,
+    # heavy-ball momentum >= 1 never forgets a gradient (the step grows without bound), and AdamW's beta1 must be
+    # < 1 (torch refuses it): [0, 1) for both, as in every paper's range (0.9 in He et al. 2015)
+    "momentum": between(0, 1, open_high=True),
     "nesterov": FLAG,
     "weight_decay": NON_NEGATIVE,
     "batch_size": COUNT,
@@ -176,15 +148,15 @@ RECIPE_RULES: dict[str, Rule] = {
     "deep_warmup_lr": NON_NEGATIVE,
     "deep_warmup_min_depth": NATURAL,
     "deep_warmup_until_error": NON_NEGATIVE,
-    "label_smoothing": (lambda v: _number(v) and 0 <= v <= 1, "a number in [0, 1]"),
+    "label_smoothing": between(0, 1),
     "augment": FLAG,
-    "crop_padding": NATURAL,
+    "crop_padding": between(0, MAX_SIDE, integer=True),  # and the padded batch must fit in memory (session)
     "eval_every": COUNT,
     "decay_norm_and_bias": FLAG,
-    "ema_decay": (lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "ema_decay": between(0, 1, open_high=True),
     "mixup_alpha": NON_NEGATIVE,
     "cutmix_alpha": NON_NEGATIVE,
-    "random_erasing": (lambda v: _number(v) and 0 <= v <= 1, "a probability in [0, 1]"),
+    "random_erasing": between(0, 1),
     "grad_clip_norm": NON_NEGATIVE,
 }
 
