@@ -9,7 +9,8 @@ The carry gate is coupled, C = 1 - T (the paper's choice), unless ``carry="indep
 weights and a bias of ``-gate_bias`` (+2 by default), so it starts open just as the coupled one does.
 
 The gates are modules (``transform_gate``, ``carry_gate``) whose outputs are the gate values, so an
-instrument can read T(x) with a forward hook instead of recomputing it.
+instrument can read T(x) with a forward hook instead of recomputing it; ``gate()``, the unit interface's way
+to reach it, returns the transform gate.
 
 A highway layer is a :class:`~resnets.layers.skip_unit.SkipUnit` whose branch is H(x) * T(x) and whose
 shortcut is the carry x * C(x): ``residual_scale`` multiplies H * T, and a lesioned layer outputs its carry
@@ -69,6 +70,9 @@ class HighwayLayer(SkipUnit):
         t = self.transform_gate(x)
         carry = 1 - t if self.carry_gate is None else self.carry_gate(x)
         return h * t, x * carry  # same shape as x each
+
+    def gate(self) -> HighwayGate:
+        return self.transform_gate
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.carry_gate is None and not self.instrumented:

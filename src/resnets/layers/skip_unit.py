@@ -130,6 +130,11 @@ class SkipUnit(nn.Module):
         """F(x) and the shortcut's output (None for a plain unit)."""
         raise NotImplementedError
 
+    def gate(self) -> nn.Module | None:
+        """The module whose output is the unit's transform gate T(x) in (0, 1), for a forward hook to read
+        (a highway layer's); None for units whose branch is not gated."""
+        return None
+
     def post(self, y: torch.Tensor) -> torch.Tensor:
         """What follows the sum: ReLU for post-activation blocks, nothing for pre-activation ones."""
         return y

@@ -13,14 +13,18 @@ from resnets.models import speedrun  # noqa: F401  (registers the speedrun netwo
 
 # isort: on
 from resnets.models.base import BlockInfo, SkipNetwork, capture_units
+from resnets.models.depth import NoDepthSweep, create_at_depth, depth_options
 from resnets.models.registry import ModelEntry, create_model, get_model_entry, list_models, register_model
 
 __all__ = [
     "BlockInfo",
     "ModelEntry",
+    "NoDepthSweep",
     "SkipNetwork",
     "capture_units",
+    "create_at_depth",
     "create_model",
+    "depth_options",
     "get_model_entry",
     "list_models",
     "register_model",
