@@ -35,6 +35,9 @@ from torch.utils._pytree import tree_leaves
 
 from resnets.device import Precision
 from resnets.errors import ConfigError
+from resnets.tta import TestTimeAugmentation
+
+NO_TTA = TestTimeAugmentation()
 
 #: Auto mode compiles a job of at least this many FLOPs (2 x MACs x images): about three minutes of eager work
 #: on a 2-core CPU (~170 GFLOP/s), where compiling (3-13 s) then running 10-15% faster (resnets bench, resnet50
@@ -212,12 +215,20 @@ class InferenceModel(nn.Module):
     split, so the last, short batch of an evaluation never triggers a recompilation.
     """
 
-    def __init__(self, model: nn.Module, precision: Precision, applied: list[str], batch: int | None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        precision: Precision,
+        applied: list[str],
+        batch: int | None,
+        tta: TestTimeAugmentation = NO_TTA,
+    ) -> None:
         super().__init__()
         self.model = model
         self.precision = precision
-        self.applied = applied
+        self.applied = applied + ([tta.describe()] if tta.level else [])
         self.batch = batch  # the compiled batch size; None when not compiled
+        self.tta = tta
         self.compile_time_s = 0.0
         self.eval()
 
@@ -225,9 +236,12 @@ class InferenceModel(nn.Module):
         if self.precision.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.no_grad(), self.precision.autocast():
-            if self.batch is None or x.shape[0] == self.batch:
-                return self.model(x).float()
-            return torch.cat([self._padded(part) for part in x.split(self.batch)])
+            return self.tta(self._logits, x)
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        if self.batch is None or x.shape[0] == self.batch:
+            return self.model(x).float()
+        return torch.cat([self._padded(part) for part in x.split(self.batch)])
 
     def _padded(self, x: torch.Tensor) -> torch.Tensor:
         n = x.shape[0]
@@ -249,11 +263,13 @@ def optimize_for_inference(
     compile: bool | None = False,
     fold: bool = True,
     expected_flops: float | None = None,
+    tta: TestTimeAugmentation = NO_TTA,
 ) -> InferenceModel:
     """The fast inference copy of ``model`` for batches like ``example`` (see the module docstring).
 
     ``compile``: True compiles (a ConfigError where it cannot), False never does, None decides from
-    ``expected_flops`` (the job's 2 x MACs x images) against :data:`AUTO_COMPILE_FLOPS`.
+    ``expected_flops`` (the job's 2 x MACs x images x views) against :data:`AUTO_COMPILE_FLOPS`. ``tta``: the
+    views each image is evaluated on (:mod:`resnets.tta`).
     """
     device_example = example.to(precision.device)
     applied: list[str] = []
@@ -275,12 +291,13 @@ def optimize_for_inference(
     elif compile and precision.device.type == "cpu" and not compiler_available():
         raise ConfigError("torch.compile needs a C++ compiler on a CPU (install g++), or leave out --compile")
     if not compile:
-        return InferenceModel(fast, precision, applied, None)
+        return InferenceModel(fast, precision, applied, None, tta)
     compiled = InferenceModel(
         torch.compile(fast, options={"freezing": True}, dynamic=False),
         precision,
         [*applied, "torch.compile (freezing)"],
         batch=int(example.shape[0]),
+        tta=tta,
     )
     start = time.perf_counter()
     compiled(device_example)  # compile now, so that the cost is paid (and timed) before the job
@@ -295,19 +312,21 @@ def with_fast_model(
     precision: Precision,
     compile: bool | None = False,
     images: int | None = None,
+    tta: TestTimeAugmentation = NO_TTA,
 ) -> tuple[InferenceModel, Iterator[tuple[torch.Tensor, torch.Tensor]]]:
     """The fast copy of ``model`` built on the first of ``batches``, and the batches (that one included).
 
-    ``images`` (the job's size) feeds the auto-compile decision when ``compile`` is None.
+    ``images`` (the job's size) feeds the auto-compile decision when ``compile`` is None; ``tta`` the views
+    of each image (:mod:`resnets.tta`).
     """
     iterator = iter(batches)
     first = next(iterator, None)
     if first is None:
-        return InferenceModel(copy.deepcopy(model).eval(), precision, [], None), iter(())
+        return InferenceModel(copy.deepcopy(model).eval(), precision, [], None, tta), iter(())
     flops = None
     if compile is None and images:
         from resnets.models.profile import count_macs
 
-        flops = 2.0 * count_macs(model, tuple(first[0].shape[1:])) * images
-    fast = optimize_for_inference(model, first[0], precision=precision, compile=compile, expected_flops=flops)
+        flops = 2.0 * count_macs(model, tuple(first[0].shape[1:])) * images * tta.views
+    fast = optimize_for_inference(model, first[0], precision=precision, compile=compile, expected_flops=flops, tta=tta)
     return fast, itertools.chain([first], iterator)

@@ -14,12 +14,12 @@ from torch import nn
 from resnets import create_model
 from resnets.bench.cases import CASES, select_cases
 from resnets.bench.memory import MemoryPlan, _rows, estimate_need, saved_bytes
-from resnets.bench.peak import matmul_flops, measure_peak, peak_share
 from resnets.bench.report import format_table, to_markdown, write_report
 from resnets.bench.results import Row, skipped
 from resnets.bench.suite import BenchResult, Settings, _macs
 from resnets.bench.timing import alternate, median, rate
 from resnets.cli import main
+from resnets.compute import matmul_flops, measure_peak, peak_share
 from resnets.errors import UnknownNameError
 
 

@@ -20,9 +20,9 @@ from torch import nn
 from resnets import create_model
 from resnets.bench.baselines import reference_model
 from resnets.bench.cases import Case
-from resnets.bench.peak import peak_share
 from resnets.bench.results import Row, skipped
 from resnets.bench.timing import Clock, alternate, median, rate
+from resnets.compute import peak_share
 from resnets.device import Precision
 
 

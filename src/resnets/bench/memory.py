@@ -30,8 +30,8 @@ import torch.nn.functional as F
 import resnets
 from resnets import create_model
 from resnets.bench.cases import Case
-from resnets.bench.peak import peak_share
 from resnets.bench.results import NAN, Row
+from resnets.compute import peak_share
 from resnets.models.profile import count_macs
 
 MB = 2**20

@@ -11,8 +11,8 @@ import torch
 
 from resnets.bench.cases import Case
 from resnets.bench.machine import describe_machine
-from resnets.bench.peak import measure_peak
 from resnets.bench.results import Row
+from resnets.compute import measure_peak
 from resnets.device import resolve_precision
 from resnets.errors import ConfigError
 

@@ -22,9 +22,9 @@ from torch.utils.data import DataLoader
 from resnets.bench.baselines import MEAN, STD, EagerTraining, PerSampleDataset, reference_model
 from resnets.bench.cases import Case
 from resnets.bench.inference import compile_skip_reason
-from resnets.bench.peak import peak_share
 from resnets.bench.results import Row, skipped
 from resnets.bench.timing import alternate, median
+from resnets.compute import peak_share
 
 LR = 0.01  # small, so that random labels never make a long run diverge; the rate does not depend on it
 

@@ -11,6 +11,12 @@ the same seed gives the same batch on CPU and GPU.
 Flips are off for digits (MNIST: a mirrored 2 is not a 2), on for CIFAR and image folders, and on for
 Fashion-MNIST, whose garments, bags and shoes keep their class when mirrored.
 
+Two choices of the speedruns (Jordan 2024, airbench), both off by default: ``pad_mode="reflect"`` pads by
+mirroring the border pixels instead of with black, and alternating flips mirror each image on every other epoch
+(its orientation in epoch 0 drawn once per sample, then swapped each epoch), so that every pair of epochs shows
+each image both ways where independent coin flips repeat an orientation half of the time. The loader draws the
+per-sample orientations and passes the batch's ``mirror``.
+
 Random erasing (Zhong et al. 2017), when asked for, then replaces one box per image, with probability
 ``erase``, by noise: area 2% to 1/3 of the image, aspect ratio 0.3 to 3.3, up to 10 tries per image for a box
 that fits (as torchvision's ``RandomErasing``). Its numbers are drawn after the crop's and flip's, and only when
@@ -31,28 +37,41 @@ import torch.nn.functional as F
 ERASE_SCALE = (0.02, 1 / 3)  # fraction of the image a random-erasing box covers (Zhong et al. 2017)
 ERASE_RATIO = (0.3, 3.3)  # its height / width
 ERASE_TRIES = 10  # boxes drawn per image; the first that fits is used (none fits: the image is kept)
+PAD_MODES = ("zeros", "reflect")
 
 
 @dataclass(frozen=True)
 class BatchAugment:
     """Random pad-and-crop and horizontal flip of a (B, C, H, W) batch, then optional random erasing."""
 
-    pad: int = 4  # pixels of zero padding on each side; 0 disables the random crop
-    flip: bool = True  # mirror each sample with probability 1/2
+    pad: int = 4  # pixels of padding on each side; 0 disables the random crop
+    flip: bool = True  # mirror samples: each with probability 1/2, or as ``mirror`` says (alternating flips)
     erase: float = 0.0  # probability of replacing one random box of each image by noise; 0 = off
+    pad_mode: str = "zeros"  # zeros (He et al. 2015: black borders) | reflect (mirrored border pixels)
+    alternating_flip: bool = False  # the loader passes each batch's ``mirror``: per-sample, swapped every epoch
 
-    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Augmented copy of ``images`` (B, C, H, W), any dtype; a pure function of (images, generator state)."""
+    def __post_init__(self) -> None:
+        if self.pad_mode not in PAD_MODES:
+            raise ValueError(f"pad_mode must be one of {list(PAD_MODES)}, got {self.pad_mode!r}")
+
+    def __call__(
+        self, images: torch.Tensor, generator: torch.Generator, mirror: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Augmented copy of ``images`` (B, C, H, W), any dtype; a pure function of (images, generator state,
+        ``mirror``). ``mirror`` (B,) bool replaces the coin flips (alternating flips); the coins are drawn anyway,
+        so the random stream does not depend on it."""
         batch, _, height, width = images.shape
         # Always draw both, in this order, so the stream does not depend on which options are on.
         offsets = torch.randint(0, 2 * self.pad + 1, (batch, 2), generator=generator)
-        mirror = torch.randint(0, 2, (batch,), generator=generator).bool() & self.flip
+        coins = torch.randint(0, 2, (batch,), generator=generator).bool()
+        mirror = (coins if mirror is None else mirror.cpu().bool()) & self.flip
         device = images.device
         rows = offsets[:, :1] + torch.arange(height)  # (B, H) rows of the padded image
         cols = offsets[:, 1:] + torch.arange(width)  # (B, W)
         cols = torch.where(mirror[:, None], cols.flip(1), cols)  # mirror the crop: column j <- W-1-j
         rows, cols = rows.to(device), cols.to(device)
-        padded = F.pad(images, (self.pad,) * 4) if self.pad else images  # (B, C, H+2p, W+2p), zeros
+        mode = "constant" if self.pad_mode == "zeros" else "reflect"
+        padded = F.pad(images, (self.pad,) * 4, mode=mode) if self.pad else images  # (B, C, H+2p, W+2p)
         padded = padded.permute(0, 2, 3, 1)  # (B, H+2p, W+2p, C) so one gather picks whole pixels
         sample = torch.arange(batch, device=device)[:, None, None]
         out = padded[sample, rows[:, :, None], cols[:, None, :]]  # (B, H, W, C)

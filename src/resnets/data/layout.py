@@ -25,3 +25,13 @@ def layout_for(input_kind: str, data_kind: str, sample_shape: Sequence[int], mod
         )
     channels, _, width = sample_shape
     return ("image", channels) if input_kind == "image" else ("sequence", channels * width)
+
+
+def model_input_shape(layout: str, sample_shape: Sequence[int]) -> tuple[int, ...]:
+    """One sample as the loader feeds it in ``layout`` (without the batch): what the model's compute is counted on."""
+    if layout == "vector":
+        return (math.prod(sample_shape),)
+    if layout == "sequence":
+        channels, height, width = sample_shape
+        return (height, channels * width)
+    return tuple(sample_shape)

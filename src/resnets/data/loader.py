@@ -18,6 +18,7 @@ from resnets.errors import ConfigError
 from resnets.io.resources import check_batch
 
 LAYOUTS = ("image", "vector", "sequence")
+FLIP_STREAM = 0xF11B  # seeds the per-sample orientations of alternating flips, apart from every (seed, epoch)
 
 
 def derive_seed(*parts: int) -> int:
@@ -81,6 +82,10 @@ class BatchLoader:
         mean_t = torch.tensor(mean, dtype=torch.float32) * (255.0 if self.images else 1.0)
         self.scale = (1.0 / std_t).view(view).to(self.device)
         self.shift = (-mean_t / std_t).view(view).to(self.device)
+        # Alternating flips: each sample's orientation in even epochs, drawn once from the seed (odd ones swap it).
+        self.first_mirror = None
+        if augment is not None and augment.alternating_flip:
+            self.first_mirror = torch.randint(0, 2, (len(self.targets),), generator=_generator(seed, FLIP_STREAM))
 
     def __len__(self) -> int:
         """Batches per epoch."""
@@ -100,7 +105,8 @@ class BatchLoader:
         picked = order[index * self.batch_size : (index + 1) * self.batch_size].to(self.device)
         x, y = self.inputs[picked], self.targets[picked]
         if self.augment is not None:
-            x = self.augment(x, _generator(self.seed, epoch, index))
+            mirror = None if self.first_mirror is None else self.first_mirror[picked.cpu()].bool() ^ bool(epoch % 2)
+            x = self.augment(x, _generator(self.seed, epoch, index), mirror)
         x = x.to(torch.float32) * self.scale + self.shift
         if self.layout == "vector":
             x = x.reshape(x.shape[0], -1)  # (B, C*H*W)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from resnets.data.augment import PAD_MODES
 from resnets.errors import UnknownNameError
 from resnets.io.schema import (  # the rule vocabulary of every value read, shared with run records and manifests
     COUNT,
@@ -103,6 +104,45 @@ class Recipe:
     )
     random_erasing: float = setting(0.0, "probability of erasing one random box per image (Zhong et al. 2017); 0 = off")
     grad_clip_norm: float = setting(0.0, "clip the global gradient norm to this value before each step; 0 = off")
+    # The speedruns' tricks (Page 2018; Jordan 2024, airbench), each off by default; cifar10-speedrun turns them on.
+    default_model: str | None = setting(None, "the model the recipe is made for: trained when the run names none")
+    whiten_images: int = setting(
+        0,
+        "training images whose 2x2-patch covariance sets the model's patch-whitening conv before the first step; "
+        "its weights then stay frozen (airbench: 5000); 0 = it trains like any layer",
+    )
+    whiten_bias_epochs: float | None = setting(
+        None, "epochs during which the patch-whitening conv's bias trains, then it freezes (airbench: 3); none = all"
+    )
+    bias_lr_scale: float = setting(
+        1.0,
+        "lr multiplier of biases and norm shifts (1-d tensors); their weight decay per step stays the weights' "
+        "(airbench: 64)",
+    )
+    lookahead_every: int = setting(
+        0,
+        "every N steps, move the weights to their running average and train on from there (Lookahead, Zhang et "
+        "al. 2019, as airbench: 5); 0 = off",
+    )
+    lookahead_decay: float = setting(
+        0.95, "lookahead: the average's decay per step at the end of training; it is lower before (see _power)"
+    )
+    lookahead_power: float = setting(
+        3.0, "lookahead: the decay of each pull is decay^N x (step / last step)^power, so it averages hardest late"
+    )
+    lookahead_start_epochs: float = setting(3.0, "lookahead: epochs trained before the averaging starts")
+    alternating_flip: bool = setting(
+        False,
+        "mirror each image on alternate epochs (its first orientation drawn once per image) instead of a coin flip "
+        "per epoch: every two epochs show each image both ways (airbench)",
+    )
+    pad_mode: str = setting("zeros", "the crop's padding: zeros (He et al. 2015) or reflect (airbench)")
+    tta: int = setting(
+        0,
+        "test-time augmentation of every evaluation: 0 none, 1 the mirror image too (where flips keep the label), "
+        "2 also 1-pixel shifts up-left and down-right (views weighted 1/2, 1/4, 1/4, as airbench); its compute "
+        "is counted",
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.milestones, (list, tuple)):
@@ -158,6 +198,17 @@ RECIPE_RULES: dict[str, Rule] = {
     "cutmix_alpha": NON_NEGATIVE,
     "random_erasing": between(0, 1),
     "grad_clip_norm": NON_NEGATIVE,
+    "default_model": (lambda v: v is None or isinstance(v, str), "a registered model name, or null"),
+    "whiten_images": NATURAL,
+    "whiten_bias_epochs": optional(NON_NEGATIVE),
+    "bias_lr_scale": POSITIVE,
+    "lookahead_every": NATURAL,
+    "lookahead_decay": between(0, 1),
+    "lookahead_power": NON_NEGATIVE,
+    "lookahead_start_epochs": NON_NEGATIVE,
+    "alternating_flip": FLAG,
+    "pad_mode": one_of(PAD_MODES),
+    "tta": between(0, 2, integer=True),
 }
 
 
@@ -212,6 +263,39 @@ RECIPES: dict[str, Recipe] = {
         warmup_epochs=0.5,
         label_smoothing=0.1,
         crop_padding=0,
+    ),
+    "cifar10-speedrun": Recipe(
+        name="cifar10-speedrun",
+        description="Time to accuracy on CIFAR-10 (airbench94's recipe, Jordan 2024, on our residual speedrun net): "
+        "9.9 epochs at batch 1024, Nesterov SGD 0.85, triangular lr, label smoothing 0.2, patch whitening, "
+        "lookahead, alternating flips, 2-pixel reflect crops, test-time flips and shifts",
+        default_model="speedrun",
+        optimizer="sgd",
+        # airbench's lr 11.5 and decay 0.0153 "per 1024 examples" on a summed loss, for a mean loss: the step
+        # 11.5 / (1 + 1 / (1 - 0.85)) = 1.5, and a decay of 0.0153 / 7.667 = 1.996e-3 per step, lr x weight_decay.
+        lr=1.5,
+        momentum=0.85,
+        nesterov=True,
+        weight_decay=1.996e-3 / 1.5,
+        bias_lr_scale=64.0,
+        batch_size=1024,
+        schedule="linear",
+        epochs=9.9,
+        warmup_epochs=9.9 * 0.23,  # the lr peaks at 23% of the run, from 0.2 x lr, and ends at 0.07 x lr
+        warmup_start_factor=0.2,
+        final_lr_factor=0.07,
+        label_smoothing=0.2,
+        crop_padding=2,
+        pad_mode="reflect",
+        alternating_flip=True,
+        whiten_images=5000,
+        whiten_bias_epochs=3.0,
+        lookahead_every=5,
+        lookahead_decay=0.95,
+        lookahead_power=3.0,
+        lookahead_start_epochs=3.0,
+        tta=2,
+        eval_every=10,  # one evaluation, at the end: the record's compute counts it
     ),
 }
 

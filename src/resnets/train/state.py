@@ -23,6 +23,7 @@ class TrainState:
     wall_time_s: float = 0.0  # all sessions of the run together
     best_error: float = float("inf")  # best validation error, percent (runs without validation have no best)
     best_epoch: int = -1
+    eval_views: int = 0  # samples evaluated so far, times the test-time views of each: the evaluations' compute
 
     def start_epoch(self) -> None:
         self.batch, self.loss_sum, self.errors, self.seen, self.epoch_time_s = 0, 0.0, 0, 0, 0.0
