@@ -1,7 +1,32 @@
-"""``python -m resnets`` is the ``resnets`` command."""
+"""``python -m resnets`` and the ``resnets`` console script: the command, with signals heard from the first line.
 
+Ctrl-C or SIGTERM while Python imports the command (torch alone takes seconds) would otherwise be a traceback
+or a silent kill. Before anything else is imported, both are only remembered here; the command then turns a
+remembered one into its usual line and status 130 (:func:`resnets.cli.main`).
+"""
+
+import signal
 import sys
+from types import FrameType
 
-from resnets.cli import main
+EARLY: list[int] = []  # signals that arrived before the command's own handlers were in place
 
-sys.exit(main())
+
+def _remember(signum: int, frame: FrameType | None) -> None:
+    EARLY.append(signum)
+
+
+_remember.replaceable = True  # type: ignore[attr-defined]  # resnets.cli.main installs its own handler over it
+for _sig in (signal.SIGINT, signal.SIGTERM):
+    if signal.getsignal(_sig) in (signal.SIG_DFL, signal.default_int_handler):  # an ignored signal stays ignored
+        signal.signal(_sig, _remember)
+
+
+def run() -> int:
+    from resnets.cli import main
+
+    return main(early=EARLY)
+
+
+if __name__ == "__main__":
+    sys.exit(run())

@@ -56,6 +56,7 @@ from resnets.io.model_files import (
 from resnets.io.resources import check_batch
 from resnets.models.base import SkipNetwork
 from resnets.models.profile import default_input
+from resnets.runs.memory import check_run_memory
 from resnets.runs.open import Run, open_run
 from resnets.runs.record import RunRecord
 
@@ -115,6 +116,7 @@ def export_model(
         raise ResnetsError(f"--out {str(path)!r} is the file being exported; choose another path")
     for target in (path, *([_sidecar(path)] if format == "safetensors" else [])):
         guard.check(target)  # a run's own files, links and folders are refused before the export's seconds of work
+    check_run_memory(record, CHECK_BATCH, training=False, what="exporting")
     if format == "safetensors":
         return _export_safetensors(net, run, path)
     x = example_input(net, record, TRACE_BATCH)

@@ -30,6 +30,7 @@ from resnets.errors import CheckpointError, DataError
 from resnets.io.regular import not_regular
 from resnets.io.resources import check_batch
 from resnets.runs.exported import open_source
+from resnets.runs.memory import check_run_memory
 from resnets.runs.open import Run, measurement_loader
 
 _MODES = {1: "L", 3: "RGB"}  # channels -> Pillow mode
@@ -188,6 +189,7 @@ def classify(
             "predict reads images"
         )
     k = min(top_k, run.record.num_classes)
+    check_run_memory(run.record, min(run.record.eval_batch_size, len(images)), training=False, what="predicting")
     model, batches = run.inference_model(_batches(run, images), compile=compile, images=len(images))
     values, indices = [], []
     for x, _ in batches:

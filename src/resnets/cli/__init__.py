@@ -51,11 +51,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, early: Sequence[int] = ()) -> int:
+    """Run the command line ``argv`` (default: the process's); ``early`` holds the signals that arrived while the
+    program started (:mod:`resnets.__main__`). Returns the exit status (see the module docstring)."""
     words = list(sys.argv[1:] if argv is None else argv)
     command = next((word for word in words if word in COMMAND_MODULES), None)
     with terminations_interrupt():
         try:
+            if early:  # Ctrl-C or SIGTERM while the program started
+                _interrupt(early[0], None)
             parser = build_parser()
             if _received:  # a signal during the imports, swallowed by a library's catch-all import fallback
                 _interrupt(_received[0], None)
@@ -87,7 +91,8 @@ def terminations_interrupt() -> Iterator[None]:
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     _received.clear()
     for sig, handler in previous.items():
-        if handler in (signal.SIG_DFL, signal.default_int_handler):  # an ignored signal (nohup) stays ignored
+        # an ignored signal (nohup, a scheduler) stays ignored; resnets.__main__'s early handler is replaced
+        if handler in (signal.SIG_DFL, signal.default_int_handler) or getattr(handler, "replaceable", False):
             signal.signal(sig, _interrupt)
     try:
         yield

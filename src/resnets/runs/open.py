@@ -32,6 +32,7 @@ from resnets.io.weight_files import infer_sizes, load_weights, read_safetensors_
 from resnets.metrics import EvalResult, evaluate
 from resnets.models import SkipNetwork, create_model, get_model_entry
 from resnets.runs.checkpoint import check_file, snapshot_steps
+from resnets.runs.memory import check_run_memory
 from resnets.runs.record import EVAL_BATCH, RECORD_FILE, RunRecord, read_record, record_from_text
 
 #: What the metadata of a safetensors file exported by ``resnets export`` holds (values are strings).
@@ -181,6 +182,9 @@ class Run:
         applied is left in ``self.inference``.
         """
         loader = self.loader(split, data=data, data_dir=data_dir)
+        check_run_memory(
+            self.record, min(self.record.eval_batch_size, len(loader.targets)), training=False, what="evaluating"
+        )
         classes = self.classes if self.record.data else [str(c) for c in self.data(data, data_dir).classes]
         model, batches, precision = self.model, loader.epoch_batches(0), self.precision
         if fast or self.exported:

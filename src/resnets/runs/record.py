@@ -230,6 +230,8 @@ def _check_data(values: dict[str, Any], source: str) -> None:
         raise SchemaError(
             "data.classes", data.classes, f"a list of num_classes ({values['num_classes']}) names", source
         )
+    if len(set(data.classes)) != len(data.classes):
+        raise SchemaError("data.classes", data.classes, "distinct names (one per class)", source)
     if data.layout != values["input_kind"]:  # what the model reads is how the loader lays samples out
         raise SchemaError(
             "data.layout", data.layout, f"{values['input_kind']!r} for a {values['input_kind']} model", source

@@ -32,6 +32,7 @@ from resnets.runs.checkpoint import (
 from resnets.runs.checkpoint import has_checkpoint as checkpoint_exists
 from resnets.runs.directory import RunDir, claim_run_dir, default_run_path, environment
 from resnets.runs.lock import RunLock
+from resnets.runs.memory import check_run_memory
 from resnets.runs.record import RECORD_FILE, read_record
 from resnets.train.banner import banner_lines, describe_device
 from resnets.train.config import TrainConfig, apply_overrides, config_from_dict
@@ -133,6 +134,7 @@ class Trainer:
         device = dist.device(config.device) if dist.active else resolve_device(config.device)
         self.precision = resolve_precision(device, config.amp, config.channels_last)
         self.session = session = Session.build(config, data, self.precision, resume=resume)
+        check_run_memory(session.record, min(r.batch_size, len(session.bundle.train)), training=True, what="training")
         self.steps_per_epoch = len(session.train_loader) // dist.world_size
         if self.steps_per_epoch == 0:
             raise ResnetsError(
