@@ -1,17 +1,16 @@
-"""Tiny data and options for instrument tests: every study runs end to end in seconds on 2 cores."""
+"""Tiny data and a study context for instrument tests: every study runs end to end in seconds on 2 cores."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
-from dataclasses import replace
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from resnets.studies.common import StudyOptions
+from resnets.studies import Context
 
 CLASSES = ("left", "middle", "right")
 
@@ -61,11 +60,6 @@ def batch_bars(bars: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def options(bars: Path, tmp_path: Path) -> Callable[..., StudyOptions]:
-    """``options(**fields)``: StudyOptions on the tiny data, one seed, few samples and steps, quiet."""
-    base = StudyOptions(data=str(bars), seeds=1, samples=12, steps=4, out=str(tmp_path / "out"), quiet=True)
-
-    def make(**fields: object) -> StudyOptions:
-        return replace(base, **fields)
-
-    return make
+def context(batch_bars: Path, tmp_path: Path) -> Context:
+    """A quiet study context on the tiny data, writing into the test's own folder."""
+    return Context(data=str(batch_bars), out=str(tmp_path / "out"), quiet=True)

@@ -13,14 +13,13 @@ from resnets import create_model
 from resnets.cli import main
 from resnets.errors import ConfigError
 from resnets.runs import open_run
-from resnets.studies import degradation
-from resnets.studies.common import StudyOptions
-from resnets.studies.trained import train_short_run
+from resnets.studies import Context, degradation
+from resnets.studies.trained import open_trained, train_run
 
 
 @pytest.mark.parametrize("depth", [20, 32, 44, 56, 110])
 def test_plain_and_residual_twins_differ_only_in_the_shortcut(depth: int) -> None:
-    plain, residual = degradation.twins(StudyOptions())
+    plain, residual = degradation.twins(("resnet20", "plain20"))
     assert (plain, residual) == ("plain20", "resnet20")
     (pm, po, _), (rm, ro, _) = degradation.at_depth(plain, depth), degradation.at_depth(residual, depth)
     a = dataclasses.asdict(create_model(pm, **po).config)
@@ -38,11 +37,11 @@ def test_a_depth_without_a_registered_model_is_built_with_options() -> None:
 
 
 def test_the_twins_must_be_one_plain_and_one_residual_model() -> None:
-    assert degradation.twins(StudyOptions(models=("resnet20", "plain20"))) == ("plain20", "resnet20")
+    assert degradation.twins(("resnet20", "plain20")) == ("plain20", "resnet20")
     with pytest.raises(ConfigError, match="one plain model"):
-        degradation.twins(StudyOptions(models=("resnet20", "resnet32")))
+        degradation.twins(("resnet20", "resnet32"))
     with pytest.raises(ConfigError, match="two twins"):
-        degradation.twins(StudyOptions(models=("plain20",)))
+        degradation.twins(("plain20",))
 
 
 def test_smoothing_and_the_final_training_error_match_a_hand_computation() -> None:
@@ -62,17 +61,15 @@ def test_the_comparison_separates_seeds_and_reads_the_trend() -> None:
 
 
 def test_runs_that_differ_in_more_than_the_shortcut_are_refused(batch_bars: Path, tmp_path: Path) -> None:
-    options = StudyOptions(data=str(batch_bars), out=str(tmp_path), quiet=True)
-    plain = train_short_run(options, "plain20", steps=1, snapshots=0, model_options={"layers": (1, 1, 1)}, label="p")
-    residual = train_short_run(
-        options, "resnet20", steps=1, snapshots=0, model_options={"layers": (1, 1, 1)}, label="r"
-    )
+    context = Context(data=str(batch_bars), out=str(tmp_path), quiet=True)
+    plain = train_run(context, "plain20", steps=1, snapshots=0, model_options={"layers": (1, 1, 1)}, label="p")
+    residual = train_run(context, "resnet20", steps=1, snapshots=0, model_options={"layers": (1, 1, 1)}, label="r")
     degradation.check_twins(open_run(plain), open_run(residual))  # twins: accepted
-    other = train_short_run(options, "resnet20", steps=1, snapshots=0, model_options={"layers": (1, 1, 1)}, seed=1)
+    other = train_run(context, "resnet20", steps=1, snapshots=0, model_options={"layers": (1, 1, 1)}, seed=1)
     with pytest.raises(ConfigError, match="not twins: they differ in seed"):
         degradation.check_twins(open_run(plain), open_run(other))
-    wide = train_short_run(
-        options,
+    wide = train_run(
+        context,
         "resnet20",
         steps=1,
         snapshots=0,
@@ -84,11 +81,11 @@ def test_runs_that_differ_in_more_than_the_shortcut_are_refused(batch_bars: Path
 
 
 def test_runs_with_per_epoch_rows_take_their_test_curve_from_them(batch_bars: Path, tmp_path: Path) -> None:
-    options = StudyOptions(data=str(batch_bars), out=str(tmp_path), quiet=True)
-    path = train_short_run(options, "resnet20", steps=4, snapshots=0, model_options={"layers": (1, 1, 1)}, label="r")
+    context = Context(data=str(batch_bars), out=str(tmp_path), quiet=True)
+    path = train_run(context, "resnet20", steps=4, snapshots=0, model_options={"layers": (1, 1, 1)}, label="r")
     rows = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 4  # one batch per epoch
-    measured = degradation.measure(path, options, curve=[])
+    measured = degradation.measure_run(open_trained(context, path, "r"), curve=[])
     assert measured["test_curve"] == {"step": [r["step"] for r in rows], "error": [r["test_error"] for r in rows]}
 
 
@@ -113,9 +110,16 @@ def test_cli_trains_every_twin_and_reports_their_own_numbers(batch_bars: Path, t
                 assert m["test_curve"]["step"] == [0, 1, 2, 3, 3]  # the 4 snapshots, then the whole test split
             finals = saved["numbers"]["final"][family][depth]["train_error"]
             assert finals["n"] == 2 and finals["mean"] == pytest.approx(sum(m["final_train_error"] for m in runs) / 2)
-    plain_cmp = saved["numbers"]["comparison"]["plain"]
-    assert saved["numbers"]["plain_deeper_trains_worse"] == plain_cmp["separated_higher"]
-    assert saved["supported"] == (
-        saved["numbers"]["plain_deeper_trains_worse"] and saved["numbers"]["residual_deeper_no_worse"]
-    )
+    checks = {c["name"]: c for c in saved["checks"]}
+    for name, family, side in (("plain_degrades", "plain", 1), ("residual_no_worse", "residual", -1)):
+        runs = saved["numbers"]["runs"][family]
+        gaps = [b["final_train_error"] - a["final_train_error"] for a, b in zip(runs["8"], runs["14"])]
+        assert checks[name]["values"] == pytest.approx(gaps)  # per training seed, paired by seed
+        line = checks[name]["threshold"]["value"]
+        held = [side * (gap - line) > 0 for gap in gaps]
+        assert checks[name]["status"] == (
+            "supported" if all(held) else "not supported" if not any(held) else "undecided"
+        )
+    assert saved["status"] in ("supported", "not supported", "undecided")
+    assert set(saved["settling"]) == {"plain20", "resnet20"} and len(saved["settling"]["plain20"]["steps"]) == 3
     assert "ResNet-14" in saved["table"] and (tmp_path / "degradation-curves.png").read_bytes()[:4] == b"\x89PNG"

@@ -13,9 +13,9 @@ from resnets import create_model
 from resnets.cli import main
 from resnets.errors import ConfigError
 from resnets.runs import open_run
-from resnets.studies import dynamics
-from resnets.studies.common import StudyOptions, subset_batches
-from resnets.studies.trained import train_short_run
+from resnets.studies import Context, dynamics
+from resnets.studies.common import subset_batches
+from resnets.studies.trained import open_trained, train_run
 
 
 def test_the_branch_norm_is_the_last_norm_of_the_branch_not_of_the_shortcut() -> None:
@@ -27,8 +27,8 @@ def test_the_branch_norm_is_the_last_norm_of_the_branch_not_of_the_shortcut() ->
 
 @pytest.fixture
 def tiny_run(batch_bars: Path, tmp_path: Path) -> Path:
-    options = StudyOptions(data=str(batch_bars), out=str(tmp_path), quiet=True)
-    return train_short_run(options, "resnet20", steps=2, snapshots=3, model_options={"layers": (1, 1, 1)}, label="r")
+    context = Context(data=str(batch_bars), out=str(tmp_path), quiet=True)
+    return train_run(context, "resnet20", steps=2, snapshots=3, model_options={"layers": (1, 1, 1)}, label="r")
 
 
 def test_ratios_follow_the_branch_bn_scale_exactly(tiny_run: Path) -> None:
@@ -52,13 +52,13 @@ def test_ratios_follow_the_branch_bn_scale_exactly(tiny_run: Path) -> None:
 
 
 def test_runs_without_snapshots_or_shortcuts_are_refused(batch_bars: Path, tmp_path: Path) -> None:
-    options = StudyOptions(data=str(batch_bars), out=str(tmp_path), quiet=True)
-    bare = train_short_run(options, "resnet20", steps=1, snapshots=0, model_options={"layers": (1, 1, 1)}, label="b")
+    context = Context(data=str(batch_bars), out=str(tmp_path), quiet=True)
+    bare = train_run(context, "resnet20", steps=1, snapshots=0, model_options={"layers": (1, 1, 1)}, label="b")
     with pytest.raises(ConfigError, match="--snapshot-every"):
-        dynamics.measure(open_run(bare), options, "bare")
-    plain = train_short_run(options, "plain20", steps=1, snapshots=2, model_options={"layers": (1, 1, 1)}, label="p")
+        dynamics.measure_run(open_trained(context, bare, "bare"), dynamics.Options(), context)
+    plain = train_run(context, "plain20", steps=1, snapshots=2, model_options={"layers": (1, 1, 1)}, label="p")
     with pytest.raises(ConfigError, match="without shortcuts"):
-        dynamics.measure(open_run(plain), options, "plain")
+        dynamics.measure_run(open_trained(context, plain, "plain"), dynamics.Options(), context)
 
 
 def test_cli_follows_every_snapshot(batch_bars: Path, tmp_path: Path) -> None:

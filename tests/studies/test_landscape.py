@@ -16,18 +16,17 @@ from resnets import create_model
 from resnets.cli import main
 from resnets.metrics import evaluate
 from resnets.runs import Run, open_run
-from resnets.studies import landscape
-from resnets.studies.common import StudyOptions
+from resnets.studies import Context, landscape
 from resnets.studies.directions import displaced, filter_normalize, random_direction
-from resnets.studies.trained import train_short_run
+from resnets.studies.trained import train_run
 
 
 @pytest.fixture(scope="module")
 def tiny_run(batch_bars: Path, tmp_path_factory: pytest.TempPathFactory) -> Run:
     """resnet20 trained 2 steps on the 144 training images of the bars."""
     out = tmp_path_factory.mktemp("landscape-runs")
-    options = StudyOptions(data=str(batch_bars), out=str(out), quiet=True)
-    return open_run(train_short_run(options, "resnet20", steps=2, snapshots=0))
+    context = Context(data=str(batch_bars), out=str(out), quiet=True)
+    return open_run(train_run(context, "resnet20", steps=2, snapshots=0))
 
 
 def test_filter_normalize_by_hand() -> None:
@@ -173,4 +172,7 @@ def test_cli_writes_surfaces_json_and_figures(batch_bars: Path, tmp_path: Path) 
     for name in ("landscape-1d", "landscape-contour", "landscape-surface"):
         assert (tmp_path / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
     assert saved["verdict"] in (tmp_path / "landscape.md").read_text()
+    steps = [net["over_training"]["steps"] for net in numbers["nets"].values()]
+    assert steps == [[0, 1, 2], [0, 1, 2]]  # a 5 x 5 surface at every kept snapshot
+    assert saved["checks"][0]["name"] == "more_convex" and len(saved["checks"][0]["values"]) == 2
     assert main(["study", "landscape", "--grid", "2", "--quiet", "--out", str(tmp_path)]) == 2

@@ -17,7 +17,7 @@ import torch
 import resnets
 from resnets.cli import main
 from resnets.errors import ConfigError
-from resnets.studies.common import model_at_depth
+from resnets.models import create_at_depth
 from resnets.studies.paths import PathTrace, path_length_counts, shortest_range
 from tests.helpers import randomize_bn
 
@@ -80,7 +80,7 @@ def _first_input(model: torch.nn.Module, blocks: list, inputs: torch.Tensor, tar
 def _tiny(name: str) -> tuple[torch.nn.Module, torch.Tensor]:
     torch.manual_seed(0)
     if name == "resnet8":
-        model, x = model_at_depth("resnet20", 8, in_channels=1, num_classes=3), torch.randn(4, 1, 8, 8)
+        model, x = create_at_depth("resnet20", 8, in_channels=1, num_classes=3), torch.randn(4, 1, 8, 8)
     elif name == "preact":
         model = resnets.create_model("preact_resnet110", layers=(1, 1, 1), in_channels=1, num_classes=3)
         x = torch.randn(4, 1, 8, 8)
@@ -124,7 +124,7 @@ def test_path_through_no_branch_is_the_gradient_at_the_top_for_identity_shortcut
 
 
 def test_plain_nets_are_refused() -> None:
-    model = model_at_depth("plain20", 8, in_channels=1, num_classes=3).eval()
+    model = create_at_depth("plain20", 8, in_channels=1, num_classes=3).eval()
     with pytest.raises(ConfigError, match="no shortcut"):
         PathTrace(model, model.residual_blocks(), torch.randn(2, 1, 8, 8), torch.tensor([0, 1]))
 

@@ -14,7 +14,6 @@ from resnets import create_model
 from resnets.cli import main
 from resnets.errors import ConfigError
 from resnets.studies import responses
-from resnets.studies.common import StudyOptions
 
 
 def _tiny(name: str) -> torch.nn.Module:
@@ -90,9 +89,10 @@ def test_std_matches_a_direct_computation_of_bn2_conv2(name: str) -> None:
 
 
 def test_depths_without_a_registered_pair_are_refused() -> None:
-    assert responses._models(StudyOptions(depths=(56,))) == ["resnet56", "plain56"]
+    assert responses._models(responses.Options(depths=(56,))) == ["resnet56", "plain56"]
+    assert responses._models(responses.Options()) == []  # the default runs: DEFAULT_RUNS["responses"]
     with pytest.raises(ConfigError, match="no registered resnet26/plain26 pair"):
-        responses._models(StudyOptions(depths=(26,)))
+        responses._models(responses.Options(depths=(26,)))
 
 
 def test_cli_writes_json_markdown_and_figure(batch_bars: Path, tmp_path: Path) -> None:
@@ -106,9 +106,16 @@ def test_cli_writes_json_markdown_and_figure(batch_bars: Path, tmp_path: Path) -
     for net in nets.values():
         assert len(net["layers"]) == 9 and net["mean_std"]["n"] == 2
         assert all(math.isfinite(layer["std"]["mean"]) and layer["std"]["mean"] > 0 for layer in net["layers"])
-    ratio = saved["numbers"]["pairs"][0]["ratio"]
-    assert ratio == pytest.approx(nets["resnet20"]["mean_std"]["mean"] / nets["plain20"]["mean_std"]["mean"])
-    assert saved["supported"] == (ratio < 1)
+    pair = saved["numbers"]["pairs"][0]
+    assert pair["ratio"] == pytest.approx(nets["resnet20"]["mean_std"]["mean"] / nets["plain20"]["mean_std"]["mean"])
+    by_seed = [r / p for r, p in zip(nets["resnet20"]["mean_std_by_seed"], nets["plain20"]["mean_std_by_seed"])]
+    assert pair["by_seed"] == pytest.approx(by_seed) and len(by_seed) == 2
+    (check,) = saved["checks"]  # one pair, no second depth: one check, whose interval spans the two seeds
+    assert check["interval"] == pytest.approx([min(by_seed), max(by_seed)])
+    expected = "supported" if max(by_seed) < 1 else "not supported" if min(by_seed) >= 1 else "undecided"
+    assert check["status"] == saved["status"] == expected
+    assert saved["thresholds"]["residual_over_plain"]["source"].startswith("He, Zhang, Ren & Sun 2015")
+    assert [net["over_training"]["steps"] for net in nets.values()] == [[0, 1], [0, 1]]  # snapshots; 1 is the last
     assert saved["settings"]["bn"].startswith("eval-mode") and "trained runs" in saved["settings"]["measured_on"]
     text = (tmp_path / "responses.md").read_text()
     assert responses.CLAIM in text and saved["verdict"] in text

@@ -29,8 +29,7 @@ from resnets.layers.skip_unit import UnitCapture
 from resnets.models.base import BlockInfo, capture_units
 from resnets.runs.directory import RunDir
 from resnets.runs.record import read_record
-from resnets.studies import scaling
-from resnets.studies.common import StudyOptions
+from resnets.studies import Context, scaling
 
 Draw = tuple[torch.Tensor, list[BlockInfo], dict[int, UnitCapture], list[torch.Tensor]]
 
@@ -109,14 +108,14 @@ def test_stall_threshold_scale_values_and_plans() -> None:
     assert scaling.scale_value(scaling.INV_SQRT, net.units) == pytest.approx(0.1005037815)
     conv = scaling.build_net("resnet20", 56)
     assert (conv.units, conv.options) == (27, {"layers": (9, 9, 9)})
-    assert [n.depth for n in scaling.plan(StudyOptions())] == [30, 100, 200]
-    assert [n.label for n in scaling.plan(StudyOptions(models=("resnet56",)))] == ["resnet56"]
+    cpu, paper = Context(), Context(budget="paper")
+    assert [n.depth for n in scaling.plan(scaling.Options(), cpu)] == [30, 100, 200]  # DEFAULT_RUNS["scaling"]
+    assert [n.depth for n in scaling.plan(scaling.Options(), paper)] == [30, 100, 300, 1000]
+    assert [n.label for n in scaling.plan(scaling.Options(models=("resnet56",)), cpu)] == ["resnet56"]
     with pytest.raises(ConfigError, match="no unit with a shortcut"):
         scaling.build_net("plain20", 20)
-    with pytest.raises(ConfigError, match="--run does not apply"):
-        scaling.plan(StudyOptions(runs=("somewhere",)))
     with pytest.raises(ConfigError, match="residual_scale"):
-        scaling.plan(StudyOptions(models=("highway_fc_10",)))
+        scaling.plan(scaling.Options(models=("highway_fc_10",)), cpu)
 
 
 def test_absurd_learning_rate_diverges_at_step_two_and_a_sane_run_trains(
@@ -124,9 +123,9 @@ def test_absurd_learning_rate_diverges_at_step_two_and_a_sane_run_trains(
 ) -> None:
     # Step 1's loss is computed before any update, so it is finite; at lr 1e30 that update leaves weights of
     # ~1e28 and the next forward pass overflows float32: the engine must name step 2.
-    options = StudyOptions(data=str(batch_bars), out=str(tmp_path), quiet=True)
+    context = Context(data=str(batch_bars), out=str(tmp_path), quiet=True)
     net = scaling.build_net("resmlp_identity_20", 4)
-    path, step = scaling.train_run(options, net, 1.0, 0, steps=5, lr=1e30)
+    path, step = scaling.train_scaled(context, net, 1.0, 0, steps=5, lr=1e30)
     assert step == 2
     losses = [row["loss"] for row in RunDir(path).read_steps()]
     assert len(losses) == 2 and math.isfinite(losses[0]) and not math.isfinite(losses[1])
@@ -134,11 +133,11 @@ def test_absurd_learning_rate_diverges_at_step_two_and_a_sane_run_trains(
 
     with monkeypatch.context() as patch:  # asked again, the diverged run is read back, never trained again
         patch.setattr(resnets.train, "train", lambda *args, **kwargs: pytest.fail("a diverged run was retrained"))
-        assert scaling.train_run(options, net, 1.0, 0, steps=5, lr=1e30) == (path, 2)
+        assert scaling.train_scaled(context, net, 1.0, 0, steps=5, lr=1e30) == (path, 2)
     measured = scaling.measure_run(path, step, samples=24)
     assert (measured["outcome"], measured["diverged_at"], measured["curve"]["step"]) == ("diverged", 2, [1, 2])
 
-    path, step = scaling.train_run(options, net, 0.1, 0, steps=6)
+    path, step = scaling.train_scaled(context, net, 0.1, 0, steps=6)
     assert step is None
     measured = scaling.measure_run(path, step, samples=144)
     assert measured["outcome"] == "trained" and measured["train_error"] < 100 * (2 / 3 - 0.1)
@@ -168,11 +167,14 @@ def test_cli_writes_the_outcomes_of_every_scale_and_depth(batch_bars: Path, tmp_
         assert config["model_options"]["norm"] == "identity" and config["recipe"]["lr"] == scaling.LR
         if r["outcome"] != "diverged":
             assert r["test_error"] == RunDir(r["run"]).read_json("summary.json")["test_error"]
-    scale_one = [c for c in cells if c["scale"] == "1"]
-    others = [c for c in cells if c["scale"] != "1"]
+    trained = {scale: [r["outcome"] == "trained" for r in runs if r["scale"] == scale] for scale in ("1", "0.3")}
     if any(c["counts"]["trained"] for c in cells):
-        expected = all(c["counts"]["trained"] == 0 for c in scale_one) and all(c["counts"]["trained"] for c in others)
-        assert saved["supported"] is expected
+        checks = {c["name"]: c for c in saved["checks"]}  # one seed: each share is one value
+        assert checks["scale_one_fails"]["values"] == [sum(trained["1"]) / 2]
+        down = [r["outcome"] == "trained" for r in runs if r["scale"] != "1"]
+        assert checks["scaled_train"]["values"] == [sum(down) / 6]
+    else:
+        assert saved["status"] == "undecided" and saved["checks"] == []
     text = (tmp_path / "scaling.md").read_text()
     assert scaling.CLAIM in text and saved["verdict"] in text
     for name in ("scaling-loss.png", "scaling-outcomes.png"):

@@ -13,7 +13,7 @@ from torch import nn
 
 import resnets
 from resnets.cli import main
-from resnets.studies.common import model_at_depth
+from resnets.models import create_at_depth
 from resnets.studies.shattered import (
     autocorrelation,
     brown_autocorrelation,
@@ -70,7 +70,7 @@ def test_white_noise_autocorrelation_is_zero_with_spread_one_over_root_n() -> No
 def test_input_gradients_match_finite_differences() -> None:
     torch.manual_seed(0)
     model = he_init_linear(
-        model_at_depth("resmlp_plain_20", 3, in_channels=1, num_classes=1, width=16, norm="identity")
+        create_at_depth("resmlp_plain_20", 3, in_channels=1, num_classes=1, width=16, norm="identity")
     )
     model = model.double().eval()
     x = line_points(64).double()
@@ -109,7 +109,7 @@ def test_looks_linear_net_is_affine_so_its_gradient_autocorrelation_is_one(bn: s
     assert autocorrelation(g, [1, 2, 8, 31]) == pytest.approx([1.0] * 4, abs=1e-5)
     # the same architecture without the mirrored init is not affine
     torch.manual_seed(0)
-    crelu = calibrate_bn(model_at_depth("plain_crelu_cifar56", 20, in_channels=1, num_classes=3).double(), x)
+    crelu = calibrate_bn(create_at_depth("plain_crelu_cifar56", 20, in_channels=1, num_classes=3).double(), x)
     assert autocorrelation(input_gradients(crelu, x), [1])[0] < 1 - 1e-4
 
 

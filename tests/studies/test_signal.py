@@ -155,7 +155,14 @@ def test_signal_study_end_to_end(bars: Path, tmp_path: Path) -> None:
         assert math.isfinite(entry[key]["mean"]) and entry[key]["mean"] > 0
     assert 0 < entry["last_identity_share"]["mean"] < 1
     assert post["identity"]["1"]["14"]["input_overwritten"] == []
-    assert set(payload["numbers"]["checks"]) >= {"resnet (post-act)"}
+    checks = {(c["name"], c["what"].split(":")[0]) for c in payload["checks"]}
+    assert checks == {(n, net) for n in ("explodes", "bounded") for net in ("resnet (post-act)", "resnet (pre-act)")}
+    growth = [c for c in payload["checks"] if c["name"] == "explodes" and c["what"].startswith("resnet (post-act)")]
+    per_seed = post["identity"]["1"]
+    expected = [
+        b / a for a, b in zip(per_seed["8"]["per_seed_forward_growth"], per_seed["14"]["per_seed_forward_growth"])
+    ]
+    assert growth[0]["values"] == pytest.approx(expected) and growth[0]["threshold"]["value"] == 10.0
     markdown = (out / "signal.md").read_text()
     assert CLAIM in markdown and payload["verdict"] in markdown
     assert sorted(p.name for p in out.glob("signal-*.png")) == [

@@ -7,7 +7,8 @@ field gets its flag without an edit in the CLI. A field's metadata may also carr
 - ``flags``: the flag names to use instead of ``--field-name`` (``("--model",)`` for a field ``models``);
 - ``repeat``: a tuple field taken one value per flag, repeatable (``--model a --model b``);
 - ``type``: a function that parses the flag's whole value (``20,56,110`` into a tuple);
-- ``choices``: the values the flag accepts.
+- ``choices``: the values the flag accepts;
+- ``metavar``: the value's name in the help (``NAME`` for ``--model NAME``).
 
 The caller chooses the parser's ``argument_default``; with ``argparse.SUPPRESS`` a flag left out is absent from
 the namespace, so it overrides nothing.
@@ -54,6 +55,8 @@ def add_dataclass_flags(
         names = tuple(f.metadata.get("flags") or ("--" + f.name.replace("_", "-"),))
         names = tuple(sorted((*names, *aliases.get(f.name, ())), key=lambda name: name.startswith("--")))  # -b first
         allowed = choices.get(f.name) or f.metadata.get("choices")
+        if "metavar" in f.metadata:
+            options["metavar"] = f.metadata["metavar"]
         action = group.add_argument(*names, dest=f.name, choices=allowed, help=text, **options)
         flags[f.name] = (action, text)
     return flags

@@ -10,7 +10,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "report",
         help="gather every study in a directory into one HTML page and a Markdown twin",
-        description="Read every NAME.json that `resnets study NAME --out DIR` wrote into DIR and write "
+        description="Re-judge and re-render every NAME.json that `resnets study NAME --out DIR` wrote into DIR "
+        "(from the JSON alone: its verdict, table, figures and NAME.md are written again), then write "
         "DIR/report.html (one file: figures embedded, no network access) and DIR/report.md (figures linked). "
         "An unreadable NAME.json is named on stderr and left out; the others are still reported.",
     )
@@ -20,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from resnets.reports.study_report import write_report
+    from resnets.studies.report import write_report
 
     report = write_report(args.directory, args.out)
     for line in report.skipped:

@@ -1,156 +1,157 @@
 """``resnets study NAME``: run one instrument and write NAME.json, its figures and NAME.md.
 
-``resnets study all --out DIR`` runs every instrument on its defaults into DIR, then writes the report
-(``resnets report DIR``): the one command that makes the whole report.
+Each instrument's options are flags generated from its ``Options`` dataclass (``resnets.cli.dataclass_flags``,
+as ``resnets train`` makes its recipe flags), so ``resnets study NAME --help`` lists that instrument's own
+options with their defaults, then the flags every instrument shares (the study's :class:`Context`). The
+instrument's parser is built only when it is named. ``resnets study all --out DIR`` runs every instrument on its
+defaults into DIR, then writes the report (``resnets report DIR``): the one command that makes the whole report.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shlex
-from dataclasses import replace
-from typing import TYPE_CHECKING
+import sys
+from typing import Any
 
+from resnets.cli.dataclass_flags import add_dataclass_flags, shown_value
 from resnets.errors import ConfigError
 
-if TYPE_CHECKING:
-    from resnets.studies.common import StudyOptions
+#: What ``study all`` passes on to every instrument that has the setting; the others mean different things to each.
+ALL_SHARED = ("seeds", "steps")
+ALL_REFUSED = ("--model", "--run", "--depths", "--samples", "--grid")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from resnets.studies import PRECISIONS, STUDIES
+    from resnets.studies import STUDIES
 
-    listing = "\n".join(f"  {name:<10} {text}" for name, (_, text) in STUDIES.items())
+    listing = "\n".join(f"  {name:<11} {text}" for name, text in STUDIES.items())
     parser = subparsers.add_parser(
         "study",
         help="measure why residual learning works: " + ", ".join(STUDIES),
         description="Run one instrument on registered models or trained runs. It writes OUT/NAME.json (every "
-        "number with its settings), PNG figures and OUT/NAME.md (the claim, the numbers, a verdict). Without "
-        "--run, instruments that need trained nets train short runs into OUT/runs once and reuse them.\n\n"
-        "instruments:\n" + listing + "\n  all        every instrument in turn on its defaults, then the report "
-        "(resnets report OUT)",
+        "number with its settings, the checks and thresholds behind the verdict), PNG figures and OUT/NAME.md "
+        "(the claim, a verdict: supported, not supported or undecided, the numbers). Without --run, instruments "
+        "that need trained nets train their default runs into OUT/runs once and reuse them.\n\n"
+        "instruments (resnets study NAME --help lists NAME's options and defaults):\n"
+        + listing
+        + "\n  all         every instrument in turn on its defaults, then the report (resnets report OUT)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        usage="%(prog)s NAME [options]   (resnets study NAME --help: NAME's options)",
+        add_help=False,
     )
-    parser.add_argument(
-        "name", metavar="NAME", choices=[*STUDIES, "all"], help="the instrument (" + ", ".join(STUDIES) + ") or all"
-    )
-    parser.add_argument("--model", action="append", default=[], metavar="NAME", help="a registered model (repeatable)")
-    parser.add_argument("--run", action="append", default=[], metavar="RUN_DIR", help="a trained run (repeatable)")
-    parser.add_argument("--data", help="data set for default runs and measurements (default: fashion-mnist)")
-    parser.add_argument("--data-dir", help="where the named data set lives")
-    parser.add_argument("--depths", type=_ints, help="depth sweep in weighted layers, e.g. 20,56,110")
-    parser.add_argument("--seeds", type=int, help="repetitions for mean and spread (default: the instrument's, 3 or 2)")
-    parser.add_argument("--samples", type=int, help="images or points measured per evaluation")
-    parser.add_argument("--steps", type=int, help="training steps of the default runs")
-    parser.add_argument(
-        "--budget",
-        choices=("cpu", "paper"),
-        default="cpu",
-        help="training budget of instruments that train: cpu (minutes, the default) or paper (the paper's "
-        "schedule, for a GPU)",
-    )
-    parser.add_argument("--grid", type=int, help="points per axis of a measured grid (landscape)")
-    parser.add_argument("--out", default="studies", help="output directory (default: studies)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
-    parser.add_argument(
-        "--precision",
-        choices=PRECISIONS,
-        default="fp32",
-        help="fp32 (the default: the same numbers on every CPU) or fast: bf16 autocast where the device computes "
-        "bf16 natively, for the default runs' training and every measurement; the JSON, Markdown and report say "
-        "which",
-    )
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    parser.set_defaults(func=run)
+    parser.add_argument("-h", "--help", action="store_true", help="show this help, or NAME's options, and exit")
+    parser.add_argument("name", nargs="?", metavar="NAME", help="the instrument, or all")
+    parser.add_argument("arguments", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    parser.set_defaults(func=run, study_parser=parser)
 
 
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 20,56,110, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers such as 20,56,110, got {text!r}")
-    return values
+def instrument_parser(name: str) -> argparse.ArgumentParser:
+    """The parser of ``resnets study NAME``: NAME's options, then the shared ones, each with its default."""
+    from resnets.studies import STUDIES, Context, get_study
+    from resnets.studies.trained import defaults_text
+
+    parser = argparse.ArgumentParser(
+        prog=f"resnets study {name}",
+        description=(
+            f"{get_study(name).CLAIM}\n\nWrites OUT/{name}.json, OUT/{name}.md and its figures."
+            if name != "all"
+            else f"Every instrument in turn ({', '.join(STUDIES)}) on its own defaults, then the report."
+        ),
+        argument_default=argparse.SUPPRESS,
+    )
+    if name == "all":
+        group = parser.add_argument_group("passed to every instrument that has them")
+        group.add_argument("--seeds", type=int, help="repetitions for mean and spread (default: each instrument's)")
+        group.add_argument("--steps", type=int, help="steps of the default runs (default: each instrument's)")
+        for flag in ALL_REFUSED:
+            parser.add_argument(flag, action="append", dest="refused", help=argparse.SUPPRESS)
+    else:
+        options = get_study(name).Options
+        group = parser.add_argument_group(f"{name} options")
+        shown = defaults_text(name)
+        for key, (action, text) in add_dataclass_flags(group, options).items():
+            field = next(f for f in dataclasses.fields(options) if f.name == key)
+            default = shown.get(key) if field.default in ((), None) and key in shown else _shown(field, field.default)
+            action.help = f"{text} (default: {default})"
+    shared = parser.add_argument_group("every instrument")
+    for key, (action, text) in add_dataclass_flags(shared, Context).items():
+        field = next(f for f in dataclasses.fields(Context) if f.name == key)
+        action.help = f"{text} (default: {_shown(field, field.default)})"
+    return parser
 
 
-def command_line(args: argparse.Namespace) -> str:
-    """The command that reproduces this study, from the parsed options (so tests and shells agree)."""
-    parts = ["resnets", "study", args.name]
-    for flag, values in (("--model", args.model), ("--run", args.run)):
-        for value in values:
-            parts += [flag, value]
-    for flag, value in (
-        ("--data", args.data),
-        ("--data-dir", args.data_dir),
-        ("--samples", args.samples),
-        ("--steps", args.steps),
-        ("--grid", args.grid),
-        ("--seeds", args.seeds),
-    ):
-        if value is not None:
-            parts += [flag, str(value)]
-    if args.depths:
-        parts += ["--depths", ",".join(map(str, args.depths))]
-    if args.budget != "cpu":
-        parts += ["--budget", args.budget]
-    parts += ["--out", args.out]
-    if args.device != "cpu":
-        parts += ["--device", args.device]
-    if args.precision != "fp32":
-        parts += ["--precision", args.precision]
+def _shown(field: dataclasses.Field, value: Any) -> str:
+    """A value as its flag takes it (comma-joined where the flag reads commas), or what it stands for."""
+    if "shown" in field.metadata:
+        return field.metadata["shown"]
+    if isinstance(value, tuple) and field.metadata.get("sep"):
+        return field.metadata["sep"].join(map(str, value)) or "none"
+    return shown_value(value)
+
+
+def command_line(name: str, options: Any, context: Any) -> str:
+    """The command that reproduces this study: every option and shared setting that differs from its default."""
+    parts = ["resnets", "study", name]
+    for obj in (options, context):
+        for field in dataclasses.fields(obj):
+            value = getattr(obj, field.name)
+            if value == field.default or field.name == "quiet":
+                continue
+            flag = (field.metadata.get("flags") or ("--" + field.name.replace("_", "-"),))[0]
+            if isinstance(value, bool):
+                parts.append(flag if value else "--no-" + flag[2:])
+            elif isinstance(value, tuple) and field.metadata.get("repeat"):
+                for item in value:
+                    parts += [flag, str(item)]
+            elif isinstance(value, tuple):
+                sep = field.metadata.get("sep")
+                parts += [flag, sep.join(map(str, value))] if sep else [flag, *map(str, value)]
+            else:
+                parts += [flag, str(value)]
     return shlex.join(parts)
 
 
 def run(args: argparse.Namespace) -> int:
     from resnets.device import resolve_device
-    from resnets.studies.common import StudyOptions
+    from resnets.studies import STUDIES, Context, get_study
 
-    if any(value is not None and value < 1 for value in (args.seeds, args.samples, args.steps, args.grid)):
-        raise ConfigError("--seeds, --samples, --steps and --grid must be positive")
-    resolve_device(args.device)  # one clear line for a missing GPU, before any work
-    options = StudyOptions(
-        models=tuple(args.model),
-        runs=tuple(args.run),
-        data=args.data,
-        data_dir=args.data_dir,
-        depths=args.depths or (),
-        seeds=args.seeds,
-        samples=args.samples,
-        steps=args.steps,
-        budget=args.budget,
-        grid=args.grid,
-        out=args.out,
-        device=args.device,
-        quiet=args.quiet,
-        precision=args.precision,
-    )
+    if args.name is None:
+        args.study_parser.print_help()
+        if args.help:
+            return 0
+        raise ConfigError("name an instrument (" + ", ".join(STUDIES) + ") or all; resnets study --help lists them")
     if args.name != "all":
-        _study(args.name, args, options)
-        return 0
-    if args.model or args.run or args.depths or args.samples or args.grid:
+        get_study(args.name)  # an unknown name is one line, before any parsing
+    given = vars(instrument_parser(args.name).parse_args([*args.arguments, *(["--help"] if args.help else [])]))
+    if given.get("refused"):
         raise ConfigError(
             "`resnets study all` runs every instrument on its own defaults; --model, --run, --depths, --samples and "
             "--grid mean different things to each, so give them to one instrument at a time"
         )
-    from resnets.reports.study_report import write_report
-    from resnets.studies import STUDIES
+    shared = {f.name for f in dataclasses.fields(Context)}
+    context = Context(**{k: v for k, v in given.items() if k in shared})
+    resolve_device(context.device)  # one clear line for a missing GPU, before any work
+    names = list(STUDIES) if args.name == "all" else [args.name]
+    for i, name in enumerate(names, 1):
+        fields = {f.name for f in dataclasses.fields(get_study(name).Options)}
+        chosen = {k: v for k, v in given.items() if k in fields}
+        if args.name == "all" and not context.quiet:
+            print(f"[{i}/{len(names)}] study {name}", file=sys.stderr, flush=True)
+        _study(name, get_study(name).Options(**chosen), context)
+    if args.name == "all":
+        from resnets.studies.report import write_report
 
-    for name in STUDIES:
-        _study(name, args, options)
-    report = write_report(options.out)
-    print(f"wrote {report.html}, {report.markdown}")
+        report = write_report(context.out)
+        print(f"wrote {report.html}, {report.markdown}")
     return 0
 
 
-def _study(name: str, args: argparse.Namespace, options: StudyOptions) -> None:
+def _study(name: str, options: Any, context: Any) -> None:
     """Run instrument ``name``, write its files and print its verdict."""
-    from resnets.studies import get_study
-    from resnets.studies.common import write_study
+    from resnets.studies import run_study
 
-    result = get_study(name).run(options)
-    command = command_line(argparse.Namespace(**{**vars(args), "name": name}))
-    result = replace(result, command=command, precision=options.measuring_precision().mode)
-    paths = write_study(result, options.out)
-    print(f"{name}: {result.verdict}")
-    print(f"wrote {paths['json']}, {paths['md']}" + "".join(f", {p}" for p in result.figures))
+    saved = run_study(name, options, context, command=command_line(name, options, context))
+    print(f"{name}: {saved.verdict.text}")
+    print(f"wrote {saved.json}, {saved.markdown}" + "".join(f", {p}" for p in saved.figures))

@@ -14,9 +14,9 @@ training engine, and:
   run's own on the whole test split; mean and spread over seeds.
 
 Twins share every setting except the shortcut: the study checks it through the runs' records and model configs
-before it compares them. The default budget (400 steps per run, 2 seeds) fits a CPU in about an hour;
-``--budget paper`` runs the paper's schedule (he2015-cifar: 64k iterations, lr /10 at 32k and 48k, a 45k/5k
-train/validation split) on CIFAR-10, for a GPU.
+before it compares them. The runs are those of ``DEFAULT_RUNS["degradation"]`` (resnets.studies.trained): on
+the cpu budget 400 steps per run and 2 seeds; ``--budget paper`` runs the paper's schedule (he2015-cifar: 64k
+iterations, lr /10 at 32k and 48k, a 45k/5k train/validation split) on CIFAR-10, for a GPU.
 """
 
 from __future__ import annotations
@@ -25,28 +25,19 @@ import dataclasses
 import itertools
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from resnets.errors import ConfigError
-from resnets.models import create_model, list_models
+from resnets.models import create_model, depth_options, list_models
 from resnets.runs import Run
-from resnets.runs.checkpoint import snapshot_steps
-from resnets.runs.directory import RunDir
-from resnets.studies.common import (
-    StudyOptions,
-    StudyResult,
-    depth_options,
-    error_rate,
-    new_figure,
-    progress,
-    save_figure,
-    seeds,
-    spread,
-    subset_batches,
-)
+from resnets.studies.common import error_rate, number, spread, subset_batches
+from resnets.studies.contract import INTS, Context, InstrumentOptions, option
+from resnets.studies.figures import legend_outside, new_figure, run_length, save_figure, titled
 from resnets.studies.reorder import is_plain
-from resnets.studies.trained import DEFAULT_STEPS, PLAIN, RESIDUAL, open_measured, train_short_run
+from resnets.studies.trained import TrainedRun, default_runs, open_trained, train_run
+from resnets.studies.verdict import Check, Threshold, Verdict, judged, settling
 
 NAME = "degradation"
 CLAIM = (
@@ -55,20 +46,51 @@ CLAIM = (
     "lower one (He, Zhang, Ren & Sun 2015, 'Deep Residual Learning for Image Recognition', Sec. 4.2, Fig. 6, "
     "Table 6: plain-56 trains worse than plain-20 on CIFAR-10; ResNet-56 better than ResNet-20)."
 )
-DEPTHS = (20, 32, 44, 56)
-CURVE_SAMPLES = 2000  # test images for the curve points at snapshots (the final point uses the whole test split)
-SNAPSHOTS = 9  # weight snapshots per cpu-budget run, evenly spaced, step 0 included
+HE = "He, Zhang, Ren & Sun 2015"
 TAIL = 0.1  # the final training error averages the batch errors of this last share of the steps
 RESIDUAL_TOLERANCE = 1.0  # points of training error within which a deeper residual net counts as "no worse"
-PAPER = {"recipe": "he2015-cifar", "val_size": 5000}  # with 64k steps: the paper's schedule and 45k/5k split
-PAPER_STEPS, PAPER_DATA = 64000, "cifar10"
+THRESHOLDS = {
+    "plain_degrades": Threshold(
+        0.0,
+        above=True,
+        unit="points",
+        paper="on CIFAR-10 plain-56 ends with a higher training error than plain-20 throughout training (and "
+        "test error), while the deeper ResNets end lower: ResNet-20 8.75%, ResNet-56 6.97% test error",
+        source=f"{HE}, Sec. 4.2, Fig. 6 (left), Table 6",
+        why="final training error of the deepest plain net minus the shallowest's, per training seed",
+    ),
+    "residual_no_worse": Threshold(
+        RESIDUAL_TOLERANCE,
+        above=False,
+        unit="points",
+        paper="deeper ResNets train to a lower error: the training curves of ResNet-110, 56, 44, 32, 20 lie in "
+        "that order",
+        source=f"{HE}, Sec. 4.2, Fig. 6 (middle), Table 6",
+        why="final training error of the deepest residual net minus the shallowest's: within 1 point counts as "
+        "no worse on a short run",
+    ),
+}
 
 
-def twins(options: StudyOptions) -> tuple[str, str]:
-    """(plain, residual) model names: ``--model`` twice in either order, else plain20 and resnet20."""
-    names = options.models or (PLAIN, RESIDUAL)
+@dataclass(frozen=True)
+class Options(InstrumentOptions):
+    models: tuple[str, ...] = option(
+        (),
+        "the twins: one plain and one residual model, in either order",
+        flags=("--model",),
+        repeat=True,
+        metavar="NAME",
+    )
+    depths: tuple[int, ...] = option((), "depths of the twins in weighted layers", **INTS)
+    steps: int | None = option(None, "optimiser steps per run")
+    seeds: int | None = option(None, "training seeds per twin and depth")
+    samples: int = option(2000, "test images per curve point at the snapshots (the last: the whole test split)")
+
+
+def twins(names: Sequence[str]) -> tuple[str, str]:
+    """(plain, residual) model names from two names in either order."""
     if len(names) != 2:
-        raise ConfigError(f"degradation compares two twins, a plain and a residual model; got --model {names}")
+        raise ConfigError(f"degradation compares two twins, a plain and a residual model; got --model {tuple(names)}")
     plain = [name for name in names if is_plain(create_model(name).residual_blocks())]
     if len(plain) != 1:
         raise ConfigError(f"give one plain model (no shortcuts) and one residual twin; got {', '.join(names)}")
@@ -116,29 +138,27 @@ def final_train_error(errors: Sequence[float], tail: float = TAIL) -> float:
     return sum(errors[-count:]) / count if errors else math.nan
 
 
-def measure(path: Path, options: StudyOptions, curve: list) -> dict[str, Any]:
+def measure_run(trained: TrainedRun, curve: list) -> dict[str, Any]:
     """One run's curves and final errors (see the module docstring)."""
-    steps = RunDir(path).read_steps()
+    steps = trained.step_log()
     errors = [row["error"] for row in steps]
     window = max(1, len(errors) // 40)
-    summary = RunDir(path).read_json("summary.json")
-    rows = [r for r in RunDir(path).read_metrics() if r.get("test_error") is not None]
+    rows = [r for r in trained.epoch_log() if r.get("test_error") is not None]
     if len(rows) >= 4:  # per-epoch test errors on the whole split
         test_curve = [(int(r["step"]), float(r["test_error"])) for r in rows]
     else:
         test_curve = []
-        for step in sorted(snapshot_steps(path / "checkpoints")):
-            snapshot = open_measured(options, path, f"step-{step}")
+        for step in trained.snapshots:
+            snapshot = trained.at(step)
             test_curve.append((step, 100.0 * error_rate(snapshot.model, curve, snapshot.precision)))
-        test_curve.append((int(summary["steps"]), float(summary["test_error"])))
+        test_curve.append((int(trained.steps), float(trained.test_error)))
     return {
-        "run": str(path),
-        "steps": int(summary["steps"]),
-        "params": int(summary["params"]),
+        **trained.describe(),
+        "params": trained.params,
         "train_curve": {"step": [r["step"] for r in steps], "error": smoothed(errors, window), "window": window},
         "test_curve": {"step": [s for s, _ in test_curve], "error": [e for _, e in test_curve]},
         "final_train_error": final_train_error(errors),
-        "final_test_error": float(summary["test_error"]),
+        "final_test_error": float(trained.test_error),
     }
 
 
@@ -157,46 +177,62 @@ def compare(finals: dict[int, list[float]]) -> dict[str, Any]:
     }
 
 
-def run(options: StudyOptions) -> StudyResult:
-    """Train the twins at every depth and seed (or reuse them in OUT/runs), then measure and compare them.
-
-    Reads ``models`` (a plain and a residual twin; default plain20, resnet20), ``depths`` (20, 32, 44, 56),
-    ``seeds`` (2), ``steps`` (400; 64k with ``--budget paper``), ``samples`` (test images per curve point, 2000),
-    ``budget`` and ``data``.
-    """
-    plain_name, residual_name = twins(options)
-    depths = tuple(sorted(options.pick("depths", DEPTHS)))
+def measure(options: Options, context: Context) -> dict[str, Any]:
+    """Train the twins at every depth and seed (or reuse them in OUT/runs), then measure and compare them."""
+    plan = default_runs(NAME, context.budget)
+    plain_name, residual_name = twins(options.models or plan.models)
+    depths = tuple(sorted(options.depths or plan.depths))
     if len(depths) < 2:
         raise ConfigError(f"degradation compares depths; give at least two (--depths 20,56), got {depths}")
-    paper = options.budget == "paper"
-    steps = int(options.pick("steps", PAPER_STEPS if paper else DEFAULT_STEPS))
-    settings = {**PAPER, "data": options.data or PAPER_DATA} if paper else None
-    draws = list(seeds(options, default=2))
+    steps = options.steps or plan.steps
+    paper = context.budget == "paper"
+    draws = list(range(options.seeds or plan.seeds))
     measured: dict[str, dict[int, list[dict[str, Any]]]] = {plain_name: {}, residual_name: {}}
+    described: list[dict[str, Any]] = []
     curve: list | None = None
     pairs = [(d, s) for s in draws for d in depths]
-    for depth, seed in progress(pairs, desc="degradation", quiet=options.quiet):
-        paths = {}
+    for depth, seed in context.progress(pairs, "degradation"):
+        opened = {}
         for name in (plain_name, residual_name):
             model, model_options, label = at_depth(name, depth)
-            paths[name] = train_short_run(
-                options,
+            path = train_run(
+                context,
                 model,
                 steps=steps,
                 seed=seed,
-                snapshots=SNAPSHOTS if not paper else 0,
+                snapshots=plan.snapshots,
+                plan=plan,
                 model_options=model_options,
                 label=f"{label}-paper" if paper else label,
-                settings=settings,
             )
-        plain_run, residual_run = (open_measured(options, paths[name]) for name in paths)
-        check_twins(plain_run, residual_run)  # before anything is compared
+            opened[name] = open_trained(context, path, f"{label} s{seed}")
+        check_twins(opened[plain_name].run, opened[residual_name].run)  # before anything is compared
         if curve is None:
-            curve = subset_batches(plain_run, options.pick("samples", CURVE_SAMPLES), 0)
-        for name, path in paths.items():
-            measured[name].setdefault(depth, []).append(measure(path, options, curve))
+            curve = subset_batches(opened[plain_name].run, options.samples, 0)
+        for name, trained in opened.items():
+            measured[name].setdefault(depth, []).append(measure_run(trained, curve))
+            described.append(trained.describe())
     families = {"plain": plain_name, "residual": residual_name}
-    numbers: dict[str, Any] = {"runs": {}, "final": {}, "comparison": {}}
+    numbers: dict[str, Any] = {
+        "settings": {
+            "plain": plain_name,
+            "residual": residual_name,
+            "depths": list(depths),
+            "seeds": len(draws),
+            "steps": steps,
+            "recipe": plan.recipe + (f" with {plan.changes}" if plan.changes else ""),
+            "train_error": f"mean batch error (with augmentation) over the last {TAIL:.0%} of the steps",
+            "test_error": "the run's own error on the whole test split",
+            "curve_test_samples": len(curve[0][1]) * len(curve) if curve else 0,
+        },
+        "trained": described,
+        "families": families,
+        "depths": list(depths),
+        "steps": steps,
+        "runs": {},
+        "final": {},
+        "comparison": {},
+    }
     for family, name in families.items():
         numbers["runs"][family] = {str(d): measured[name][d] for d in depths}
         numbers["final"][family] = {
@@ -210,65 +246,72 @@ def run(options: StudyOptions) -> StudyResult:
         numbers["comparison"][family] = compare(
             {d: [m["final_train_error"] for m in measured[name][d]] for d in depths}
         )
-    plain_cmp, residual_cmp = numbers["comparison"]["plain"], numbers["comparison"]["residual"]
-    plain_worse = plain_cmp["separated_higher"]
-    residual_better = residual_cmp["separated_lower"]
-    residual_no_worse = residual_cmp["difference"] <= RESIDUAL_TOLERANCE
-    numbers["plain_deeper_trains_worse"] = plain_worse
-    numbers["residual_deeper_trains_better"] = residual_better
-    numbers["residual_deeper_no_worse"] = residual_no_worse
-    supported = plain_worse and residual_no_worse
-    verdict = _verdict(numbers, plain_name, residual_name, depths, steps)
-    figures = [_figure(numbers, families, depths, steps, options.out)]
-    return StudyResult(
-        name=NAME,
-        claim=CLAIM,
-        verdict=verdict,
-        supported=supported,
-        settings={
-            "plain": plain_name,
-            "residual": residual_name,
-            "depths": list(depths),
-            "seeds": len(draws),
-            "steps": steps,
-            "budget": options.budget,
-            "data": (settings or {}).get("data") or options.data or "fashion-mnist",
-            "recipe": "he2015-cifar, 45k/5k split" if paper else "default, stopped after `steps` (cosine to 0)",
-            "train_error": f"mean batch error (with augmentation) over the last {TAIL:.0%} of the steps",
-            "test_error": "the run's own error on the whole test split",
-            "curve_test_samples": len(curve[0][1]) * len(curve) if curve else 0,
-            "residual_tolerance_points": RESIDUAL_TOLERANCE,
-        },
-        numbers=numbers,
-        table=_table(numbers, families, depths),
-        figures=figures,
-    )
+    return numbers
 
 
-def _verdict(numbers: dict[str, Any], plain: str, residual: str, depths: Sequence[int], steps: int) -> str:
+def _seed_differences(numbers: dict[str, Any], family: str) -> list[float]:
+    """Per training seed: the deepest net's final training error minus the shallowest's."""
+    runs, depths = numbers["runs"][family], numbers["depths"]
+    low, high = runs[str(depths[0])], runs[str(depths[-1])]
+    return [b["final_train_error"] - a["final_train_error"] for a, b in zip(low, high)]
+
+
+def _over_training(numbers: dict[str, Any], family: str, points: int = 9) -> tuple[list[int], list[float | None]]:
+    """The smoothed training error of the deepest net minus the shallowest's (mean over seeds) at ``points``
+    evenly spaced steps of the training curve."""
+    runs, depths = numbers["runs"][family], numbers["depths"]
+    low, high = runs[str(depths[0])], runs[str(depths[-1])]
+    steps = low[0]["train_curve"]["step"]
+    if not steps:
+        return [], []
+    at = sorted({round(i * (len(steps) - 1) / (points - 1)) for i in range(points)})
+
+    def mean(curves: list[dict], i: int) -> float:
+        return sum(number(c["train_curve"]["error"][i]) for c in curves) / len(curves)
+
+    return [steps[i] for i in at], [mean(high, i) - mean(low, i) for i in at]
+
+
+def judge(numbers: dict[str, Any]) -> Verdict:
+    plain, residual = numbers["families"]["plain"], numbers["families"]["residual"]
+    lo, hi = numbers["depths"][0], numbers["depths"][-1]
+    checks = [
+        Check(
+            "plain_degrades",
+            f"final training error of {plain} at {hi} layers minus at {lo}",
+            tuple(_seed_differences(numbers, "plain")),
+            THRESHOLDS["plain_degrades"],
+        ),
+        Check(
+            "residual_no_worse",
+            f"final training error of {residual} at {hi} layers minus at {lo}",
+            tuple(_seed_differences(numbers, "residual")),
+            THRESHOLDS["residual_no_worse"],
+        ),
+    ]
     final = numbers["final"]
-    lo, hi = str(depths[0]), str(depths[-1])
 
-    def err(family: str, depth: str) -> str:
-        return f"{final[family][depth]['train_error']['mean']:.1f}%"
+    def err(family: str, depth: int) -> str:
+        return f"{number(final[family][str(depth)]['train_error']['mean']):.1f}%"
 
-    plain_text = (
-        f"deeper plain nets train worse ({plain} at {hi} layers ends at {err('plain', hi)} training error against "
-        f"{err('plain', lo)} at {lo}, every seed)"
-        if numbers["plain_deeper_trains_worse"]
-        else f"deeper plain nets do not clearly train worse ({err('plain', hi)} at {hi} layers, {err('plain', lo)} at "
-        f"{lo})"
+    found = (
+        f"after {numbers['steps']} steps the final training errors at {lo} and {hi} layers are "
+        f"{err('plain', lo)} and {err('plain', hi)} ({plain}), {err('residual', lo)} and {err('residual', hi)} "
+        f"({residual})"
     )
-    if numbers["residual_deeper_trains_better"]:
-        residual_text = f"deeper residual nets train better ({err('residual', hi)} against {err('residual', lo)})"
-    elif numbers["residual_deeper_no_worse"]:
-        residual_text = (
-            f"deeper residual nets train no worse ({err('residual', hi)} at {hi} layers against {err('residual', lo)} "
-            f"at {lo}, within {RESIDUAL_TOLERANCE:g} point) but not clearly better"
+    moving = {}
+    for family, name in numbers["families"].items():
+        steps, values = _over_training(numbers, family)
+        key = "plain_degrades" if family == "plain" else "residual_no_worse"
+        moving[name] = settling(
+            steps, values, quantity=f"training-error gap ({hi} - {lo} layers)", threshold=THRESHOLDS[key].value
         )
-    else:
-        residual_text = f"deeper residual nets train worse too ({err('residual', hi)} against {err('residual', lo)})"
-    return f"After {steps} steps, {plain_text}; {residual_text}."
+    return judged(checks, found=found, settling=moving)
+
+
+def render(numbers: dict[str, Any], out: Path) -> tuple[str, list[Path]]:
+    families, depths = numbers["families"], numbers["depths"]
+    return _table(numbers, families, depths), [_figure(numbers, families, depths, numbers["steps"], out)]
 
 
 def _table(numbers: dict[str, Any], families: dict[str, str], depths: Sequence[int]) -> str:
@@ -283,14 +326,15 @@ def _table(numbers: dict[str, Any], families: dict[str, str], depths: Sequence[i
             train, test = row["train_error"], row["test_error"]
             lines.append(
                 f"| {label} ({at_depth(name, d)[2]}) | {d} | {row['params'] / 1e6:.2f}M | "
-                f"{train['mean']:.1f} ± {train['std']:.1f} | {test['mean']:.1f} ± {test['std']:.1f} |"
+                f"{number(train['mean']):.1f} ± {number(train['std']):.1f} | "
+                f"{number(test['mean']):.1f} ± {number(test['std']):.1f} |"
             )
     return "\n".join(lines)
 
 
-def _figure(numbers: dict[str, Any], families: dict[str, str], depths: Sequence[int], steps: int, out: str) -> Path:
+def _figure(numbers: dict[str, Any], families: dict[str, str], depths: Sequence[int], steps: int, out: Path) -> Path:
     """Fig. 6 of the paper: plain (left) and residual (right); thin: training error, bold: test error."""
-    fig, axes = new_figure(12.0, 4.4, cols=2)
+    fig, axes = new_figure(13.0, 4.6, cols=2)
     colours = ["tab:orange", "tab:blue", "tab:red", "tab:green", "tab:purple", "tab:brown", "tab:pink"]
     top = 0.0
     for ax, (family, name) in zip(axes[0], families.items()):
@@ -299,21 +343,27 @@ def _figure(numbers: dict[str, Any], families: dict[str, str], depths: Sequence[
             runs = numbers["runs"][family][str(d)]
             label = f"{'plain' if family == 'plain' else 'ResNet'}-{d}"
             for j, m in enumerate(runs):
-                ax.plot(m["train_curve"]["step"], m["train_curve"]["error"], color=colour, lw=0.7, alpha=0.8)
+                train = [number(v) for v in m["train_curve"]["error"]]
+                test = [number(v) for v in m["test_curve"]["error"]]
+                ax.plot(m["train_curve"]["step"], train, color=colour, lw=0.7, alpha=0.8)
                 ax.plot(
                     m["test_curve"]["step"],
-                    m["test_curve"]["error"],
+                    test,
                     color=colour,
                     lw=2.2,
                     marker="o",
                     ms=3,
                     label=label if j == 0 else None,
                 )
-                top = max(top, max(m["test_curve"]["error"][1:] or [0]), max(m["train_curve"]["error"][10:] or [0]))
-        ax.set(xlabel="iteration", ylabel="error (%)", title=f"{'plain' if family == 'plain' else 'residual'} ({name})")
+                finite = [v for v in test[1:] + train[10:] if math.isfinite(v)]
+                top = max(top, max(finite, default=0.0))
+        ax.set(xlabel="iteration", ylabel="error (%)")
+        ax.set_title(f"{'plain' if family == 'plain' else 'residual'} ({name})", fontsize=9)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, title="thin: train, bold: test", title_fontsize=8)
+        legend_outside(ax, title="thin: train, bold: test", title_fontsize=8)
     for ax in axes[0]:
         ax.set_ylim(0, min(100.0, top * 1.15 + 1))
         ax.set_xlim(0, steps)
+    what = "Training (thin) and test (bold) error of plain and residual twins over depth (He et al. 2015, Fig. 6)"
+    titled(fig, what, f"every twin {run_length(numbers['trained'][0])}, {numbers['settings']['seeds']} seeds")
     return save_figure(fig, out, f"{NAME}-curves")

@@ -24,9 +24,8 @@ ratios grew from the first snapshot to the last.
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,18 +36,11 @@ from resnets.errors import ConfigError
 from resnets.models.base import BlockInfo, capture_units
 from resnets.runs import Run
 from resnets.studies import paths
-from resnets.studies.common import (
-    BN_EVAL_MODE,
-    StudyOptions,
-    StudyResult,
-    new_figure,
-    progress,
-    save_figure,
-    seeds,
-    spread,
-    subset_batches,
-)
-from resnets.studies.trained import DEFAULT_STEPS, RESIDUAL, open_measured, trained_runs
+from resnets.studies.common import BN_EVAL_MODE, number, spread, subset_batches
+from resnets.studies.contract import Context, TrainedOptions, option
+from resnets.studies.figures import new_figure, save_figure, titled, trained_for
+from resnets.studies.trained import TrainedRun, trained_runs
+from resnets.studies.verdict import Check, Threshold, Verdict, judged, settling
 
 NAME = "dynamics"
 CLAIM = (
@@ -59,10 +51,34 @@ CLAIM = (
     "Networks'; De & Smith 2020, 'Batch Normalization Biases Residual Blocks Towards the Identity Function in "
     "Deep Networks')."
 )
-SNAPSHOTS = 9  # snapshots of the default run, evenly spaced, step 0 included
-SAMPLES = 256  # test images for the ratios
+THRESHOLDS = {
+    "deeper": Threshold(
+        0.0,
+        above=True,
+        unit="units",
+        paper="a trained ResNet-110 gets its gradient from paths 5-17 units long (Veit et al. 2016, Sec. 5, "
+        "Fig. 6); neither paper gives the length over training: the rise is this instrument's reading",
+        source="Veit, Wilber & Belongie 2016, Sec. 5; De & Smith 2020, Sec. 2-3",
+        why="the gradient-weighted path length at the last snapshot minus at the first, per path batch",
+    ),
+    "branches_grow": Threshold(
+        0.0,
+        above=True,
+        unit="",
+        paper="at initialisation BN shrinks a deep residual branch next to its skip (by about 1/sqrt(depth)), so "
+        "a deep normalised ResNet starts close to the identity",
+        source="De & Smith 2020, Sec. 2-3",
+        why="the mean branch/shortcut ratio at the last snapshot minus at the first",
+    ),
+}
 PATH_SAMPLES = 32  # training images per path-gradient batch, as in the paths instrument
 NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+
+
+@dataclass(frozen=True)
+class Options(TrainedOptions):
+    samples: int = option(256, "test images for the branch/shortcut ratios")
+    seeds: int = option(2, "path-gradient batches per snapshot")
 
 
 def branch_norm(info: BlockInfo) -> nn.Module | None:
@@ -101,9 +117,10 @@ def unit_statistics(run: Run, batches: list) -> dict[str, list[float]]:
     return {"ratio": ratios, "bn_scale": gammas}
 
 
-def measure(run: Run, options: StudyOptions, label: str) -> dict[str, Any]:
-    """Every snapshot of ``run``: unit statistics and the path-length gradient distribution."""
-    steps = run.snapshots
+def measure_run(trained: TrainedRun, options: Options, context: Context) -> dict[str, Any]:
+    """Every snapshot of ``trained``: unit statistics and the path-length gradient distribution."""
+    run = trained.run
+    steps = trained.snapshots
     if len(steps) < 2:
         raise ConfigError(
             f"{run.path} kept {len(steps)} weight snapshot(s); train it with --snapshot-every N (epochs) so that "
@@ -111,15 +128,15 @@ def measure(run: Run, options: StudyOptions, label: str) -> dict[str, Any]:
         )
     if not all(info.has_shortcut for info in run.model.residual_blocks()):
         raise ConfigError(f"{run.record.model} has units without shortcuts; dynamics follows residual networks")
-    batches = subset_batches(run, int(options.pick("samples", SAMPLES)), 0)
-    path_options = replace(options, samples=PATH_SAMPLES, seeds=len(seeds(options, default=2)), quiet=True)
-    summary = run.path / "summary.json" if run.path else None
-    per_epoch = _steps_per_epoch(summary)
+    batches = subset_batches(run, options.samples, 0)
+    per_epoch = trained.steps_per_epoch
     snapshots = []
-    for step in progress(steps, desc=f"dynamics {label}", quiet=options.quiet):
-        at = open_measured(options, run.path, f"step-{step}")
+    for step in context.progress(steps, f"dynamics {trained.label}"):
+        at = trained.at(step)
         stats = unit_statistics(at, batches)
-        traced = paths.measure_run(at, path_options, label)
+        traced = paths.measure_run(
+            at, batch=PATH_SAMPLES, seeds=options.seeds, context=context, label=trained.label, show=False
+        )
         snapshots.append(
             {
                 "step": step,
@@ -127,24 +144,16 @@ def measure(run: Run, options: StudyOptions, label: str) -> dict[str, Any]:
                 **stats,
                 "gradient_share": traced["gradient_share"],
                 "gradient_mean_length": traced["gradient_mean_length"],
+                "gradient_mean_length_by_seed": traced["by_seed"]["mean_length"],
                 "gradient_range": traced["gradient_range"],
             }
         )
     return {
-        "run": str(run.path),
-        "model": run.record.model,
+        **trained.describe(),
         "units": len(run.model.residual_blocks()),
         "unit_names": [info.name for info in run.model.residual_blocks()],
         "snapshots": snapshots,
     }
-
-
-def _steps_per_epoch(summary: Path | None) -> float | None:
-
-    if summary is None or not summary.exists():
-        return None
-    data = json.loads(summary.read_text())
-    return data["steps"] / data["epochs"] if data.get("epochs") else None
 
 
 def trend(first: list[float], last: list[float]) -> dict[str, float]:
@@ -159,88 +168,89 @@ def trend(first: list[float], last: list[float]) -> dict[str, float]:
     }
 
 
-def run(options: StudyOptions) -> StudyResult:
-    """Follow the snapshots of ``--run`` directories, or of a short default run of ``--model`` (resnet20).
-
-    Reads ``runs`` or ``models``, ``steps`` (400), ``samples`` (test images for the ratios, 256) and ``seeds``
-    (path-gradient batches per snapshot, 2).
-    """
-    steps = int(options.pick("steps", DEFAULT_STEPS))
-    runs = trained_runs(options, options.pick("models", (RESIDUAL,)), steps=steps, snapshots=SNAPSHOTS)
-    measured = {}
-    for run_ in runs:
-        label = run_.record.model if run_.record.model not in measured else f"{run_.record.model}#{len(measured)}"
-        measured[label] = measure(run_, options, label)
-    numbers: dict[str, Any] = {"runs": measured, "trends": {}}
-    figures = []
+def measure(options: Options, context: Context) -> dict[str, Any]:
+    """Follow the snapshots of ``--run`` directories, or of the default run (resnet20, 9 snapshots)."""
+    runs = trained_runs(NAME, options, context)
+    measured = {trained.label: measure_run(trained, options, context) for trained in runs}
+    trends = {}
     for label, m in measured.items():
         first, last = m["snapshots"][0], m["snapshots"][-1]
-        numbers["trends"][label] = {
+        trends[label] = {
             "ratio": trend(first["ratio"], last["ratio"]),
             "bn_scale": trend(first["bn_scale"], last["bn_scale"]),
             "gradient_mean_length": {
                 "first": first["gradient_mean_length"],
                 "last": last["gradient_mean_length"],
                 "by_step": [s["gradient_mean_length"] for s in m["snapshots"]],
+                "change_by_seed": [
+                    b - a for a, b in zip(first["gradient_mean_length_by_seed"], last["gradient_mean_length_by_seed"])
+                ],
             },
         }
-        figures.append(_figure(m, label, options.out))
-    deeper = [
-        t["gradient_mean_length"]["last"] > t["gradient_mean_length"]["first"] for t in numbers["trends"].values()
-    ]
-    grew = [t["ratio"]["last"] > t["ratio"]["first"] for t in numbers["trends"].values()]
-    supported = all(deeper) and all(grew)
-    return StudyResult(
-        name=NAME,
-        claim=CLAIM,
-        verdict=_verdict(numbers["trends"], supported),
-        supported=supported,
-        settings={
-            "runs": [m["run"] for m in measured.values()],
-            "snapshots": {k: [s["step"] for s in m["snapshots"]] for k, m in measured.items()},
-            "ratio_samples": int(options.pick("samples", SAMPLES)),
-            "path_batches": len(seeds(options, default=2)),
+    return {
+        "settings": {
             "path_batch_size": PATH_SAMPLES,
             "bn": BN_EVAL_MODE,
             "ratio": "||s * F(x)|| / ||shortcut(x)||, root mean squares over the batch",
             "bn_scale": "mean |gamma| of the last normalisation layer of the branch (shortcut modules excluded)",
-            "default_runs": f"short runs of {steps} steps ({SNAPSHOTS} snapshots) unless --run is given",
         },
-        numbers=numbers,
-        table=_table(numbers["trends"]),
-        figures=figures,
-    )
+        "trained": [r.describe() for r in runs],
+        "runs": measured,
+        "trends": trends,
+    }
 
 
-def _verdict(trends: dict[str, Any], supported: bool) -> str:
-    parts = []
-    for label, t in trends.items():
+def judge(numbers: dict[str, Any]) -> Verdict:
+    checks, parts, moving = [], [], {}
+    for label, t in numbers["trends"].items():
         length, ratio, gamma = t["gradient_mean_length"], t["ratio"], t["bn_scale"]
+        checks += [
+            Check(
+                "deeper",
+                f"change of {label}'s gradient-weighted path length from the first snapshot to the last",
+                tuple(length["change_by_seed"]),
+                THRESHOLDS["deeper"],
+            ),
+            Check(
+                "branches_grow",
+                f"change of {label}'s mean branch/shortcut ratio",
+                (_difference(ratio["first"], ratio["last"]),),
+                THRESHOLDS["branches_grow"],
+            ),
+        ]
         parts.append(
-            f"in {label} the gradient-weighted path length went from {length['first']:.2f} to {length['last']:.2f} "
-            f"units, the mean branch/shortcut ratio from {ratio['first']:.2f} to {ratio['last']:.2f} "
-            f"({ratio['grew']:.0%} of units grew) and the branch BN scale from {gamma['first']:.2f} to "
-            f"{gamma['last']:.2f}"
+            f"in {label} the gradient-weighted path length went from {number(length['first']):.2f} to "
+            f"{number(length['last']):.2f} units, the mean branch/shortcut ratio from {number(ratio['first']):.2f} "
+            f"to {number(ratio['last']):.2f} ({number(ratio['grew']):.0%} of units grew) and the branch BN scale "
+            f"from {number(gamma['first']):.2f} to {number(gamma['last']):.2f}"
         )
-    head = "The ensemble deepened over training: " if supported else "The ensemble did not clearly deepen: "
-    return head + "; ".join(parts) + "."
+        steps = [s["step"] for s in numbers["runs"][label]["snapshots"]]
+        moving[label] = settling(steps, length["by_step"], quantity="gradient-weighted path length")
+    return judged(checks, found="; ".join(parts), settling=moving)
 
 
-def _table(trends: dict[str, Any]) -> str:
+def _difference(first: float | None, last: float | None) -> float | None:
+    return None if first is None or last is None else last - first
+
+
+def render(numbers: dict[str, Any], out: Path) -> tuple[str, list[Path]]:
     lines = [
         "| run | path length (first → last) | branch/shortcut (first → last) | units grown | BN scale (first → last) |",
         "|---|---:|---:|---:|---:|",
     ]
-    for label, t in trends.items():
+    for label, t in numbers["trends"].items():
         length, ratio, gamma = t["gradient_mean_length"], t["ratio"], t["bn_scale"]
         lines.append(
-            f"| {label} | {length['first']:.2f} → {length['last']:.2f} | {ratio['first']:.3f} → {ratio['last']:.3f} | "
-            f"{ratio['grew']:.0%} | {gamma['first']:.3f} → {gamma['last']:.3f} |"
+            f"| {label} | {number(length['first']):.2f} → {number(length['last']):.2f} | "
+            f"{number(ratio['first']):.3f} → {number(ratio['last']):.3f} | {number(ratio['grew']):.0%} | "
+            f"{number(gamma['first']):.3f} → {number(gamma['last']):.3f} |"
         )
-    return "\n".join(lines)
+    training = trained_for(numbers["trained"])
+    figures = [_figure(m, label, out, training) for label, m in numbers["runs"].items()]
+    return "\n".join(lines), figures
 
 
-def _figure(m: dict[str, Any], label: str, out: str) -> Path:
+def _figure(m: dict[str, Any], label: str, out: Path, training: str) -> Path:
     """Heat maps of unit against step (ratio, BN scale), path-length share against step, and the mean length."""
     fig, axes = new_figure(16.0, 4.2, cols=4)
     steps = [s["step"] for s in m["snapshots"]]
@@ -253,7 +263,7 @@ def _figure(m: dict[str, Any], label: str, out: str) -> Path:
         (axes[0][0], "ratio", "branch / shortcut"),
         (axes[0][1], "bn_scale", "branch BN |gamma|"),
     ):
-        grid = torch.tensor([s[key] for s in m["snapshots"]]).T  # (units, snapshots)
+        grid = torch.tensor([[number(v) for v in s[key]] for s in m["snapshots"]]).T  # (units, snapshots)
         image = ax.imshow(grid.numpy(), aspect="auto", cmap="viridis", extent=extent)
         fig.colorbar(image, ax=ax, fraction=0.046)
         ax.set(xlabel=axis, ylabel="unit (input → output)", title=f"{title} ({label})")
@@ -267,6 +277,7 @@ def _figure(m: dict[str, Any], label: str, out: str) -> Path:
     axes[0][2].set_xticks(range(len(steps)), ticks, rotation=60, fontsize=7)
     mean_length = [s["gradient_mean_length"] for s in m["snapshots"]]
     ratio = [spread(s["ratio"])["mean"] for s in m["snapshots"]]
+    mean_length = [number(v) for v in mean_length]
     ax = axes[0][3]
     ax.plot(steps, mean_length, "o-", color="tab:red", label="gradient-weighted path length")
     ax.set(xlabel="step", ylabel="units", title="effective depth over training")
@@ -275,4 +286,5 @@ def _figure(m: dict[str, Any], label: str, out: str) -> Path:
     twin.set_ylabel("branch / shortcut")
     ax.legend(loc="upper left", fontsize=8)
     twin.legend(loc="lower right", fontsize=8)
+    titled(fig, f"How {label}'s units and paths change over training", training)
     return save_figure(fig, out, f"{NAME}-{label}")

@@ -4,9 +4,9 @@ Srivastava, Greff & Schmidhuber 2015 ("Training Very Deep Networks", Sec. 4.1, F
 trained highway nets: the mean transform-gate activity T(x) differs from layer to layer, many gates are mostly
 closed (those layers carry their input through), and the gates' biases and activity move during training.
 
-Here the gate values are read by forward hooks on the modules named ``transform_gate`` (the Highway family's
-documented output: they return T(x)); each gate belongs to the unit of ``residual_blocks()`` whose name
-prefixes its own. Per layer, on a seeded random subset of the test split in eval mode:
+Here the gate values are read by forward hooks on each unit's gate, reached through the unit interface
+(``SkipUnit.gate()``: a highway layer's transform gate, whose output is T(x)). Per layer, on a seeded random
+subset of the test split in eval mode:
 
 - ``mean_t``: the mean of T over samples, gate channels (units) and positions;
 - ``carry_fraction``: the fraction of gate channels (units of a fully connected layer, channels of a conv
@@ -18,10 +18,11 @@ each at every weight snapshot the run kept (``step-N``), so the change from the 
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,20 +30,11 @@ from torch import nn
 
 from resnets.errors import ConfigError
 from resnets.models import SkipNetwork
-from resnets.runs import Run
-from resnets.studies.common import (
-    BN_EVAL_MODE,
-    StudyOptions,
-    StudyResult,
-    fmt,
-    new_figure,
-    progress,
-    save_figure,
-    seeds,
-    spread,
-    subset_batches,
-)
-from resnets.studies.trained import DEFAULT_DATA, DEFAULT_STEPS, HIGHWAY, open_measured, trained_runs
+from resnets.studies.common import BN_EVAL_MODE, fmt, number, spread, subset_batches
+from resnets.studies.contract import Context, TrainedOptions, option
+from resnets.studies.figures import legend_outside, new_figure, save_figure, titled, trained_for
+from resnets.studies.trained import TrainedRun, trained_runs
+from resnets.studies.verdict import Check, Threshold, Verdict, judged, settling
 
 NAME = "gates"
 CLAIM = (
@@ -50,12 +42,42 @@ CLAIM = (
     "its input), gate activity differs from layer to layer, and it changes during training (Srivastava, Greff & "
     "Schmidhuber 2015, 'Training Very Deep Networks', Sec. 4.1, Fig. 2 and 3)."
 )
-GATE_MODULE = "transform_gate"  # the Highway family's gate modules; their output is T(x)
-DEFAULT_SAMPLES = 500  # test samples per seed
+SRIVASTAVA = "Srivastava, Greff & Schmidhuber 2015"
 CARRY_BELOW = 0.5  # a gate channel mostly carries when its mean T is below this
-MOSTLY_CLOSED = 0.5  # "many gates closed": at least this fraction of gate channels carry after training
-LAYERS_DIFFER = 0.05  # "differs per layer": the layers' mean T spans at least this range after training
-CHANGED = 0.01  # "changes through training": per-layer mean T moves by at least this on average
+THRESHOLDS = {
+    "mostly_closed": Threshold(
+        0.5,
+        above=True,
+        unit="",
+        paper="in the trained CIFAR-100 and MNIST highway nets most transform gates are closed on average (mean "
+        "T near 0 for most blocks), opening only for some inputs",
+        source=f"{SRIVASTAVA}, Sec. 4.1, Fig. 2",
+        why="the share of gate channels whose mean T is below 0.5 at the last checkpoint",
+    ),
+    "layers_differ": Threshold(
+        0.05,
+        above=True,
+        unit="",
+        paper="the mean gate activity and the gate biases differ from layer to layer (biases grow more negative "
+        "with depth in the MNIST net)",
+        source=f"{SRIVASTAVA}, Sec. 4.1, Fig. 2",
+        why="the span (max - min) of the layers' mean T at the last checkpoint",
+    ),
+    "changed": Threshold(
+        0.01,
+        above=True,
+        unit="",
+        paper="training moves the gates away from where their initial bias (-2 in the deepest nets) set them",
+        source=f"{SRIVASTAVA}, Sec. 3 and 4.1",
+        why="the mean |change| of the layers' mean T from the first checkpoint to the last",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Options(TrainedOptions):
+    samples: int = option(500, "test images per seed")
+    seeds: int = option(3, "test subsets, each drawn by its own seed")
 
 
 class _GateMoments:
@@ -87,25 +109,20 @@ class _GateMoments:
 
 
 def gate_modules(model: SkipNetwork, what: str = "the model") -> list[tuple[str, str, int, nn.Module]]:
-    """(unit name, gate module name, stage, gate) of every transform gate in forward order of the units.
+    """(unit name, gate module name, stage, gate) of every gated unit in forward order.
 
     Raises ConfigError for a model without gates: this instrument needs a Highway net.
     """
-    blocks = model.residual_blocks()
-    found = []
-    for name, module in model.named_modules():
-        if name.split(".")[-1] != GATE_MODULE:
-            continue
-        owners = [info for info in blocks if name.startswith(info.name + ".")]
-        owner = max(owners, key=lambda info: len(info.name)) if owners else None
-        found.append((owner.name if owner else name, name, owner.stage if owner else 1, module))
+    names = {module: name for name, module in model.named_modules()}
+    found = [
+        (info.name, names[gate], info.stage, gate) for info in model.residual_blocks() if (gate := info.unit.gate())
+    ]
     if not found:
         raise ConfigError(
-            f"{what} has no transform gates (no modules named {GATE_MODULE!r}): the gates study needs a Highway "
-            "net; train one (e.g. --model highway_cifar19 or highway_fc_10) or pass its run with --run"
+            f"{what} has no transform gates (no unit has a gate): the gates study needs a Highway net; train one "
+            "(e.g. --model highway_cifar19 or highway_fc_10) or pass its run with --run"
         )
-    order = {info.name: info.index for info in blocks}
-    return sorted(found, key=lambda item: order.get(item[0], len(order)))
+    return found
 
 
 @contextmanager
@@ -129,25 +146,13 @@ def gate_stats(model: SkipNetwork, batches: Sequence[tuple[torch.Tensor, Any]], 
     ]
 
 
-def _checkpoints(run: Run, options: StudyOptions) -> list[tuple[str, Run]]:
-    """Every kept snapshot, oldest first, then the run's own weights unless the last snapshot is them."""
-    final_step = None
-    if run.path and (run.path / "summary.json").is_file():
-        final_step = json.loads((run.path / "summary.json").read_text()).get("steps")
-    opened = [(f"step-{n}", open_measured(options, run.path, f"step-{n}")) for n in run.snapshots]
-    if not run.snapshots or final_step not in run.snapshots:
-        opened.append((run.checkpoint.stem, run))
-    return opened
-
-
-def _measure_run(options: StudyOptions, run: Run) -> dict[str, Any]:
+def _measure_run(trained: TrainedRun, options: Options, context: Context) -> dict[str, Any]:
     """Gate statistics of ``run`` at each checkpoint, over the seeded test subsets, and their change."""
+    run = trained.run
     gate_modules(run.model, f"run {str(run.path or run.checkpoint)!r} ({run.record.model})")
-    samples = options.pick("samples", DEFAULT_SAMPLES)
-    subsets = [subset_batches(run, samples, seed) for seed in seeds(options)]
-    checkpoints = _checkpoints(run, options)
+    subsets = [subset_batches(run, options.samples, seed) for seed in range(options.seeds)]
     measured = []
-    for label, opened in progress(checkpoints, desc=f"{NAME} {run.record.model}", quiet=options.quiet):
+    for label, step, opened in context.progress(trained.checkpoints(), f"{NAME} {trained.label}"):
         per_seed = [gate_stats(opened.model, batches, opened.precision) for batches in subsets]
         layers = [
             {
@@ -158,14 +163,22 @@ def _measure_run(options: StudyOptions, run: Run) -> dict[str, Any]:
             }
             for i, first in enumerate(per_seed[0])
         ]
+        by_seed = {key: [sum(r[key] for r in s) / len(s) for s in per_seed] for key in ("mean_t", "carry_fraction")}
+        spans = [max(r["mean_t"] for r in s) - min(r["mean_t"] for r in s) for s in per_seed]
         means = [layer["mean_t"]["mean"] for layer in layers]
         measured.append(
             {
                 "checkpoint": label,
+                "step": step,
                 "layers": layers,
-                "mean_t": spread(sum(r["mean_t"] for r in s) / len(s) for s in per_seed),
-                "carry_fraction": spread(sum(r["carry_fraction"] for r in s) / len(s) for s in per_seed),
+                "mean_t": spread(by_seed["mean_t"]),
+                "carry_fraction": spread(by_seed["carry_fraction"]),
                 "layer_range": max(means) - min(means),
+                "by_seed": {
+                    **by_seed,
+                    "layer_range": spans,
+                    "layer_means": [[r["mean_t"] for r in s] for s in per_seed],
+                },
             }
         )
     first, last = measured[0], measured[-1]
@@ -173,82 +186,88 @@ def _measure_run(options: StudyOptions, run: Run) -> dict[str, Any]:
     delta_carry = [
         b["carry_fraction"]["mean"] - a["carry_fraction"]["mean"] for a, b in zip(first["layers"], last["layers"])
     ]
+    moved = [
+        sum(abs(b - a) for a, b in zip(before, after)) / len(before)
+        for before, after in zip(first["by_seed"]["layer_means"], last["by_seed"]["layer_means"])
+    ]
     change = {
         "from": first["checkpoint"],
         "to": last["checkpoint"],
         "mean_t": delta_t,
         "carry_fraction": delta_carry,
         "mean_abs_change_t": sum(abs(d) for d in delta_t) / len(delta_t) if len(measured) > 1 else math.nan,
+        "mean_abs_change_t_by_seed": moved if len(measured) > 1 else [],
     }
+    return {**trained.describe(), "checkpoints": measured, "change": change}
+
+
+def measure(options: Options, context: Context) -> dict[str, Any]:
+    """Gate statistics of trained Highway runs (default: a highway_cifar19 run with its snapshots)."""
+    runs = trained_runs(NAME, options, context)
     return {
-        "model": run.record.model,
-        "run": str(run.path or run.checkpoint),
-        "checkpoints": measured,
-        "change": change,
+        "settings": {
+            "measured_on": "trained Highway runs at each kept weight snapshot, eval mode, the study's precision",
+            "split": "test",
+            "subset": "a random test subset drawn without replacement per seed (torch.randperm seeded with the seed)",
+            "bn": BN_EVAL_MODE + "; the default Highway nets have no BN (norm='identity'), as in the paper",
+            "gates": "forward hooks on each unit's gate (SkipUnit.gate(): a highway layer's transform gate)",
+            "carry_below": CARRY_BELOW,
+        },
+        "trained": [r.describe() for r in runs],
+        "runs": {trained.label: _measure_run(trained, options, context) for trained in runs},
     }
 
 
-def _figures(label: str, result: dict[str, Any], out: str, suffix: str) -> list:
-    paths = []
-    for key, ylabel, title, name in (
-        ("mean_t", "mean transform gate T(x)", "mean gate activity per layer", "mean-t"),
-        ("carry_fraction", f"fraction of gate channels with T < {CARRY_BELOW}", "carry fraction per layer", "carry"),
-    ):
-        figure, axes = new_figure(7.5, 4.2)
-        for point in result["checkpoints"]:
-            values = [layer[key]["mean"] for layer in point["layers"]]
-            axes.plot(range(1, len(values) + 1), values, marker=".", label=point["checkpoint"])
-        if key == "mean_t":
-            axes.axhline(CARRY_BELOW, color="grey", lw=0.8, ls=":", label=f"T = {CARRY_BELOW}")
-        axes.set(title=f"{label}: {title}", xlabel="highway layer (forward order)", ylabel=ylabel, ylim=(0, 1.02))
-        axes.legend(title="checkpoint", loc="upper right" if key == "mean_t" else "lower left")
-        axes.grid(alpha=0.3)
-        paths.append(save_figure(figure, out, f"{NAME}-{name}{suffix}"))
-    return paths
-
-
-def _verdict(runs: dict[str, dict[str, Any]]) -> tuple[str, bool | None]:
-    parts, decided = [], []
-    for label, result in runs.items():
+def judge(numbers: dict[str, Any]) -> Verdict:
+    checks, parts, moving = [], [], {}
+    for label, result in numbers["runs"].items():
         first, last = result["checkpoints"][0], result["checkpoints"][-1]
-        closed = last["carry_fraction"]["mean"] >= MOSTLY_CLOSED
-        differs = last["layer_range"] >= LAYERS_DIFFER
-        change = result["change"]["mean_abs_change_t"]
-        decided += [closed, differs] + ([change >= CHANGED] if math.isfinite(change) else [])
-        text = (
-            f"at {last['checkpoint']} {label}'s gates average T = {last['mean_t']['mean']:.3f} and "
-            f"{100 * last['carry_fraction']['mean']:.0f}% of gate channels mostly carry (T < {CARRY_BELOW}); the "
-            f"layers' mean T spans {last['layer_range']:.3f}"
-        )
-        if math.isfinite(change):
-            before, after = first["mean_t"]["mean"], last["mean_t"]["mean"]
-            text += (
-                f" and moved by {change:.3f} per layer on average since {first['checkpoint']} (mean T {before:.3f} "
-                f"-> {after:.3f}: the gates {'open' if after > before else 'close'} with training, from where the "
-                "initial gate bias set them)"
+        at = last["checkpoint"]
+        checks += [
+            Check(
+                "mostly_closed",
+                f"share of {label}'s gate channels that mostly carry at {at}",
+                tuple(last["by_seed"]["carry_fraction"]),
+                THRESHOLDS["mostly_closed"],
+            ),
+            Check(
+                "layers_differ",
+                f"span of {label}'s per-layer mean T at {at}",
+                tuple(last["by_seed"]["layer_range"]),
+                THRESHOLDS["layers_differ"],
+            ),
+        ]
+        if result["change"]["mean_abs_change_t_by_seed"]:
+            checks.append(
+                Check(
+                    "changed",
+                    f"mean change of {label}'s per-layer mean T from {first['checkpoint']} to {at}",
+                    tuple(result["change"]["mean_abs_change_t_by_seed"]),
+                    THRESHOLDS["changed"],
+                )
             )
-        parts.append(text)
-    supported = all(decided)
-    if supported and any(not math.isfinite(r["change"]["mean_abs_change_t"]) for r in runs.values()):
-        supported = None  # closed and differing, but no second checkpoint to see a change
-    head = {True: "Supported", False: "Not supported", None: "Undecided (one checkpoint only)"}[supported]
-    return f"{head}: {'; '.join(parts)}.", supported
+        before, after = number(first["mean_t"]["mean"]), number(last["mean_t"]["mean"])
+        parts.append(f"{label}'s gates average T = {before:.3f} at {first['checkpoint']} and {after:.3f} at {at}")
+        moving[label] = settling(
+            [p["step"] for p in result["checkpoints"]],
+            [p["carry_fraction"]["mean"] for p in result["checkpoints"]],
+            quantity="share of mostly carrying gate channels",
+            threshold=THRESHOLDS["mostly_closed"].value,
+        )
+    single = [k for k, r in numbers["runs"].items() if not r["change"]["mean_abs_change_t_by_seed"]]
+    notes = (
+        [f"{', '.join(single)} kept one checkpoint only, so no change through training is measured"] if single else []
+    )
+    return judged(checks, found="; ".join(parts), notes=notes, settling=moving)
 
 
-def run(options: StudyOptions) -> StudyResult:
-    """Gate statistics of trained Highway runs (default: a short highway_cifar19 run with 4 snapshots)."""
-    steps = options.pick("steps", DEFAULT_STEPS)
-    runs = trained_runs(options, options.models or (HIGHWAY,), steps=steps, snapshots=4)
-    results: dict[str, dict[str, Any]] = {}
-    for opened in runs:
-        label = opened.record.model if opened.record.model not in results else str(opened.path or opened.checkpoint)
-        results[label] = _measure_run(options, opened)
+def render(numbers: dict[str, Any], out: Path) -> tuple[str, list[Path]]:
     figures = []
-    for i, (label, result) in enumerate(results.items()):
-        figures += _figures(label, result, options.out, "" if i == 0 else f"-{i}")
-    verdict, supported = _verdict(results)
+    training = trained_for(numbers["trained"])
+    for i, (label, result) in enumerate(numbers["runs"].items()):
+        figures += _figures(label, result, out, "" if i == 0 else f"-{i}", training)
     rows = []
-    for label, result in results.items():
+    for label, result in numbers["runs"].items():
         rows += [
             f"**{label}** ({result['run']})",
             "",
@@ -256,42 +275,36 @@ def run(options: StudyOptions) -> StudyResult:
             "|---|---|---|---|---|",
         ]
         for point in result["checkpoints"]:
-            means = [layer["mean_t"]["mean"] for layer in point["layers"]]
+            means = [number(layer["mean_t"]["mean"]) for layer in point["layers"]]
             rows.append(
                 f"| {point['checkpoint']} | {fmt(point['mean_t'])} | {fmt(point['carry_fraction'])} | "
                 f"{min(means):.3f} | {max(means):.3f} |"
             )
-        change = result["change"]["mean_abs_change_t"]
+        change = number(result["change"]["mean_abs_change_t"])
         rows += [
             "",
             f"Mean |change| of per-layer mean T, {result['change']['from']} → {result['change']['to']}: "
             + (f"{change:.3f}" if math.isfinite(change) else "- (one checkpoint)"),
             "",
         ]
-    settings = {
-        "measured_on": "trained Highway runs at each kept weight snapshot, eval mode, the run's precision",
-        "runs": [r["run"] for r in results.values()],
-        "checkpoints": {label: [p["checkpoint"] for p in r["checkpoints"]] for label, r in results.items()},
-        "models": [r["model"] for r in results.values()],
-        "default_run_steps": None if options.runs else steps,
-        "data": "each run's recorded data" if options.runs else options.data or DEFAULT_DATA,
-        "split": "test",
-        "samples": options.pick("samples", DEFAULT_SAMPLES),
-        "seeds": len(seeds(options)),
-        "subset": "a random test subset drawn without replacement per seed (torch.randperm seeded with the seed)",
-        "bn": BN_EVAL_MODE + "; the default Highway nets have no BN (norm='identity'), as in the paper",
-        "gates": f"forward hooks on modules named {GATE_MODULE!r}, mapped to the unit whose name prefixes theirs",
-        "carry_below": CARRY_BELOW,
-        "thresholds": {"mostly_closed": MOSTLY_CLOSED, "layers_differ": LAYERS_DIFFER, "changed": CHANGED},
-        "device": options.device,
-    }
-    return StudyResult(
-        name=NAME,
-        claim=CLAIM,
-        verdict=verdict,
-        supported=supported,
-        settings=settings,
-        numbers={"runs": results},
-        table="\n".join(rows),
-        figures=figures,
-    )
+    return "\n".join(rows), figures
+
+
+def _figures(label: str, result: dict[str, Any], out: Path, suffix: str, training: str) -> list[Path]:
+    paths = []
+    for key, ylabel, title, name in (
+        ("mean_t", "mean transform gate T(x)", "mean gate activity per layer", "mean-t"),
+        ("carry_fraction", f"fraction of gate channels with T < {CARRY_BELOW}", "carry fraction per layer", "carry"),
+    ):
+        figure, axes = new_figure(8.2, 4.2)
+        for point in result["checkpoints"]:
+            values = [number(layer[key]["mean"]) for layer in point["layers"]]
+            axes.plot(range(1, len(values) + 1), values, marker=".", label=point["checkpoint"])
+        if key == "mean_t":
+            axes.axhline(CARRY_BELOW, color="grey", lw=0.8, ls=":", label=f"T = {CARRY_BELOW}")
+        axes.set(xlabel="highway layer (forward order)", ylabel=ylabel, ylim=(0, 1.02))
+        legend_outside(axes, title="checkpoint")
+        axes.grid(alpha=0.3)
+        titled(figure, f"{label}: {title} at each kept checkpoint (Srivastava et al. 2015, Fig. 2)", training)
+        paths.append(save_figure(figure, out, f"{NAME}-{name}{suffix}"))
+    return paths

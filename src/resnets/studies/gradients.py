@@ -10,11 +10,12 @@ the order the forward pass first uses them (stem first, classifier last, shortcu
 gates where they run), for L = the mean cross-entropy of one batch against its labels. The headline is
 ``first/last``: the first layer's gradient norm over the last (classifier) layer's, against depth.
 
-- At initialisation, over a depth sweep of each family (``model_at_depth``; a Highway net gets the nearest
+- At initialisation, over a depth sweep of each family (``create_at_depth``; a Highway net gets the nearest
   depth it can have, 3n+4), with BatchNorm on batch statistics (running statistics of a fresh net are unset)
   and everything else in eval mode (no dropout or drop path); one fresh net and one batch per seed.
-- Along training, at the weight snapshots of short trained runs (step 0 .. step 400 by default, or ``--run``),
-  with the same batch-statistics BN, i.e. the gradient an optimiser step would see, on training batches.
+- Along training, at the weight snapshots of the default runs (step 0 .. step 400 on the cpu budget, or
+  ``--run``), with the same batch-statistics BN, i.e. the gradient an optimiser step would see, on training
+  batches. The verdict is decided at initialisation, so training length cannot change it.
 
 Batches are real images of the study's data (Fashion-MNIST by default) with their labels; only where the
 default data set is missing do random normal images with random labels stand in, which the JSON says.
@@ -25,6 +26,8 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -32,19 +35,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from resnets.models import SkipNetwork, get_model_entry
-from resnets.studies.common import (
-    StudyOptions,
-    StudyResult,
-    first_batches,
-    fmt,
-    new_figure,
-    progress,
-    save_figure,
-    seeds,
-    spread,
-)
-from resnets.studies.trained import DEFAULT_STEPS, HIGHWAY, PLAIN, RESIDUAL, open_measured, trained_runs
+from resnets.studies.common import first_batches, fmt, number, spread
+from resnets.studies.contract import INTS, Context, TrainedOptions, option
+from resnets.studies.figures import UNTRAINED, legend_outside, new_figure, save_figure, titled, trained_for
+from resnets.studies.trained import TrainedRun, default_runs, trained_runs
 from resnets.studies.untrained import BN_BATCH, StudyData, batch_statistics, build_near
+from resnets.studies.verdict import Check, Threshold, Verdict, judged, settling
 
 NAME = "gradients"
 CLAIM = (
@@ -52,14 +48,36 @@ CLAIM = (
     "directly added term, so it does not vanish with depth, whereas a plain net's gradient shrinks or explodes "
     "with depth (He et al. 2016, 'Identity Mappings in Deep Residual Networks', eq. 5)."
 )
-DEFAULT_MODELS = (RESIDUAL, PLAIN, HIGHWAY)
-DEFAULT_DEPTHS = (20, 56, 110)
-DEFAULT_SAMPLES = 16  # images per batch (one batch per seed); BN uses their statistics
+THRESHOLDS = {
+    "kept": Threshold(
+        -1.0,
+        above=True,
+        unit="decades",
+        paper="dL/dx_l = dL/dx_L (1 + d/dx_l sum F): the deepest unit's gradient reaches every shallower unit "
+        "directly, so it is unlikely to cancel out and vanish however deep the net (no measured number)",
+        source="He, Zhang, Ren & Sun 2016, 'Identity Mappings in Deep Residual Networks', Sec. 3, eq. (5)",
+        why="log10 of the first/last layer gradient-norm ratio at the deepest depth minus at the shallowest: "
+        "above -1, it fell less than tenfold",
+    ),
+    "plain_moves_more": Threshold(
+        0.0,
+        above=True,
+        unit="decades",
+        paper="without shortcuts the gradient is a product of one Jacobian per layer and vanishes or explodes "
+        "with depth, which normalisation hides in the forward pass but not in training (plain nets degrade)",
+        source="He, Zhang, Ren & Sun 2015, Sec. 4.1; He et al. 2016, Sec. 3",
+        why="|drift of the plain net| minus the largest |drift| of a residual net, in decades over the sweep",
+    ),
+}
 VANISHED = 1.0  # log10: the first/last ratio falling tenfold over the depth sweep counts as vanishing
 WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 
-# -- the measurement -------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Options(TrainedOptions):
+    depths: tuple[int, ...] = option((20, 56, 110), "depth sweep in weighted layers (each family's nearest)", **INTS)
+    samples: int = option(16, "images per batch (one batch per seed); BN uses their statistics")
+    seeds: int = option(3, "fresh nets and batches per depth, and batches per trained snapshot")
 
 
 def layer_gradient_norms(
@@ -100,15 +118,15 @@ def role(model: SkipNetwork, name: str) -> str:
 # -- the two parts of the study ------------------------------------------------------------------------------
 
 
-def _sweep(name: str, depths: Sequence[int], options: StudyOptions, data: StudyData, samples: int) -> dict:
+def _sweep(name: str, options: Options, context: Context, data: StudyData) -> dict:
     """Per depth: every layer's gradient norm at initialisation for each seed, and first/last over seeds."""
-    result: dict[str, Any] = {"depths": [], "requested_depths": list(depths), "by_depth": {}}
-    jobs = [(d, s) for d in depths for s in seeds(options)]
-    for depth, seed in progress(jobs, desc=f"gradients {name}", quiet=options.quiet):
+    result: dict[str, Any] = {"depths": [], "requested_depths": list(options.depths), "by_depth": {}}
+    jobs = [(d, s) for d in options.depths for s in range(options.seeds)]
+    for depth, seed in context.progress(jobs, f"gradients {name}"):
         model, actual = build_near(name, depth, seed, **data.shapes(name))
         result["role"] = role(model, name)
-        model.to(options.device)
-        x, y = data.batch(model, samples, seed, options.device)
+        model.to(context.device)
+        x, y = data.batch(model, options.samples, seed, context.device)
         with batch_statistics(model):
             layers, norms = layer_gradient_norms(model, x, y)
         entry = result["by_depth"].setdefault(str(actual), {"layers": layers, "norms": [], "first_last": []})
@@ -127,80 +145,114 @@ def _summarise(entry: dict) -> None:
     entry["norm_mean"] = [float(torch.tensor(column).mean()) for column in zip(*entry["norms"])]
     entry["first_last"] = {"values": ratios, **spread(ratios)}
     entry["log10_first_last"] = spread(math.log10(r) if r > 0 else math.nan for r in ratios)
+    entry["log10_by_seed"] = [math.log10(r) if r > 0 else None for r in ratios]
 
 
-def _checkpoints(options: StudyOptions, models: Sequence[str], samples: int) -> list[dict]:
-    """Per trained run and kept snapshot: every layer's gradient norm on ``seeds`` training batches."""
-    steps = options.pick("steps", DEFAULT_STEPS)
-    results = []
-    for run in trained_runs(options, models, steps=steps):
-        batches = first_batches(run.loader("train"), samples * len(seeds(options)))
-        x = torch.cat([b[0] for b in batches])
-        y = torch.cat([b[1] for b in batches])
-        checkpoints = [f"step-{n}" for n in run.snapshots] or [None]
-        entry: dict[str, Any] = {
-            "run": str(run.path or run.checkpoint),
-            "model": run.record.model,
-            "checkpoints": {},
-        }
-        for checkpoint in progress(checkpoints, desc=f"gradients {run.record.model}", quiet=options.quiet):
-            opened = run if checkpoint is None else open_measured(options, run.path, checkpoint)
-            label = checkpoint or run.checkpoint.stem
-            found: dict[str, Any] = {"norms": [], "first_last": []}
-            for seed in seeds(options):
-                part = slice(seed * samples, (seed + 1) * samples)
-                with batch_statistics(opened.model):
-                    layers, norms = layer_gradient_norms(opened.model, x[part], y[part], opened.precision.autocast())
-                found["layers"] = layers
-                found["norms"].append(norms)
-                found["first_last"].append(norms[0] / norms[-1])
-            _summarise(found)
-            entry["checkpoints"][label] = found
-        results.append(entry)
-    return results
+def _checkpoints(trained: TrainedRun, options: Options, context: Context) -> dict[str, Any]:
+    """Per kept snapshot of a trained run: every layer's gradient norm on ``seeds`` training batches."""
+    run = trained.run
+    batches = first_batches(run.loader("train"), options.samples * options.seeds)
+    x = torch.cat([b[0] for b in batches])
+    y = torch.cat([b[1] for b in batches])
+    entry: dict[str, Any] = {**trained.describe(), "checkpoints": {}, "steps": []}
+    for label, step, opened in context.progress(trained.checkpoints(), f"gradients {trained.label}"):
+        found: dict[str, Any] = {"norms": [], "first_last": [], "step": step}
+        for seed in range(options.seeds):
+            part = slice(seed * options.samples, (seed + 1) * options.samples)
+            with batch_statistics(opened.model):
+                layers, norms = layer_gradient_norms(opened.model, x[part], y[part], opened.precision.autocast())
+            found["layers"] = layers
+            found["norms"].append(norms)
+            found["first_last"].append(norms[0] / norms[-1])
+        _summarise(found)
+        entry["checkpoints"][label] = found
+        entry["steps"].append(step)
+    return entry
+
+
+def measure(options: Options, context: Context) -> dict[str, Any]:
+    """Gradient norms per layer at initialisation over depth, and at the snapshots of trained runs."""
+    models = options.models or default_runs(NAME, context.budget).models
+    data = StudyData.load(context)
+    sweep = {name: _sweep(name, options, context, data) for name in models}
+    runs = trained_runs(NAME, options, context, models=models)
+    return {
+        "settings": {
+            "inputs": data.description,
+            "loss": "mean cross-entropy of the batch against its labels",
+            "norm": "Frobenius norm of dL/dW of every conv and linear weight, in forward order",
+            "bn": BN_BATCH,
+            "trained_batches": "the first seeds x samples images of each run's training split, one batch per seed",
+            "vanishing_threshold": f"first/last falling by 10^{VANISHED} or more over the sweep",
+        },
+        "trained_runs": [r.describe() for r in runs],
+        "init": sweep,
+        "trained": [_checkpoints(r, options, context) for r in runs],
+    }
 
 
 # -- verdict, table, figures ---------------------------------------------------------------------------------
 
 
-def _drift(result: dict) -> float:
-    """log10 of first/last at the deepest depth minus at the shallowest (mean log10 over seeds)."""
-    by_depth = result["by_depth"]
+def _drifts(result: dict) -> list[float | None]:
+    """Per seed: log10 of first/last at the deepest depth minus at the shallowest (seeds paired by index)."""
     depths = sorted(result["depths"])
-    return by_depth[str(depths[-1])]["log10_first_last"]["mean"] - by_depth[str(depths[0])]["log10_first_last"]["mean"]
+    deep = result["by_depth"][str(depths[-1])]["log10_by_seed"]
+    shallow = result["by_depth"][str(depths[0])]["log10_by_seed"]
+    return [None if a is None or b is None else b - a for a, b in zip(shallow, deep)]
 
 
-def _verdict(sweep: dict[str, dict]) -> tuple[bool | None, str, dict[str, float]]:
-    drift = {name: _drift(result) for name, result in sweep.items() if len(result["depths"]) > 1}
-    residual = [n for n in drift if sweep[n]["role"] == "residual"]
-    plain = [n for n in drift if sweep[n]["role"] == "plain"]
-    highway = [n for n in drift if sweep[n]["role"] == "highway"]
+def judge(numbers: dict[str, Any]) -> Verdict:
+    sweep = numbers["init"]
+    drifts = {name: _drifts(result) for name, result in sweep.items() if len(result["depths"]) > 1}
+    residual = [n for n in drifts if sweep[n]["role"] == "residual"]
+    plain = [n for n in drifts if sweep[n]["role"] == "plain"]
     if not residual:
-        return None, "No residual net was swept over two or more depths, so the claim cannot be judged.", drift
-    kept = all(drift[n] > -VANISHED for n in residual)
-    calmer = all(abs(drift[p]) > max(abs(drift[n]) for n in residual) for p in plain)
-    supported = kept and calmer
-
-    def said(names: list[str]) -> str:
-        return ", ".join(f"{n} {10 ** drift[n]:.3g}x" for n in names)
-
-    text = (
-        f"Over the depth sweep the first/last gradient-norm ratio at initialisation changed by {said(residual)} "
-        f"in the residual net{'s' if len(residual) > 1 else ''}"
-        + (f" and by {said(plain)} in the plain net{'s' if len(plain) > 1 else ''}" if plain else "")
-        + (f" ({said(highway)} in Highway)" if highway else "")
-        + (
-            ": the residual gradient did not vanish and moved less than the plain one, as claimed."
-            if supported
-            else (
-                ": the residual first-layer gradient fell tenfold or more, against the claim."
-                if not kept
-                else ": the residual gradient did not vanish, but the plain one moved no more, so the contrast "
-                "the claim draws is not seen."
-            )
+        return judged([], missing="no residual net was swept over two or more depths")
+    checks = [
+        Check("kept", f"change of {n}'s log10 first/last gradient ratio over the sweep", tuple(drifts[n]), _t("kept"))
+        for n in residual
+    ]
+    for p in plain:
+        margins = [
+            None
+            if d is None or any(drifts[r][s] is None for r in residual)
+            else abs(d) - max(abs(drifts[r][s]) for r in residual)
+            for s, d in enumerate(drifts[p])
+        ]
+        checks.append(
+            Check("plain_moves_more", f"{p}'s |drift| minus the residual nets'", tuple(margins), _t("plain_moves_more"))
         )
+    found = (
+        "over depths "
+        + ", ".join(f"{n} {min(sweep[n]['depths'])}-{max(sweep[n]['depths'])}" for n in drifts)
+        + " the first/last gradient-norm ratio at initialisation moved by "
+        + ", ".join(f"{n} {_mean_drift(drifts[n]):+.2f}" for n in drifts)
+        + " decades"
     )
-    return supported, text, drift
+    moving = {
+        entry["label"]: settling(
+            entry["steps"],
+            [c["log10_first_last"]["mean"] for c in entry["checkpoints"].values()],
+            quantity="log10 first/last gradient ratio of the trained run",
+        )
+        for entry in numbers["trained"]
+    }
+    notes = ["The verdict is decided at initialisation; the trained runs are reported, not judged"]
+    return judged(checks, found=found, settling=moving, notes=notes)
+
+
+def _t(key: str) -> Threshold:
+    return THRESHOLDS[key]
+
+
+def _mean_drift(values: Sequence[float | None]) -> float:
+    found = [v for v in values if v is not None]
+    return sum(found) / len(found) if found else math.nan
+
+
+def render(numbers: dict[str, Any], out: Path) -> tuple[str, list[Path]]:
+    return _table(numbers["init"], numbers["trained"]), _figures(numbers, out)
 
 
 def _table(sweep: dict[str, dict], trained: list[dict]) -> str:
@@ -211,20 +263,22 @@ def _table(sweep: dict[str, dict], trained: list[dict]) -> str:
             entry = result["by_depth"][str(depth)]
             first, last = entry["norm_mean"][0], entry["norm_mean"][-1]
             lines.append(
-                f"| {name} | {result['role']} | {depth} | {first:.3g} | {last:.3g} | {fmt(entry['first_last'])} |"
+                f"| {name} | {result['role']} | {depth} | {number(first):.3g} | {number(last):.3g} | "
+                f"{fmt(entry['first_last'])} |"
             )
     if trained:
         lines += ["", "| trained run | checkpoint | first/last (mean ± std over batches) |", "|---|---|---|"]
         for entry in trained:
             for label, found in entry["checkpoints"].items():
-                lines.append(f"| {entry['model']} | {label} | {fmt(found['first_last'])} |")
+                lines.append(f"| {entry['label']} | {label} | {fmt(found['first_last'])} |")
     return "\n".join(lines)
 
 
-def _figures(sweep: dict[str, dict], trained: list[dict], out: str) -> list:
+def _figures(numbers: dict[str, Any], out: Path) -> list[Path]:
+    sweep, trained = numbers["init"], numbers["trained"]
     figures = []
     names = list(sweep)
-    figure, axes = new_figure(4.0 * len(names), 3.6, cols=len(names))
+    figure, axes = new_figure(4.2 * len(names), 3.8, cols=len(names))
     axes = list(axes[0]) if len(names) > 1 else [axes]
     for ax, name in zip(axes, names):
         result = sweep[name]
@@ -232,87 +286,45 @@ def _figures(sweep: dict[str, dict], trained: list[dict], out: str) -> list:
         stats = [result["by_depth"][str(d)]["first_last"] for d in depths]
         ax.errorbar(
             depths,
-            [s["mean"] for s in stats],
-            yerr=[s["std"] for s in stats],
+            [number(s["mean"]) for s in stats],
+            yerr=[number(s["std"]) for s in stats],
             marker="o",
             capsize=3,
             label="mean ± std over seeds",
         )
         for d, s in zip(depths, stats):
-            ax.scatter([d] * len(s["values"]), s["values"], s=10, color="grey", alpha=0.6)
+            ax.scatter([d] * len(s["values"]), [number(v) for v in s["values"]], s=10, color="grey", alpha=0.6)
         ax.set_yscale("log")
-        ax.set_xlabel("depth (weighted layers)")
-        ax.set_ylabel("||dL/dW|| first layer / last layer")
-        ax.set_title(f"{name} ({result['role']}), at init")
+        ax.set(xlabel="depth (weighted layers)", ylabel="||dL/dW|| first layer / last layer")
+        ax.set_title(f"{name} ({result['role']})", fontsize=9)
         ax.legend(fontsize=8)
+    titled(figure, "First-over-last layer gradient norm against depth", UNTRAINED)
     figures.append(save_figure(figure, out, f"{NAME}-ratio-vs-depth"))
 
-    figure, axes = new_figure(4.0 * len(names), 3.6, cols=len(names))
+    figure, axes = new_figure(4.2 * len(names), 3.8, cols=len(names))
     axes = list(axes[0]) if len(names) > 1 else [axes]
     for ax, name in zip(axes, names):
         result = sweep[name]
         for depth in sorted(result["depths"]):
-            norms = result["by_depth"][str(depth)]["norm_mean"]
+            norms = [number(v) for v in result["by_depth"][str(depth)]["norm_mean"]]
             ax.plot(range(len(norms)), norms, label=f"depth {depth}")
         ax.set_yscale("log")
-        ax.set_xlabel("layer (forward order; last = classifier)")
-        ax.set_ylabel("||dL/dW|| (mean over seeds)")
-        ax.set_title(f"{name} at initialisation")
+        ax.set(xlabel="layer (forward order; last = classifier)", ylabel="||dL/dW|| (mean over seeds)")
+        ax.set_title(name, fontsize=9)
         ax.legend(fontsize=8)
+    titled(figure, "Gradient norm of every layer", UNTRAINED)
     figures.append(save_figure(figure, out, f"{NAME}-layers-init"))
 
     if trained:
-        figure, axes = new_figure(4.0 * len(trained), 3.6, cols=len(trained))
+        figure, axes = new_figure(4.6 * len(trained), 3.8, cols=len(trained))
         axes = list(axes[0]) if len(trained) > 1 else [axes]
         for ax, entry in zip(axes, trained):
             for label, found in entry["checkpoints"].items():
-                ax.plot(range(len(found["norm_mean"])), found["norm_mean"], label=label)
+                ax.plot(range(len(found["norm_mean"])), [number(v) for v in found["norm_mean"]], label=label)
             ax.set_yscale("log")
-            ax.set_xlabel("layer (forward order; last = classifier)")
-            ax.set_ylabel("||dL/dW|| (mean over batches)")
-            ax.set_title(f"{entry['model']} along training")
-            ax.legend(fontsize=8)
+            ax.set(xlabel="layer (forward order; last = classifier)", ylabel="||dL/dW|| (mean over batches)")
+            ax.set_title(entry["label"], fontsize=9)
+            legend_outside(ax, title="checkpoint")
+        titled(figure, "Gradient norm of every layer at each kept checkpoint", trained_for(numbers["trained_runs"]))
         figures.append(save_figure(figure, out, f"{NAME}-layers-trained"))
     return figures
-
-
-def run(options: StudyOptions) -> StudyResult:
-    """Gradient norms per layer at initialisation over depth, and at the snapshots of trained runs.
-
-    Reads ``models`` (default resnet20, plain20, highway_cifar19), ``depths`` (20, 56, 110), ``seeds`` (fresh
-    nets and batches), ``samples`` (16 images per batch), ``steps`` and ``runs`` (the trained runs), ``data``.
-    """
-    models = tuple(options.pick("models", DEFAULT_MODELS))
-    depths = tuple(options.pick("depths", DEFAULT_DEPTHS))
-    samples = int(options.pick("samples", DEFAULT_SAMPLES))
-    data = StudyData.load(options)
-    sweep = {name: _sweep(name, depths, options, data, samples) for name in models}
-    trained = _checkpoints(options, models, samples)
-    supported, verdict, drift = _verdict(sweep)
-    settings = {
-        "models": list(models),
-        "depths": list(depths),
-        "seeds": len(seeds(options)),
-        "samples": samples,
-        "inputs": data.description,
-        "loss": "mean cross-entropy of the batch against its labels",
-        "norm": "Frobenius norm of dL/dW of every conv and linear weight, in forward order",
-        "bn": BN_BATCH,
-        "runs": [entry["run"] for entry in trained],
-        "checkpoints": sorted({label for entry in trained for label in entry["checkpoints"]}),
-        "trained_batches": "the first seeds x samples images of each run's training split, one batch per seed",
-        "steps": options.pick("steps", DEFAULT_STEPS) if not options.runs else None,
-        "device": options.device,
-        "vanishing_threshold": f"first/last falling by 10^{VANISHED} or more over the sweep",
-    }
-    numbers = {"init": sweep, "trained": trained, "log10_drift_over_sweep": drift}
-    return StudyResult(
-        name=NAME,
-        claim=CLAIM,
-        verdict=verdict,
-        supported=supported,
-        settings=settings,
-        numbers=numbers,
-        table=_table(sweep, trained),
-        figures=_figures(sweep, trained, options.out),
-    )

@@ -21,29 +21,29 @@ layers). The target: A = I + U diag(s) V^T with U, V seeded random orthogonal an
 to 0.5, so the closed form above is 4 at every depth.
 
 Trained nets: the top Hessian eigenvalue (sharpness) of the training loss of a residual run and its plain
-twin, by Lanczos on HVPs over all parameters, on a seeded batch of training images per seed.
+twin, by Lanczos on HVPs over all parameters, on a seeded batch of training images per seed, and at every
+snapshot the runs kept (the first seed's batch). They are reported beside the verdict, which the linear nets
+decide.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from resnets.runs import Run
-from resnets.studies.common import StudyOptions, StudyResult, new_figure, progress, save_figure, seeds, spread
-from resnets.studies.spectrum import (
-    exact_hessian,
-    flatten,
-    hvp_operator,
-    lanczos,
-    summarise,
-    top_eigenvalue,
-)
-from resnets.studies.trained import DEFAULT_DATA, DEFAULT_STEPS, PLAIN, RESIDUAL, trained_runs
+from resnets.studies.common import kind, number, over_training_rows, spread
+from resnets.studies.contract import INTS, Context, TrainedOptions, option
+from resnets.studies.figures import UNTRAINED, new_figure, save_figure, titled, trained_for
+from resnets.studies.spectrum import exact_hessian, flatten, hvp_operator, lanczos, summarise, top_eigenvalue
+from resnets.studies.trained import TrainedRun, over_snapshots, trained_runs
+from resnets.studies.verdict import Check, Threshold, Verdict, judged, settling
 
 NAME = "hessian"
 CLAIM = (
@@ -67,7 +67,56 @@ LINEAR_LANCZOS_STEPS = 512
 AGREEMENT_NET = (1, 16)  # (shortcut, depth) of the mid-size net, near zero, where exact and Lanczos are compared
 DEFAULT_SAMPLES = 256  # training images per seed for the trained nets' Hessian
 TRAINED_LANCZOS_STEPS = 10  # enough for the top eigenvalue of resnet20/plain20 to ~1e-4 (residuals in the JSON)
+FLOOR = 1e-14  # panel (c) of the figure shows smaller |eigenvalues| (a vanishing Hessian) at this floor
+
+
 GROWS, FLAT = 10.0, 1.5  # deepest/shallowest condition number: "grows" at >= 10x, "does not grow" below 1.5x
+LI = "Li, Jiao, Han & Weissman 2016, 'Demystifying ResNet'"
+THRESHOLDS = {
+    "two_zero": Threshold(
+        1e-6,
+        above=False,
+        unit="",
+        paper="with 2-layer shortcuts the Hessian at the zero initial point has a condition number that does not "
+        "depend on depth",
+        source=f"{LI}, Sec. 3, Theorem 1",
+        why="the largest relative difference, over depths, between the measured condition number and the closed "
+        "form sigma_max(A - I) / sigma_min(A - I)",
+    ),
+    "two_near": Threshold(
+        FLAT,
+        above=False,
+        unit="x",
+        paper="near the zero point the 2-shortcut condition number stays depth-invariant",
+        source=f"{LI}, Sec. 3 and 5",
+        why="the condition number at the deepest net over the shallowest, weights N(0, 0.01^2)",
+    ),
+    "grows": Threshold(
+        GROWS,
+        above=True,
+        unit="x",
+        paper="1-layer shortcuts behave like none: the condition number of the Hessian explodes with depth",
+        source=f"{LI}, Sec. 3-4, Theorem 2",
+        why="the condition number at the deepest net over the shallowest",
+    ),
+    "flat": Threshold(
+        ATOL,
+        above=False,
+        unit="",
+        paper="with shortcuts of 3 or more layers (and plain nets of 3 or more layers) the zero point is a "
+        "high-order saddle: zero gradient and zero Hessian",
+        source=f"{LI}, Sec. 3, Theorem 1",
+        why="the largest |eigenvalue| (and gradient norm) at the zero point over depths",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Options(TrainedOptions):
+    depths: tuple[int, ...] = option(DEFAULT_DEPTHS, "weight layers of the deep linear nets", **INTS)
+    seeds: int = option(3, "draws of the near-zero weights of the linear nets")
+    samples: int = option(256, "training images per seed for the trained nets' Hessian")
+    trained_seeds: int = option(2, "batches per trained net")
 
 
 def target_map(width: int = WIDTH, seed: int = TARGET_SEED) -> torch.Tensor:
@@ -151,7 +200,7 @@ def _nan(value: float | None) -> float:
 
 
 def sweep(
-    depths: Sequence[int], seed_list: Sequence[int], target: torch.Tensor, *, quiet: bool = True
+    depths: Sequence[int], seed_list: Sequence[int], target: torch.Tensor, *, progress: Any = None
 ) -> dict[str, dict[str, list[dict[str, Any]]]]:
     """Per shortcut kind: the spectrum at zero and near zero (over seeds) at each depth the kind can take."""
     width = len(target)
@@ -159,7 +208,7 @@ def sweep(
     nets: dict[str, dict[str, list[dict[str, Any]]]] = {
         label: {"zero": [], "near_zero": []} for label in SHORTCUTS.values()
     }
-    for n, depth in progress(work, desc=f"{NAME}: linear nets", quiet=quiet):
+    for n, depth in progress(work) if progress is not None else work:
         where = {"depth": depth, "units": depth // n if n else 0}
         zero = linear_spectrum(n, linear_weights(depth, width, 0.0, 0), target)
         nets[SHORTCUTS[n]]["zero"].append({**where, **zero})
@@ -246,37 +295,29 @@ def sharpness(run: Run, samples: int, seed: int, steps: int = TRAINED_LANCZOS_ST
     }
 
 
-def trained(options: StudyOptions, runs: Sequence[Run]) -> dict[str, Any]:
-    """Per run: kind, unit count and top Hessian eigenvalue over seeds; residual/plain pairs of equal unit count."""
-    samples = options.pick("samples", DEFAULT_SAMPLES)
-    work = [(i, s) for i in range(len(runs)) for s in seeds(options, default=2)]
-    measured: dict[int, list[dict[str, Any]]] = {}
-    for i, s in progress(work, desc=f"{NAME}: trained nets", quiet=options.quiet):
-        measured.setdefault(i, []).append(sharpness(runs[i], samples, s))
+def trained(trained_runs_: Sequence[TrainedRun], options: Options, context: Context) -> dict[str, Any]:
+    """Per run: kind, unit count and top Hessian eigenvalue over seeds, and at every kept snapshot; residual/plain
+    pairs of equal unit count."""
     nets: dict[str, dict[str, Any]] = {}
-    for i, run in enumerate(runs):
-        blocks = run.model.residual_blocks()
-        label = run.record.model if run.record.model not in nets else f"{run.record.model} ({i})"
-        nets[label] = {
-            "model": run.record.model,
-            "run": str(run.path or run.checkpoint),
-            "kind": "residual" if any(b.has_shortcut for b in blocks) else "plain",
+    for run in trained_runs_:
+        seeds = range(options.trained_seeds)
+        measured = [sharpness(run.run, options.samples, s) for s in context.progress(seeds, f"{NAME} {run.label}")]
+        blocks = run.run.model.residual_blocks()
+        nets[run.label] = {
+            **run.describe(),
+            "kind": kind(run.run.model),
             "units": len(blocks),
-            "top": spread(m["top"] for m in measured[i]),
-            "smallest": spread(m["smallest"] for m in measured[i]),
-            "loss": spread(m["loss"] for m in measured[i]),
-            "max_residual": max(m["residual"] for m in measured[i]),
-            "per_seed": measured[i],
+            "top": spread(m["top"] for m in measured),
+            "smallest": spread(m["smallest"] for m in measured),
+            "loss": spread(m["loss"] for m in measured),
+            "max_residual": max(m["residual"] for m in measured),
+            "per_seed": measured,
+            "over_training": over_snapshots(
+                run, lambda r: sharpness(r, options.samples, 0)["top"], f"{NAME} {run.label} snapshots"
+            ),
         }
     pairs = [
-        {
-            "residual": r,
-            "plain": p,
-            "ratio": nets[p]["top"]["mean"] / nets[r]["top"]["mean"],
-            # the means differ by more than the two seed spreads together
-            "separated": abs(nets[p]["top"]["mean"] - nets[r]["top"]["mean"])
-            > nets[p]["top"]["std"] + nets[r]["top"]["std"],
-        }
+        {"residual": r, "plain": p, "ratio": nets[p]["top"]["mean"] / nets[r]["top"]["mean"]}
         for r in nets
         for p in nets
         if nets[r]["kind"] == "residual" and nets[p]["kind"] == "plain" and nets[r]["units"] == nets[p]["units"]
@@ -284,110 +325,151 @@ def trained(options: StudyOptions, runs: Sequence[Run]) -> dict[str, Any]:
     return {"nets": nets, "pairs": pairs}
 
 
-def _check(key: str, what: str, passed: bool | None, measured: Any) -> dict[str, Any]:
-    return {"key": key, "check": what, "passed": passed, "measured": measured}
+def measure(options: Options, context: Context) -> dict[str, Any]:
+    """Condition numbers of deep linear nets by shortcut depth, then the sharpness of trained twins."""
+    depths = sorted(set(options.depths))
+    target = target_map()
+    linear = sweep(
+        depths, list(range(options.seeds)), target, progress=lambda items: context.progress(items, f"{NAME}: linear")
+    )
+    runs = trained_runs(NAME, options, context)
+    return {
+        "settings": {
+            "linear_net": f"square {WIDTH}x{WIDTH} float64 weights; unit(h) = h + W_n...W_1 h; none: h -> W_L...W_1 h",
+            "loss": "1/2 E||f(x) - Ax||^2 over whitened x (E xx^T = I), computed in closed form as 1/2 ||M - A||_F^2",
+            "target": f"A = I + U diag(s) V^T, U and V Haar orthogonal (seed {TARGET_SEED}), s evenly spaced "
+            f"{TARGET_SINGULAR[0]} to {TARGET_SINGULAR[1]}",
+            "near_zero": f"weights N(0, {SCALE}^2), one draw per seed; a seed's deeper nets extend its shallower ones",
+            "condition_number": f"max|λ| / min|λ| over |λ| > {RTOL:g} max|λ| (so at most {1 / RTOL:.0e}); "
+            "null where the Hessian is zero",
+            "vanishing": f"max|λ| <= {ATOL:g}",
+            "eigenvalues": f"dense Hessian from HVPs and eigvalsh up to {EXACT_LIMIT} parameters; Lanczos (full "
+            f"reorthogonalisation, at most {LINEAR_LANCZOS_STEPS} steps) beyond",
+            "trained_loss": "cross-entropy with the run's label smoothing (no weight decay), float32, no autocast",
+            "trained_batch": f"{options.samples} training images per seed (torch.randperm seeded with the seed), "
+            "unaugmented, normalised as in training",
+            "trained_eigenvalue": f"Lanczos on HVPs over all parameters, {TRAINED_LANCZOS_STEPS} steps",
+            "bn": "eval-mode running statistics (trained)",
+        },
+        "target": {
+            "singular_values_A_minus_I": torch.linalg.svdvals(target - torch.eye(len(target), dtype=target.dtype)),
+            "singular_values_A": torch.linalg.svdvals(target),
+            "closed_form_condition_2_layer": zero_point_condition(target),
+        },
+        "linear": linear,
+        "growth": {label: {where: growth(points[where]) for where in points} for label, points in linear.items()},
+        "agreement": agreement(target),
+        "trained_runs": [r.describe() for r in runs],
+        "trained": trained(runs, options, context),
+    }
 
 
-def checks(linear: dict[str, dict[str, list[dict[str, Any]]]], target: torch.Tensor) -> list[dict[str, Any]]:
-    """The claim's consequences for the linear nets, each passed, failed or (too few depths) undecided."""
-    kappa = zero_point_condition(target)
-    two = [p["condition"] for p in linear["2-layer"]["zero"]]
-    three = linear["3-layer"]["zero"]
-    plain = [p for p in linear["none"]["zero"] if p["depth"] >= 3]
-    found = [
-        _check(
+def _seed_growths(points: list[dict[str, Any]]) -> tuple[float | None, ...]:
+    """Per near-zero draw: the condition number at the deepest net over the shallowest."""
+    if len(points) < 2:
+        return ()
+    low, high = points[0]["per_seed"], points[-1]["per_seed"]
+    return tuple(
+        None if a["condition"] is None or b["condition"] is None else b["condition"] / a["condition"]
+        for a, b in zip(low, high)
+    )
+
+
+def judge(numbers: dict[str, Any]) -> Verdict:
+    linear, kappa = numbers["linear"], numbers["target"]["closed_form_condition_2_layer"]
+    two, t = linear["2-layer"], THRESHOLDS
+    zero_growth = {label: growth(points["zero"]) for label, points in linear.items()}
+    at_zero = [p["condition"] for p in two["zero"]]
+    checks = [
+        Check(
             "two_zero",
-            "2-layer shortcuts at zero: condition number = sigma_max(A - I) / sigma_min(A - I) at every depth (1e-6)",
-            all(c is not None and abs(c / kappa - 1) < 1e-6 for c in two) if two else None,
-            {"closed_form": kappa, "measured": two},
+            "2-layer shortcuts at zero: largest relative gap to the closed-form condition number",
+            (max((abs(c / kappa - 1) if c is not None else math.inf) for c in at_zero),) if at_zero else (),
+            t["two_zero"],
         ),
-        _check(
+        Check(
             "two_near",
-            f"2-layer shortcuts near zero: grows less than {FLAT:g}x with depth",
-            _below(growth(linear["2-layer"]["near_zero"]), FLAT),
-            growth(linear["2-layer"]["near_zero"]),
+            "2-layer shortcuts near zero: condition number growth over depth",
+            _seed_growths(two["near_zero"]),
+            t["two_near"],
+        ),
+        Check(
+            "grows",
+            "1-layer shortcuts at zero: condition number growth over depth",
+            (zero_growth["1-layer"],),
+            t["grows"],
+        ),
+        Check(
+            "grows",
+            "1-layer shortcuts near zero: condition number growth over depth",
+            _seed_growths(linear["1-layer"]["near_zero"]),
+            t["grows"],
+        ),
+        Check(
+            "grows",
+            "no shortcut near zero: condition number growth over depth",
+            _seed_growths(linear["none"]["near_zero"]),
+            t["grows"],
+        ),
+        Check(
+            "flat",
+            "3-layer shortcuts at zero: largest |eigenvalue| or gradient norm",
+            (max((max(p["max_abs"], p["gradient_norm"]) for p in linear["3-layer"]["zero"]), default=None),),
+            t["flat"],
+        ),
+        Check(
+            "flat",
+            "no shortcut at zero, 3 or more layers: largest |eigenvalue|",
+            (max((p["max_abs"] for p in linear["none"]["zero"] if p["depth"] >= 3), default=None),),
+            t["flat"],
         ),
     ]
-    for key, label, where in (
-        ("one_zero", "1-layer", "zero"),
-        ("one_near", "1-layer", "near_zero"),
-        ("none_near", "none", "near_zero"),
-    ):
-        g = growth(linear[label][where])
-        kind = "no shortcut" if label == "none" else f"{label} shortcuts"
-        what = f"{kind} {'at zero' if where == 'zero' else 'near zero'}: grows at least {GROWS:g}x with depth"
-        found.append(_check(key, what, None if g is None else g >= GROWS, g))
-    found += [
-        _check(
-            "three_zero",
-            "3-layer shortcuts at zero: zero Hessian and zero gradient at every depth (a flat, high-order saddle)",
-            all(p["vanishing"] and p["gradient_norm"] <= ATOL for p in three) if three else None,
-            [p["max_abs"] for p in three],
-        ),
-        _check(
-            "none_zero",
-            "no shortcut at zero, 3 or more layers: zero Hessian (hence measured near zero)",
-            all(p["vanishing"] for p in plain) if plain else None,
-            [p["max_abs"] for p in plain],
-        ),
+    agree = numbers["agreement"]
+    sharp = numbers["trained"]
+    trained_text = "; ".join(
+        f"{p['plain']}'s top Hessian eigenvalue {_pm(sharp['nets'][p['plain']]['top'])} against "
+        f"{p['residual']}'s {_pm(sharp['nets'][p['residual']]['top'])} (ratio {number(p['ratio']):.2f})"
+        for p in sharp["pairs"]
+    )
+    notes = [
+        f"Exact and Lanczos spectra {'agree' if agree['agree'] else 'DISAGREE'} on a mid-size net",
+        "Trained nets (reported, not part of the verdict, after Li et al. 2018): "
+        + (trained_text or "no residual/plain pair of equal units"),
     ]
-    return found
-
-
-def _below(value: float | None, bound: float) -> bool | None:
-    return None if value is None else value < bound
+    moving = {}
+    for p in sharp["pairs"]:
+        a, b = sharp["nets"][p["plain"]]["over_training"], sharp["nets"][p["residual"]]["over_training"]
+        if a["steps"] == b["steps"]:
+            ratio = [None if x is None or not y else x / y for x, y in zip(a["values"], b["values"])]
+            moving[f"{p['plain']}/{p['residual']}"] = settling(a["steps"], ratio, quantity="top-eigenvalue ratio")
+    found = f"deep linear nets of {two['zero'][0]['depth']} to {two['zero'][-1]['depth']} layers" if two["zero"] else ""
+    return judged(checks, found=found, notes=notes, settling=moving)
 
 
 def _g(value: float | None) -> str:
     return "n/a" if value is None or not math.isfinite(value) else f"{value:.3g}"
 
 
-def _pm(stats: dict[str, float]) -> str:
+def _pm(stats: dict[str, Any]) -> str:
     return f"{_g(stats['mean'])} ± {_g(stats['std'])}"
 
 
-def _verdict(linear: dict, found: list[dict], agree: dict, sharp: dict, kappa: float) -> tuple[str, bool | None]:
-    results = {c["key"]: c["passed"] for c in found}
-    supported = False if False in results.values() else (None if None in results.values() else True)
-    head = {True: "Supported", False: "Not supported", None: "Undecided (too few depths for some checks)"}[supported]
-    two, one = linear["2-layer"], linear["1-layer"]
-    at_zero = sorted({_g(p["condition"]) for p in two["zero"]})
-    near = [p["condition"]["mean"] for p in two["near_zero"]]
-    span = f"{two['zero'][0]['depth']} to {two['zero'][-1]['depth']} layers" if two["zero"] else "no depth"
-    two_text = (
-        f"with 2-layer shortcuts the Hessian at zero has condition number {', '.join(at_zero) or 'n/a'} from "
-        f"{span} (closed form sigma_max/sigma_min of A - I: {kappa:.3g}), and {_g(near[0] if near else None)} to "
-        f"{_g(near[-1] if near else None)} near zero"
-    )
-    one_text = (
-        f"with 1-layer shortcuts it grows {_g(growth(one['zero']))}x from the shallowest to the deepest net at zero "
-        f"({_g(growth(one['near_zero']))}x near zero), and without shortcuts "
-        f"{_g(growth(linear['none']['near_zero']))}x near zero"
-    )
-    three_text = (
-        f"3-layer shortcuts {'have' if results['three_zero'] else 'do not all have'} a zero Hessian and gradient at "
-        "zero (a flat, high-order saddle)"
-    )
-    trained_text = "; ".join(
-        f"{p['plain']}'s top Hessian eigenvalue {_pm(sharp['nets'][p['plain']]['top'])} against "
-        f"{p['residual']}'s {_pm(sharp['nets'][p['residual']]['top'])} (ratio {p['ratio']:.2f}: the plain "
-        f"net is {'sharper, as expected' if p['ratio'] > 1 else 'not sharper, unlike the expectation'}"
-        f"{'' if p['separated'] else ', within the spread over seeds'})"
-        for p in sharp["pairs"]
-    )
-    agreed = "agree" if agree["agree"] else "DISAGREE"
-    text = (
-        f"{head}: {two_text}; {one_text}; {three_text}. Exact and Lanczos spectra {agreed} on a mid-size net. "
-        f"Trained nets (reported, not part of the verdict): {trained_text or 'no residual/plain pair of equal units'}."
-    )
-    return (
-        text,
-        supported,
-    )
+def render(numbers: dict[str, Any], out: Path) -> tuple[str, list[Path]]:
+    kappa = numbers["target"]["closed_form_condition_2_layer"]
+    figures = [
+        _linear_figure(numbers["linear"], out, kappa),
+        _trained_figure(numbers["trained"], out, trained_for(numbers["trained_runs"])),
+    ]
+    return _table(numbers["linear"], numbers["trained"]), figures
 
 
-def _linear_figure(linear: dict[str, dict[str, list[dict[str, Any]]]], out: str, kappa: float) -> Any:
-    figure, axes = new_figure(15, 4.6, cols=3)
+def _linear_figure(linear: dict[str, dict[str, list[dict[str, Any]]]], out: Path, kappa: float) -> Path:
+    """Condition numbers at and near zero, and the largest |eigenvalue| near zero, by depth and shortcut.
+
+    Panel (c) draws values below FLOOR (a vanishing Hessian: 1e-100 and less for deep nets of 3-layer units)
+    at the floor, marked as flat, so that the other curves keep the panel's range.
+    """
+    figure, axes = new_figure(16, 4.8, cols=3)
     at_zero, near_zero, scale = axes[0]
     flat = []
     for i, (label, points) in enumerate(linear.items()):
@@ -398,15 +480,25 @@ def _linear_figure(linear: dict[str, dict[str, list[dict[str, Any]]]], out: str,
         near = points["near_zero"]
         depth = [p["depth"] for p in near]
         for ax, key in ((near_zero, "condition"), (scale, "max_abs")):
-            mean = [p[key]["mean"] for p in near]
-            span = [[m - p[key]["min"] for m, p in zip(mean, near)], [p[key]["max"] - m for m, p in zip(mean, near)]]
+            mean = [number(p[key]["mean"]) for p in near]
+            low = [number(p[key]["min"]) for p in near]
+            high = [number(p[key]["max"]) for p in near]
+            if key == "max_abs":
+                shown = [max(m, FLOOR) for m in mean]
+                ax.plot(depth, shown, "o-", color=f"C{i}", label=label)
+                under = [(d, FLOOR) for d, m in zip(depth, mean) if not m > FLOOR]
+                if under:
+                    ax.plot(*zip(*under), "v", color=f"C{i}", ms=8)
+                continue
+            span = [[m - lo for m, lo in zip(mean, low)], [hi - m for m, hi in zip(mean, high)]]
             ax.errorbar(depth, mean, yerr=span, fmt="o-", color=f"C{i}", capsize=3, label=label)
     at_zero.axhline(kappa, color="grey", ls=":", lw=1, label="σmax/σmin of A − I")
     note = "\nH = 0 (flat): " + "; ".join(flat) if flat else ""
     at_zero.set(title="(a) condition number at zero", xlabel="layers" + note, ylabel="max|λ| / min|λ|")
     near_zero.set(title=f"(b) near zero (N(0, {SCALE:g}²) weights; mean, min-max)", xlabel="layers")
-    scale.set(title="(c) largest |λ| near zero (tiny: flat)", xlabel="layers", ylabel="max|λ|")
+    scale.set(title=f"(c) largest |λ| near zero (▼: below {FLOOR:g}, flat)", xlabel="layers", ylabel="max|λ| (mean)")
     near_zero.set(ylabel="max|λ| / min|λ|")
+    scale.set_ylim(bottom=FLOOR / 3)
     depths = sorted({p["depth"] for points in linear.values() for p in points["zero"]})
     for ax in axes[0]:
         ax.set_yscale("log")
@@ -414,22 +506,27 @@ def _linear_figure(linear: dict[str, dict[str, list[dict[str, Any]]]], out: str,
         ax.set_xticks(depths, [str(d) for d in depths])
         ax.legend(title="shortcut skips", fontsize=8)
         ax.grid(alpha=0.3)
+    titled(
+        figure, "Hessian of deep linear nets at and near the zero point, by shortcut depth (Li et al. 2016)", UNTRAINED
+    )
     return save_figure(figure, out, f"{NAME}-condition")
 
 
-def _trained_figure(sharp: dict[str, Any], out: str) -> Any:
-    figure, ax = new_figure(5.5, 4.2)
+def _trained_figure(sharp: dict[str, Any], out: Path, training: str) -> Path:
+    figure, ax = new_figure(6.0, 4.4)
     for i, (label, net) in enumerate(sharp["nets"].items()):
-        values = [m["top"] for m in net["per_seed"]]
+        values = [number(m["top"]) for m in net["per_seed"]]
         ax.plot([i] * len(values), values, "o", alpha=0.5, color=f"C{i}")
-        ax.errorbar([i + 0.15], [net["top"]["mean"]], yerr=[net["top"]["std"]], fmt="s", color=f"C{i}", capsize=4)
+        top = net["top"]
+        ax.errorbar([i + 0.15], [number(top["mean"])], yerr=[number(top["std"])], fmt="s", color=f"C{i}", capsize=4)
     ax.set_xticks(range(len(sharp["nets"])), [f"{k}\n({v['kind']})" for k, v in sharp["nets"].items()])
-    ax.set(title="top Hessian eigenvalue of the training loss", ylabel="λ_max (points: seeds; square: mean ± std)")
+    ax.set(ylabel="λ_max (points: seeds; square: mean ± std)")
     ax.grid(alpha=0.3)
+    titled(figure, "Top Hessian eigenvalue of the training loss", training)
     return save_figure(figure, out, f"{NAME}-trained")
 
 
-def _table(linear: dict, found: list[dict], sharp: dict) -> str:
+def _table(linear: dict, sharp: dict) -> str:
     labels = list(linear)
     rows = [
         "| layers | " + " | ".join(f"{label}: at 0 | {label}: near 0" for label in labels) + " |",
@@ -444,80 +541,16 @@ def _table(linear: dict, found: list[dict], sharp: dict) -> str:
             if near is None:
                 cells.append("-")
             else:
-                c = near["condition"]
-                cells.append(_pm(c) + (" (flat)" if near["vanishing"] else ""))
+                cells.append(_pm(near["condition"]) + (" (flat)" if near["vanishing"] else ""))
         rows.append(f"| {depth} | " + " | ".join(cells) + " |")
-    rows += ["", "| check | passed | measured |", "|---|---|---|"]
-    for c in found:
-        measured = c["measured"] if isinstance(c["measured"], (float, type(None))) else "see JSON"
-        rows.append(f"| {c['check']} | {c['passed']} | {_g(measured) if not isinstance(measured, str) else measured} |")
     rows += [
         "",
         "| trained net | kind | units | top Hessian eigenvalue | max Lanczos residual |",
         "|---|---|---|---|---|",
     ]
     for label, net in sharp["nets"].items():
-        top = net["top"]
-        rows.append(f"| {label} | {net['kind']} | {net['units']} | {_pm(top)} | {net['max_residual']:.2g} |")
+        rows.append(
+            f"| {label} | {net['kind']} | {net['units']} | {_pm(net['top'])} | {number(net['max_residual']):.2g} |"
+        )
+    rows += over_training_rows(sharp["nets"], "top Hessian eigenvalue (first batch)")
     return "\n".join(rows)
-
-
-def run(options: StudyOptions) -> StudyResult:
-    """Condition numbers of deep linear nets by shortcut depth, then the sharpness of trained twins."""
-    depths = sorted(set(options.pick("depths", DEFAULT_DEPTHS)))
-    target = target_map()
-    kappa = zero_point_condition(target)
-    linear = sweep(depths, list(seeds(options)), target, quiet=options.quiet)
-    agree = agreement(target)
-    steps = options.pick("steps", DEFAULT_STEPS)
-    runs = trained_runs(options, options.models or (RESIDUAL, PLAIN), steps=steps)
-    sharp = trained(options, runs)
-    found = checks(linear, target)
-    verdict, supported = _verdict(linear, found, agree, sharp, kappa)
-    figures = [_linear_figure(linear, options.out, kappa), _trained_figure(sharp, options.out)]
-    settings = {
-        "linear_net": f"square {WIDTH}x{WIDTH} float64 weights; unit(h) = h + W_n...W_1 h; none: h -> W_L...W_1 h",
-        "loss": "1/2 E||f(x) - Ax||^2 over whitened x (E xx^T = I), computed in closed form as 1/2 ||M - A||_F^2",
-        "target": f"A = I + U diag(s) V^T, U and V Haar orthogonal (seed {TARGET_SEED}), s evenly spaced "
-        f"{TARGET_SINGULAR[0]} to {TARGET_SINGULAR[1]}",
-        "depths": depths,
-        "near_zero": f"weights N(0, {SCALE}^2), one draw per seed; a seed's deeper nets extend its shallower ones",
-        "seeds": len(seeds(options)),
-        "condition_number": f"max|λ| / min|λ| over |λ| > {RTOL:g} max|λ| (so at most {1 / RTOL:.0e}); "
-        f"null where the Hessian is zero",
-        "vanishing": f"max|λ| <= {ATOL:g}",
-        "eigenvalues": f"dense Hessian from HVPs and eigvalsh up to {EXACT_LIMIT} parameters; Lanczos (full "
-        f"reorthogonalisation, at most {LINEAR_LANCZOS_STEPS} steps) beyond",
-        "trained_runs": [net["run"] for net in sharp["nets"].values()],
-        "default_run_steps": None if options.runs else steps,
-        "data": "each run's recorded data" if options.runs else options.data or DEFAULT_DATA,
-        "trained_loss": "cross-entropy with the run's label smoothing (no weight decay), float32, no autocast",
-        "trained_batch": f"{options.pick('samples', DEFAULT_SAMPLES)} training images per seed (torch.randperm "
-        "seeded with the seed), unaugmented, normalised as in training",
-        "trained_seeds": len(seeds(options, default=2)),
-        "trained_eigenvalue": f"Lanczos on HVPs over all parameters, {TRAINED_LANCZOS_STEPS} steps",
-        "bn": "eval-mode running statistics (trained)",
-        "device": options.device,
-    }
-    numbers = {
-        "target": {
-            "singular_values_A_minus_I": torch.linalg.svdvals(target - torch.eye(len(target), dtype=target.dtype)),
-            "singular_values_A": torch.linalg.svdvals(target),
-            "closed_form_condition_2_layer": kappa,
-        },
-        "linear": linear,
-        "growth": {label: {where: growth(points[where]) for where in points} for label, points in linear.items()},
-        "agreement": agree,
-        "checks": found,
-        "trained": sharp,
-    }
-    return StudyResult(
-        name=NAME,
-        claim=CLAIM,
-        verdict=verdict,
-        supported=supported,
-        settings=settings,
-        numbers=numbers,
-        table=_table(linear, found, sharp),
-        figures=figures,
-    )

@@ -25,10 +25,11 @@ correction to a representation that stays recognisably the same. Measured on a s
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -38,32 +39,59 @@ from torch import nn
 from resnets.device import Precision
 from resnets.models.base import BlockInfo
 from resnets.runs import Run
-from resnets.studies.common import (
-    BN_EVAL_MODE,
-    Batches,
-    StudyOptions,
-    StudyResult,
-    error_rate,
-    new_figure,
-    progress,
-    save_figure,
-    seeds,
-    spread,
-    subset_batches,
-)
-from resnets.studies.reorder import is_plain, is_residual, label_runs, rearranged
-from resnets.studies.trained import DEFAULT_DATA, DEFAULT_STEPS, HIGHWAY, PLAIN, RESIDUAL, trained_runs
+from resnets.studies.common import BN_EVAL_MODE, Batches, error_rate, number, over_training_rows, spread, subset_batches
+from resnets.studies.contract import Context, TrainedOptions, option
+from resnets.studies.figures import legend_outside, new_figure, save_figure, titled, trained_for
+from resnets.studies.reorder import is_plain, is_residual, rearranged
+from resnets.studies.trained import over_snapshots, trained_runs
+from resnets.studies.verdict import Check, Threshold, Verdict, judged, settling
 
 NAME = "iterative"
 CLAIM = (
     "The units within a stage of a Highway or Residual net refine the same representation rather than compute "
     "new ones: consecutive units' outputs stay similar, each update is small next to its input, and reordering "
     "units within a stage costs little, unlike in a plain net (Greff, Srivastava & Schmidhuber 2017, 'Highway and "
-    "Residual Networks learn Unrolled Iterative Estimation')."
+    "Residual Networks learn Unrolled Iterative Estimation', ICLR)."
 )
-DEFAULT_SAMPLES = 500  # test images per seed (seed s draws its own subset)
+GREFF = "Greff, Srivastava & Schmidhuber 2017"
+THRESHOLDS = {
+    "similar": Threshold(
+        0.0,
+        above=True,
+        unit="",
+        paper="within a stage each unit refines the estimate of the same features, so consecutive representations "
+        "stay alike, unlike a plain net's layers, each computing a new representation (no number given)",
+        source=f"{GREFF}, Sec. 3 (unrolled iterative estimation)",
+        why="the cosine of consecutive units' outputs minus the plain twin's",
+    ),
+    "small_update": Threshold(
+        1.0,
+        above=False,
+        unit="",
+        paper="each unit adds a correction to its input's estimate; the paper gives no size, so an update smaller "
+        "than its input (ratio 1) is the line",
+        source=f"{GREFF}, Sec. 3",
+        why="||F(x)|| / ||x|| averaged over the shape-preserving units",
+    ),
+    "shuffle_gentle": Threshold(
+        0.0,
+        above=False,
+        unit="points",
+        paper="shuffling or dropping layers within a stage of a trained Highway or Residual net costs little, "
+        "as the iterative view predicts (their lesion and reordering experiments, after Veit et al. 2016)",
+        source=f"{GREFF}, Sec. 4",
+        why="the error rise of a within-stage shuffle minus the plain twin's",
+    ),
+}
 DRAWS = 1  # draws per seed, stage and kind (3 seeds: 3 draws per stage)
 PERTURBATIONS = ("within", "across", "drop")
+UNLEARNED = 0.9  # a net whose error is above this share of chance learned nothing a shuffle could show
+
+
+@dataclass(frozen=True)
+class Options(TrainedOptions):
+    samples: int = option(500, "test images per seed (seed s draws its own subset)")
+    seeds: int = option(3, "test subsets, each with its own shuffles")
 
 
 def unit_statistics(
@@ -184,21 +212,23 @@ def perturbed_errors(
     return result
 
 
-def measure_run(run: Run, options: StudyOptions, samples: int, *, desc: str = "") -> dict[str, Any]:
+def measure_run(run: Run, options: Options, context: Context, *, desc: str = "") -> dict[str, Any]:
     """The statistics of every unit and the shuffle errors of one run, over the seeds' test subsets."""
     model, precision = run.model.eval(), run.precision
     blocks = model.residual_blocks()
     base: list[float] = []
     stats: list[list[dict[str, float | None]]] = []
     increases: dict[str, list[tuple[int | None, float]]] = {kind: [] for kind in PERTURBATIONS}
-    for seed in progress(seeds(options), desc=desc, quiet=options.quiet):
-        batches = subset_batches(run, samples, seed)
+    within_by_seed: list[float | None] = []
+    for seed in context.progress(range(options.seeds), desc):
+        batches = subset_batches(run, options.samples, seed)
         base.append(error_rate(model, batches, precision))
         stats.append(unit_statistics(model, blocks, batches, precision))
-        for kind, errs in perturbed_errors(
-            model, blocks, batches, precision, random.Random(2000 + seed), DRAWS
-        ).items():
+        found = perturbed_errors(model, blocks, batches, precision, random.Random(2000 + seed), DRAWS)
+        for kind, errs in found.items():
             increases[kind] += [(stage, e - base[-1]) for stage, e in errs]
+        within = [100 * (e - base[-1]) for _, e in found["within"]]
+        within_by_seed.append(sum(within) / len(within) if within else None)
     units = []
     for info in blocks:
         row: dict[str, Any] = {"name": info.name, "stage": info.stage, "index": info.index}
@@ -211,9 +241,12 @@ def measure_run(run: Run, options: StudyOptions, samples: int, *, desc: str = ""
     def over_units(key: str) -> dict[str, float]:
         return spread(u[key]["mean"] for u in units if u[key] is not None and not u["changes_shape"])
 
+    def seed_mean(key: str, s: int) -> float | None:
+        values = [stats[s][b.index][key] for b in blocks if not b.changes_shape]
+        values = [v for v in values if v is not None]
+        return sum(values) / len(values) if values else None
+
     return {
-        "run": str(run.path or run.checkpoint),
-        "checkpoint": run.checkpoint.name,
         "residual": is_residual(blocks),
         "plain": is_plain(blocks),
         "baseline_error": spread(base),
@@ -222,7 +255,20 @@ def measure_run(run: Run, options: StudyOptions, samples: int, *, desc: str = ""
         "cos_io": over_units("cos_io"),
         "ratio": over_units("ratio"),
         "shuffles": {kind: _summary(increases[kind]) for kind in PERTURBATIONS},
+        "by_seed": {
+            "cos_prev": [seed_mean("cos_prev", s) for s in range(options.seeds)],
+            "ratio": [seed_mean("ratio", s) for s in range(options.seeds)],
+            "within_rise": within_by_seed,
+        },
     }
+
+
+def update_ratio(run: Run, samples: int) -> float | None:
+    """The mean update ratio ||F(x)|| / ||x|| over shape-preserving units on the first seed's subset."""
+    blocks = run.model.eval().residual_blocks()
+    stats = unit_statistics(run.model, blocks, subset_batches(run, samples, 0), run.precision)
+    values = [s["ratio"] for b, s in zip(blocks, stats) if not b.changes_shape and s["ratio"] is not None]
+    return sum(values) / len(values) if values else None
 
 
 def _summary(increases: list[tuple[int | None, float]]) -> dict[str, Any] | None:
@@ -234,90 +280,88 @@ def _summary(increases: list[tuple[int | None, float]]) -> dict[str, Any] | None
     return {"increase": spread(v for _, v in increases), "by_stage": by_stage}
 
 
-def run(options: StudyOptions) -> StudyResult:
-    """Measure the default residual, Highway and plain nets (or the given runs/models); see the module docstring."""
-    steps = options.pick("steps", DEFAULT_STEPS)
-    models = options.pick("models", (RESIDUAL, HIGHWAY, PLAIN))
-    samples = options.pick("samples", DEFAULT_SAMPLES)
-    runs = trained_runs(options, models, steps=steps)
-    labels = label_runs(runs)
-    chance = 1 - 1 / runs[0].record.num_classes
-    measured = {label: measure_run(r, options, samples, desc=f"iterative {label}") for label, r in zip(labels, runs)}
-    settings = {
-        "runs": {label: m["run"] for label, m in measured.items()},
-        "checkpoints": {label: m["checkpoint"] for label, m in measured.items()},
-        "models": [r.record.model for r in runs],
-        "data": runs[0].record.data.spec if runs[0].record.data else options.data or DEFAULT_DATA,
-        "steps": None if options.runs else steps,
-        "training_seed": [r.record.seed for r in runs],
-        "seeds": len(seeds(options)),
-        "samples_per_seed": samples,
-        "draws_per_seed_and_stage": DRAWS,
-        "bn": BN_EVAL_MODE,
-        "subset": "test split, seed s draws its own subset without replacement",
-        "within": "one stage's shape-preserving units permuted among its positions (>= 1 displaced), stage by stage",
-        "across": "equal-shape shape-preserving units permuted regardless of stage, >= 1 in another stage",
-        "drop": "as many random shape-preserving units of the stage deleted as the paired within draw displaced",
-        "precision": {label: ("autocast" if r.precision.amp else "float32") for label, r in zip(labels, runs)},
+def measure(options: Options, context: Context) -> dict[str, Any]:
+    """The default residual, Highway and plain nets (or the given runs); see the module docstring."""
+    runs = trained_runs(NAME, options, context)
+    models = {}
+    for trained in runs:
+        found = measure_run(trained.run, options, context, desc=f"iterative {trained.label}")
+        over = over_snapshots(
+            trained, lambda r: update_ratio(r, options.samples), f"iterative {trained.label} snapshots"
+        )
+        models[trained.label] = {**trained.describe(), **found, "over_training": over}
+    return {
+        "settings": {
+            "draws_per_seed_and_stage": DRAWS,
+            "bn": BN_EVAL_MODE,
+            "subset": "test split, seed s draws its own subset without replacement",
+            "within": "one stage's shape-preserving units permuted among its positions (>= 1 displaced), stage by "
+            "stage",
+            "across": "equal-shape shape-preserving units permuted regardless of stage, >= 1 in another stage",
+            "drop": "as many random shape-preserving units of the stage deleted as the paired within draw displaced",
+            "over_training": "the mean update ratio at every kept snapshot, on the first seed's subset",
+        },
+        "trained": [r.describe() for r in runs],
+        "chance_error": 1 - 1 / runs[0].run.record.num_classes,
+        "models": models,
     }
-    verdict, supported = _verdict(measured, chance)
-    figures = _figures(measured, options.out)
-    numbers = {"chance_error": chance, "models": measured}
-    return StudyResult(NAME, CLAIM, verdict, supported, settings, numbers, _table(measured, chance), figures)
 
 
-def _verdict(measured: dict[str, dict[str, Any]], chance: float) -> tuple[str, bool | None]:
+def judge(numbers: dict[str, Any]) -> Verdict:
+    measured, chance = numbers["models"], numbers["chance_error"]
     shortcut = {k: m for k, m in measured.items() if m["residual"]}
     plain = {k: m for k, m in measured.items() if m["plain"]}
     if not shortcut or not plain:
-        return (
-            "The runs measured lack a residual or Highway net or a plain twin to contrast it with, so the claim "
-            "cannot be judged from them."
-        ), None
-    unlearned = [k for k, m in measured.items() if m["baseline_error"]["mean"] > 0.9 * chance]
-    if unlearned:
-        return (
-            f"{', '.join(unlearned)} did not learn (error within 10% of chance), so the claim cannot be judged from "
-            "these runs."
-        ), None
-    p_name, p = next(iter(plain.items()))
-    p_shuffle = _increase(p, "within")
-    parts, failed = [], []
-    for name, m in shortcut.items():
-        shuffle, room = _increase(m, "within"), chance - m["baseline_error"]["mean"]
-        parts.append(
-            f"{name}: consecutive-output cosine {m['cos_prev']['mean']:.2f}, update ratio {m['ratio']['mean']:.2f}, "
-            f"within-stage shuffle {100 * shuffle:+.1f} points"
+        return judged(
+            [], missing="the runs measured lack a residual or Highway net or a plain twin to contrast it with"
         )
-        failed += [
-            f"{name} {text}"
-            for text, ok in (
-                (f"keeps less similar outputs than {p_name}", m["cos_prev"]["mean"] > p["cos_prev"]["mean"]),
-                ("makes updates no smaller than its input (ratio >= 1)", m["ratio"]["mean"] < 1),
-                (f"suffers from shuffles no less than {p_name}", shuffle < p_shuffle),
-                ("loses more than half its margin over chance to a within-stage shuffle", shuffle <= room / 2),
-            )
-            if not ok
+    unlearned = [k for k, m in measured.items() if number(m["baseline_error"]["mean"]) > UNLEARNED * chance]
+    if unlearned:
+        return judged([], missing=f"{', '.join(unlearned)} did not learn (error within 10% of chance)")
+    p_name, p = next(iter(plain.items()))
+    checks, moving = [], {}
+    for name, m in shortcut.items():
+        checks += [
+            Check(
+                "similar",
+                f"cosine of consecutive outputs, {name} minus {p_name}",
+                _paired(m["by_seed"]["cos_prev"], p["by_seed"]["cos_prev"]),
+                THRESHOLDS["similar"],
+            ),
+            Check("small_update", f"{name}'s update ratio", tuple(m["by_seed"]["ratio"]), THRESHOLDS["small_update"]),
+            Check(
+                "shuffle_gentle",
+                f"error rise of a within-stage shuffle, {name} minus {p_name}",
+                _paired(m["by_seed"]["within_rise"], p["by_seed"]["within_rise"]),
+                THRESHOLDS["shuffle_gentle"],
+            ),
         ]
-    sentence = (
-        "; ".join(parts) + f"; against {p_name}'s {p['cos_prev']['mean']:.2f}, {p['ratio']['mean']:.2f} and "
-        f"{100 * p_shuffle:+.1f}: "
+        over = m["over_training"]
+        moving[name] = settling(
+            over["steps"], over["values"], quantity="update ratio", threshold=THRESHOLDS["small_update"].value
+        )
+    found = "; ".join(
+        f"{name}: consecutive-output cosine {number(m['cos_prev']['mean']):.2f}, update ratio "
+        f"{number(m['ratio']['mean']):.2f}"
+        for name, m in measured.items()
     )
-    if not failed:
-        return sentence + "the numbers support the claim.", True
-    return sentence + f"{'; '.join(failed)}, so the numbers do not support the claim as stated.", False
+    return judged(checks, found=found, settling=moving)
 
 
-def _increase(m: dict[str, Any], kind: str) -> float:
-    entry = m["shuffles"][kind]
-    return entry["increase"]["mean"] if entry else math.nan
+def _paired(a: Sequence[float | None], b: Sequence[float | None]) -> tuple[float | None, ...]:
+    return tuple(None if x is None or y is None else x - y for x, y in zip(a, b))
+
+
+def render(numbers: dict[str, Any], out: Path) -> tuple[str, list[Path]]:
+    table = _table(numbers["models"], numbers["chance_error"])
+    return table, _figures(numbers["models"], out, trained_for(numbers["trained"]))
 
 
 def _table(measured: dict[str, dict[str, Any]], chance: float) -> str:
     def pct(entry: dict[str, Any] | None) -> str:
         if entry is None:
             return "n/a"
-        return f"{100 * entry['increase']['mean']:+.1f} ± {100 * entry['increase']['std']:.1f}"
+        return _pp(entry["increase"])
 
     rows = [
         (
@@ -329,9 +373,9 @@ def _table(measured: dict[str, dict[str, Any]], chance: float) -> str:
     for label, m in measured.items():
         b, s = m["baseline_error"], m["shuffles"]
         rows.append(
-            f"| {label} | {100 * b['mean']:.1f} ± {100 * b['std']:.1f} | {m['cos_prev']['mean']:.3f} | "
-            f"{m['cos_io']['mean']:.3f} | {m['ratio']['mean']:.3f} | {pct(s['within'])} | {pct(s['across'])} | "
-            f"{pct(s['drop'])} |"
+            f"| {label} | {100 * number(b['mean']):.1f} ± {100 * number(b['std']):.1f} | "
+            f"{number(m['cos_prev']['mean']):.3f} | {number(m['cos_io']['mean']):.3f} | {number(m['ratio']['mean']):.3f} | "
+            f"{pct(s['within'])} | {pct(s['across'])} | {pct(s['drop'])} |"
         )
     rows += [
         "",
@@ -348,6 +392,7 @@ def _table(measured: dict[str, dict[str, Any]], chance: float) -> str:
         within, drop = m["shuffles"]["within"], m["shuffles"]["drop"]
         for stage, stats in (within["by_stage"] if within else {}).items():
             rows.append(f"| {label} | {stage} | {_pp(stats)} | {_pp(drop['by_stage'][stage])} |")
+    rows += over_training_rows(measured, "mean update ratio ‖F(x)‖/‖x‖", ".3f")
     return "\n".join(rows)
 
 
@@ -356,20 +401,20 @@ def _stages(m: dict[str, Any]) -> list[str]:
     return list(within["by_stage"]) if within else []
 
 
-def _pp(stats: dict[str, float]) -> str:
-    return f"{100 * stats['mean']:+.1f} ± {100 * stats['std']:.1f}"
+def _pp(stats: dict[str, Any]) -> str:
+    return f"{100 * number(stats['mean']):+.1f} ± {100 * number(stats['std']):.1f}"
 
 
-def _figures(measured: dict[str, dict[str, Any]], out: str) -> list:
+def _figures(measured: dict[str, dict[str, Any]], out: Path, training: str) -> list[Path]:
     figures = []
-    fig, axes = new_figure(10.0, 4.0, cols=2)
+    fig, axes = new_figure(11.5, 4.2, cols=2)
     for label, m in measured.items():
         for ax, key in zip(axes[0], ("cos_prev", "ratio")):
             points = [(u["index"], u[key]) for u in m["units"] if u[key] is not None]
             ax.errorbar(
                 [i for i, _ in points],
-                [s["mean"] for _, s in points],
-                yerr=[s["std"] for _, s in points],
+                [number(s["mean"]) for _, s in points],
+                yerr=[number(s["std"]) for _, s in points],
                 marker="o",
                 capsize=2,
                 label=label,
@@ -381,7 +426,8 @@ def _figures(measured: dict[str, dict[str, Any]], out: str) -> list:
     axes[0][1].set_yscale("log")
     for ax in axes[0]:
         ax.set_xlabel("unit (index in forward order)")
-        ax.legend(fontsize=8)
+    legend_outside(axes[0][1])
+    titled(fig, "Do the units of a stage refine one representation? (Greff et al. 2017)", training)
     figures.append(save_figure(fig, out, f"{NAME}-units"))
 
     fig, ax = new_figure(max(6.4, 1.2 * sum(len(_stages(m)) + 1 for m in measured.values())), 4.2)
@@ -394,9 +440,9 @@ def _figures(measured: dict[str, dict[str, Any]], out: str) -> list:
                 continue
             ax.bar(
                 [x + i + offset for i in range(len(stages))],
-                [100 * entry["by_stage"][s]["mean"] for s in stages],
+                [100 * number(entry["by_stage"][s]["mean"]) for s in stages],
                 0.4,
-                yerr=[100 * entry["by_stage"][s]["std"] for s in stages],
+                yerr=[100 * number(entry["by_stage"][s]["std"]) for s in stages],
                 capsize=2,
                 color="tab:blue" if kind == "within" else "tab:grey",
                 label=None if ticks else {"within": "shuffle within the stage", "drop": "matched drop"}[kind],
@@ -410,7 +456,7 @@ def _figures(measured: dict[str, dict[str, Any]], out: str) -> list:
     ax.set_xticklabels(names, fontsize=7)
     ax.set_xlabel("model and stage")
     ax.set_ylabel("error increase (percentage points), mean ± std")
-    ax.set_title("Shuffling the units of one stage, against deleting as many")
-    ax.legend(fontsize=8)
+    legend_outside(ax)
+    titled(fig, "Error rise when the units of one stage are shuffled, against deleting as many", training)
     figures.append(save_figure(fig, out, f"{NAME}-shuffles"))
     return figures

@@ -12,6 +12,9 @@ without augmentation, so the centre is exactly the run's own loss on those image
 of directions (the subset stays). The paper's tool spreads the grid over MPI ranks and GPUs; this one moves the
 weights of one model in place and reuses the same pre-made batches for every point.
 
+The convex fraction within r = 1 is also followed over the run's kept snapshots, on a coarser grid
+(``--snapshot-grid``) along the first seed's directions.
+
 Measures (each mean ± spread over seeds):
 - convex fraction within radius r: of the interior grid points with α² + β² <= r², the share where the
   discrete Hessian of the 2-D surface (central differences) is positive semi-definite (λmin >= 0);
@@ -27,6 +30,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,22 +42,12 @@ from resnets.device import Precision
 from resnets.errors import ConfigError
 from resnets.metrics import evaluate
 from resnets.runs import Run
-from resnets.studies.common import (
-    BN_EVAL_MODE,
-    Batches,
-    StudyOptions,
-    StudyResult,
-    fmt,
-    new_figure,
-    progress,
-    run_label,
-    save_figure,
-    seeds,
-    spread,
-    subset_batches,
-)
+from resnets.studies.common import BN_EVAL_MODE, Batches, fmt, kind, number, over_training_rows, spread, subset_batches
+from resnets.studies.contract import Context, TrainedOptions, option
 from resnets.studies.directions import Direction, displaced, random_direction
-from resnets.studies.trained import DEFAULT_DATA, DEFAULT_STEPS, PLAIN, RESIDUAL, trained_runs
+from resnets.studies.figures import legend_outside, new_figure, save_figure, titled, trained_for
+from resnets.studies.trained import TrainedRun, over_snapshots, trained_runs
+from resnets.studies.verdict import Check, Threshold, Verdict, judged, settling
 
 NAME = "landscape"
 CLAIM = (
@@ -60,9 +56,38 @@ CLAIM = (
     "are fairly convex (Li, Xu, Taylor, Studer & Goldstein 2018, 'Visualizing the Loss Landscape of Neural Nets', "
     "NeurIPS, Sec. 5-6, Fig. 5 and 7)."
 )
-DEFAULT_SAMPLES = 1000  # training images per evaluation: about 0.9 s of resnet20 on 2 CPU cores
-DEFAULT_GRID = 9  # points per axis of the 2-D surface; 9 divides the 1-D line's spacing, so its β = 0 row is reused
-DEFAULT_SEEDS = 2  # direction pairs; with the defaults about 225 evaluations per net, ~7 minutes for the pair
+LI = "Li, Xu, Taylor, Studer & Goldstein 2018"
+THRESHOLDS = {
+    "more_convex": Threshold(
+        0.0,
+        above=True,
+        unit="",
+        paper="ResNet-56's and ResNet-110's surfaces stay nearly convex while their no-shortcut twins turn "
+        "chaotic, with large regions of negative curvature (|λmin/λmax| maps); at 20 layers both are fairly convex",
+        source=f"{LI}, Sec. 5-6, Fig. 5 and 7",
+        why="the residual net's convex fraction within r = 1 minus its plain twin's (where they tie: the plain "
+        "net's negative-curvature ratio minus the residual net's), per pair of directions",
+    ),
+}
+SURFACE_SEED = 0  # the directions of the surfaces followed over training
+
+
+@dataclass(frozen=True)
+class Options(TrainedOptions):
+    samples: int = option(1000, "training images per evaluation (about 0.9 s of resnet20 on 2 CPU cores)")
+    grid: int = option(9, "points per axis of the 2-D surface (9 divides the 1-D line's spacing)")
+    seeds: int = option(2, "pairs of random directions")
+    snapshot_grid: int = option(5, "points per axis of the surfaces measured at each kept snapshot")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for flag, value in (("--grid", self.grid), ("--snapshot-grid", self.snapshot_grid)):
+            if value < 3:
+                raise ConfigError(
+                    f"{flag} {value} is too coarse: the curvature measures need at least 3 points per axis"
+                )
+
+
 LINE_POINTS = 41  # points of the 1-D curve over α in [-1, 1] (spacing 0.05)
 RADII = (0.5, 1.0)  # radii of the convexity measures, in units of the filter-normalised directions
 SHARPNESS_AT = (0.5, 1.0)  # α of the sharpness measure
@@ -97,7 +122,7 @@ def surfaces(
     *,
     precision: Precision | None = None,
     centre: tuple[float, float] | None = None,
-    quiet: bool = True,
+    progress: Any = None,
 ) -> dict[str, Any]:
     """Loss and top-1 error (%) along ``line`` (θ + α d1) and on ``grid`` x ``grid`` (θ + α d1 + β d2).
 
@@ -108,7 +133,7 @@ def surfaces(
     wanted = [(a, 0.0) for a in line] + [(a, b) for b in grid for a in grid]
     todo = [p for p in dict.fromkeys(wanted) if p not in values]
     with displaced(model, along) as move:
-        for point in progress(todo, desc=NAME, quiet=quiet):
+        for point in progress(todo) if progress is not None else todo:
             move(point)
             result = evaluate(model, batches, num_classes, precision=precision)
             values[point] = (result.loss, result.top1_error)
@@ -181,29 +206,68 @@ def measures(seeded: Sequence[dict[str, Any]], line: Sequence[float], grid: Sequ
     return {key: {**spread(values), "per_seed": values} for key, values in per_seed.items()}
 
 
-def measure_run(run: Run, options: StudyOptions, line: Sequence[float], grid: Sequence[float]) -> dict[str, Any]:
+def measure_run(trained: TrainedRun, options: Options, context: Context) -> dict[str, Any]:
     """The landscapes of one run for every seed, with its kind, unit count and measures."""
-    batches = training_subset(run, options.pick("samples", DEFAULT_SAMPLES))
-    blocks = run.model.residual_blocks()
+    run = trained.run
+    line, grid = coordinates(LINE_POINTS), coordinates(options.grid)
+    batches = training_subset(run, options.samples)
     seeded, centre = [], None
-    for seed in seeds(options, default=DEFAULT_SEEDS):
+    for seed in range(options.seeds):
         along = directions(run.model, seed)
         measured = surfaces(
-            run.model, batches, run.record.num_classes, along, line, grid,
-            precision=run.precision, centre=centre, quiet=options.quiet,
+            run.model, batches, run.record.num_classes, along, line, grid, precision=run.precision, centre=centre,
+            progress=partial(context.progress, desc=f"{NAME} {trained.label} seed {seed}"),
         )  # fmt: skip
         centre = (measured["line"]["loss"][line.index(0.0)], measured["line"]["error"][line.index(0.0)])
         seeded.append({"seed": seed, **measured})
     return {
-        "model": run.record.model,
-        "kind": "residual" if any(info.has_shortcut for info in blocks) else "plain",
-        "units": len(blocks),
-        "run": str(run.path or run.checkpoint),
-        "checkpoint": run.checkpoint.stem,
+        **trained.describe(),
+        "kind": kind(run.model),
+        "units": len(run.model.residual_blocks()),
         "centre": {"loss": centre[0], "error": centre[1]},
         "evaluations": sum(s["evaluations"] for s in seeded),
         "measures": measures(seeded, line, grid),
         "seeds": seeded,
+        "over_training": over_snapshots(
+            trained, lambda r: snapshot_convexity(r, options), f"{NAME} {trained.label} snapshots"
+        ),
+    }
+
+
+def snapshot_convexity(run: Run, options: Options) -> float | None:
+    """The convex fraction within r = 1 of a coarse surface along the first seed's directions."""
+    grid = coordinates(options.snapshot_grid)
+    along = directions(run.model, SURFACE_SEED)
+    found = surfaces(run.model, training_subset(run, options.samples), run.record.num_classes, along, [0.0], grid,
+                     precision=run.precision)  # fmt: skip
+    return convexity(found["plane"]["loss"], grid, 1.0)["convex_fraction"]
+
+
+def measure(options: Options, context: Context) -> dict[str, Any]:
+    """Landscapes of trained runs (default: resnet20 and plain20) along seeded random directions."""
+    runs = trained_runs(NAME, options, context)
+    nets = {trained.label: measure_run(trained, options, context) for trained in runs}
+    return {
+        "settings": {
+            "measured_on": "trained runs, eval mode, the run's weights in the study's precision",
+            "split": "train, without augmentation (the paper plots training loss)",
+            "subset": f"torch.randperm seeded with {SUBSET_SEED}, the same for every seed",
+            "directions": "Gaussian (torch.Generator seeded by the seed: d1 then d2), filter-normalised to θ's "
+            "filters; zero in biases and BN/LN parameters (1-D), buffers untouched",
+            "line": f"{LINE_POINTS} points of α in [-1, 1] along d1",
+            "grid": f"{options.grid} x {options.grid} points of (α, β) in [-1, 1]^2",
+            "error": "top-1 error in percent",
+            "convexity": "interior grid points within radius r; PSD: λmin >= 0 of the central-difference Hessian; "
+            "ratio: max(-λmin, 0) / max(|λmin|, |λmax|)",
+            "over_training": f"convex fraction within r = 1 of a {options.snapshot_grid} x {options.snapshot_grid} "
+            f"surface along seed {SURFACE_SEED}'s directions, at every kept snapshot",
+            "bn": BN_EVAL_MODE,
+        },
+        "trained": [r.describe() for r in runs],
+        "line": coordinates(LINE_POINTS),
+        "grid": coordinates(options.grid),
+        "nets": nets,
+        "pairs": [list(p) for p in _pairs(nets)],
     }
 
 
@@ -217,79 +281,113 @@ def _pairs(nets: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
     ]
 
 
-def _more_convex(res: dict[str, Any], plain: dict[str, Any]) -> bool | None:
-    """Residual more convex than plain within r = 1: a higher convex fraction, on a tie a lower ratio."""
-    for key, sign in (("convex_fraction@1", 1), ("negative_curvature_ratio@1", -1)):
-        a, b = res["measures"][key]["mean"], plain["measures"][key]["mean"]
-        if math.isfinite(a) and math.isfinite(b) and a != b:
-            return sign * (a - b) > 0
-    return None
+def _margins(res: dict[str, Any], plain: dict[str, Any]) -> tuple[float | None, ...]:
+    """Per direction seed: the residual net's convex fraction within r = 1 minus the plain net's; where they tie,
+    the plain net's negative-curvature ratio minus the residual net's (positive: the residual net is more convex)."""
+    found = []
+    for r, p in zip(res["seeds"], plain["seeds"]):
+        fraction, ratio = "convex_fraction@1", "negative_curvature_ratio@1"
+        a, b = res["measures"][fraction]["per_seed"], plain["measures"][fraction]["per_seed"]
+        i = r["seed"]
+        if a[i] is None or b[i] is None:
+            found.append(None)
+        elif a[i] != b[i]:
+            found.append(a[i] - b[i])
+        else:
+            x, y = res["measures"][ratio]["per_seed"][i], plain["measures"][ratio]["per_seed"][i]
+            found.append(None if x is None or y is None else y - x)
+    return tuple(found)
 
 
-def _verdict(nets: dict[str, dict[str, Any]], steps: int | None) -> tuple[str, bool | None]:
-    """Residual against plain twin on convexity (the decision), with smoothness and sharpness reported alongside;
-    ``steps`` is the length of the default runs (None for --run), which are not converged minima."""
-    parts, checks = [], []
-    for r, p in _pairs(nets):
+def judge(numbers: dict[str, Any]) -> Verdict:
+    """Residual against plain twin on convexity (the decision), with smoothness and sharpness reported alongside."""
+    nets = numbers["nets"]
+    checks, parts, moving = [], [], {}
+    for r, p in numbers["pairs"]:
         m, n = nets[r]["measures"], nets[p]["measures"]
-        checks.append(_more_convex(nets[r], nets[p]))
-        word = {True: "more convex than", False: "less convex than", None: "as convex as"}[checks[-1]]
-        smoother = m["roughness"]["mean"] <= n["roughness"]["mean"]
-        parts.append(
-            f"{r}'s surface is {word} {p}'s (PSD fraction within r=1 {m['convex_fraction@1']['mean']:.2f} vs "
-            f"{n['convex_fraction@1']['mean']:.2f}, negative-curvature ratio {m['negative_curvature_ratio@1']['mean']:.3f}"
-            f" vs {n['negative_curvature_ratio@1']['mean']:.3f}), {'smoother' if smoother else 'rougher'} along the "
-            f"1-D line (roughness {m['roughness']['mean']:.3f} vs {n['roughness']['mean']:.3f}) and rises "
-            f"{m['sharpness@1']['mean']:.3g} vs {n['sharpness@1']['mean']:.3g} at α = ±1"
+        checks.append(
+            Check(
+                "more_convex",
+                f"convexity margin of {r} over {p}",
+                _margins(nets[r], nets[p]),
+                THRESHOLDS["more_convex"],
+            )
         )
-    if not parts:
-        return "Undecided: no residual net was measured against a plain net with as many units.", None
-    supported = True if all(checks) else False if any(c is False for c in checks) else None
-    head = {True: "Supported", False: "Not supported", None: "Undecided"}[supported]
-    shallow = max(nets[r]["units"] for r, _ in _pairs(nets)) < 27  # fewer than 56 layers (27 basic blocks)
-    note = (
-        " The paper finds both 20-layer surfaces fairly convex; its gap opens at 56 and 110 layers." if shallow else ""
+        parts.append(
+            f"{r} against {p}: convex fraction within r=1 {fmt(m['convex_fraction@1'])} vs "
+            f"{fmt(n['convex_fraction@1'])}, negative-curvature ratio {fmt(m['negative_curvature_ratio@1'])} vs "
+            f"{fmt(n['negative_curvature_ratio@1'])}, roughness {fmt(m['roughness'])} vs {fmt(n['roughness'])}, "
+            f"loss rise at α = ±1 {fmt(m['sharpness@1'])} vs {fmt(n['sharpness@1'])}"
+        )
+        a, b = nets[r]["over_training"], nets[p]["over_training"]
+        if a["steps"] == b["steps"]:
+            gap = [None if x is None or y is None else x - y for x, y in zip(a["values"], b["values"])]
+            moving[f"{r}-{p}"] = settling(a["steps"], gap, quantity="convex-fraction gap", threshold=0.0)
+    notes = []
+    if numbers["pairs"] and max(nets[r]["units"] for r, _ in numbers["pairs"]) < 27:  # fewer than 56 layers
+        notes.append("The paper finds both 20-layer surfaces fairly convex; its gap opens at 56 and 110 layers")
+    return judged(
+        checks,
+        found="; ".join(parts),
+        notes=notes,
+        settling=moving,
+        missing="no residual net was measured against a plain net with as many units",
     )
-    if steps is not None:
-        note += f" Measured around short {steps}-step runs, not converged minima."
-    return f"{head}: {'; '.join(parts)}.{note}", supported
 
 
-def _line_figure(nets: dict[str, dict[str, Any]], line: Sequence[float], out: str) -> Any:
-    figure, axes = new_figure(11, 4.2, cols=2)
+def render(numbers: dict[str, Any], out: Path) -> tuple[str, list[Path]]:
+    nets, training = numbers["nets"], trained_for(numbers["trained"])
+    figures = [
+        _line_figure(nets, numbers["line"], out, training),
+        *_plane_figures(nets, numbers["grid"], out, training),
+    ]
+    return _table(nets), figures
+
+
+def _line_figure(nets: dict[str, dict[str, Any]], line: Sequence[float], out: Path, training: str) -> Path:
+    figure, axes = new_figure(12.5, 4.4, cols=2)
     for ax, key, label in zip(axes[0], ("loss", "error"), ("training loss", "training error (%)")):
         for name, net in nets.items():
-            curves = np.array([s["line"][key] for s in net["seeds"]], dtype=np.float64)  # (seeds, points)
+            curves = np.array([[number(v) for v in s["line"][key]] for s in net["seeds"]])  # (seeds, points)
             style = "-" if net["kind"] == "residual" else "--"
             ax.plot(line, curves.mean(0), style, label=name)
             if len(curves) > 1:
                 ax.fill_between(line, curves.min(0), curves.max(0), alpha=0.2)
-        ax.set(xlabel="α (θ + α d1)", ylabel=label, title=f"{label}: mean over seeds, band: range")
-        ax.legend()
+        ax.set(xlabel="α (θ + α d1)", ylabel=label)
+        ax.set_title(f"{label}: mean over seeds, band: range", fontsize=9)
         ax.grid(alpha=0.3)
+    legend_outside(axes[0][1])
+    titled(figure, "Training loss and error along one filter-normalised direction (Li et al. 2018)", training)
     return save_figure(figure, out, f"{NAME}-1d")
 
 
 def _levels(nets: dict[str, dict[str, Any]]) -> np.ndarray:
     """Contour levels shared by every net: geometric from the lowest to the highest loss of the seed-0 planes."""
-    values = np.concatenate(
-        [np.asarray(n["seeds"][0]["plane"]["loss"], dtype=np.float64).ravel() for n in nets.values()]
-    )
+    values = np.concatenate([_plane(n).ravel() for n in nets.values()])
     values = values[np.isfinite(values) & (values > 0)]
     low, high = (values.min(), values.max()) if values.size else (1.0, 2.0)
     return np.geomspace(low, high if high > low else low * 1.01, 20)
 
 
-def _plane_figures(nets: dict[str, dict[str, Any]], grid: Sequence[float], out: str) -> list[Any]:
+def _plane(net: dict[str, Any]) -> np.ndarray:
+    """The first seed's 2-D surface (rows β, columns α), NaN where the loss was not finite."""
+    return np.array([[number(v) for v in row] for row in net["seeds"][0]["plane"]["loss"]], dtype=np.float64)
+
+
+def _plane_figures(nets: dict[str, dict[str, Any]], grid: Sequence[float], out: Path, training: str) -> list[Path]:
     a, b = np.meshgrid(grid, grid)  # rows β, columns α, as the planes are stored
     levels = _levels(nets)
     figure, axes = new_figure(5.2 * len(nets), 4.6, cols=len(nets))
     flat = np.atleast_1d(axes).ravel() if len(nets) > 1 else [axes]
     for ax, (name, net) in zip(flat, nets.items()):
-        contour = ax.contour(a, b, np.asarray(net["seeds"][0]["plane"]["loss"], dtype=np.float64), levels=levels)
+        contour = ax.contour(a, b, _plane(net), levels=levels)
         ax.clabel(contour, fontsize=6, fmt="%.2g")
         ax.plot([0], [0], "k+")
-        ax.set(title=f"{name} (seed 0)", xlabel="α (d1)", ylabel="β (d2)", aspect="equal")
+        ax.set(xlabel="α (d1)", ylabel="β (d2)", aspect="equal")
+        ax.set_title(f"{name} (seed 0)", fontsize=9)
+    titled(
+        figure, "Contours of the training loss over two filter-normalised directions (Li et al. 2018, Fig. 5)", training
+    )
     contours = save_figure(figure, out, f"{NAME}-contour")
     figure, axes = new_figure(5.2 * len(nets), 4.8, cols=len(nets))
     for ax in np.atleast_1d(axes).ravel() if len(nets) > 1 else [axes]:
@@ -297,9 +395,11 @@ def _plane_figures(nets: dict[str, dict[str, Any]], grid: Sequence[float], out: 
     top = np.log10(levels[[0, -1]])
     for i, (name, net) in enumerate(nets.items()):
         ax = figure.add_subplot(1, len(nets), i + 1, projection="3d")
-        z = np.log10(np.asarray(net["seeds"][0]["plane"]["loss"], dtype=np.float64))  # the corners reach 100x
+        z = np.log10(_plane(net))  # the corners reach 100x
         ax.plot_surface(a, b, z, cmap="viridis", vmin=top[0], vmax=top[1])
-        ax.set(title=f"{name} (seed 0)", xlabel="α", ylabel="β", zlabel="log10 training loss", zlim=tuple(top))
+        ax.set(xlabel="α", ylabel="β", zlabel="log10 training loss", zlim=tuple(top))
+        ax.set_title(f"{name} (seed 0)", fontsize=9)
+    titled(figure, "The training-loss surface over two filter-normalised directions (log scale)", training)
     return [contours, save_figure(figure, out, f"{NAME}-surface")]
 
 
@@ -314,54 +414,10 @@ def _table(nets: dict[str, dict[str, Any]]) -> str:
     for name, net in nets.items():
         m = net["measures"]
         rows.append(
-            f"| {name} | {net['kind']} | {net['centre']['loss']:.4f} | {net['centre']['error']:.2f} | "
+            f"| {name} | {net['kind']} | {number(net['centre']['loss']):.4f} | {number(net['centre']['error']):.2f} | "
             f"{fmt(m['convex_fraction@0.5'])} | {fmt(m['convex_fraction@1'])} | "
             f"{fmt(m['negative_curvature_ratio@1'])} | {fmt(m['sharpness@0.5'])} | {fmt(m['sharpness@1'])} | "
             f"{fmt(m['roughness'])} |"
         )
+    rows += over_training_rows(nets, "convex fraction r≤1 (coarse surface)", ".2f")
     return "\n".join(rows)
-
-
-def run(options: StudyOptions) -> StudyResult:
-    """Landscapes of trained runs (default: short resnet20 and plain20 runs) along seeded random directions."""
-    grid_points = options.pick("grid", DEFAULT_GRID)
-    if grid_points < 3:
-        raise ConfigError(f"--grid {grid_points} is too coarse: the curvature measures need at least 3 points per axis")
-    line, grid = coordinates(LINE_POINTS), coordinates(grid_points)
-    steps = options.pick("steps", DEFAULT_STEPS)
-    runs = trained_runs(options, list(options.models) or [RESIDUAL, PLAIN], steps=steps)
-    taken: set[str] = set()
-    nets = {run_label(r, taken): measure_run(r, options, line, grid) for r in runs}
-    verdict, supported = _verdict(nets, None if options.runs else steps)
-    figures = [_line_figure(nets, line, options.out), *_plane_figures(nets, grid, options.out)]
-    settings = {
-        "measured_on": "trained runs, eval mode, the run's weights and precision",
-        "runs": [net["run"] for net in nets.values()],
-        "checkpoints": [net["checkpoint"] for net in nets.values()],
-        "models": [net["model"] for net in nets.values()],
-        "default_run_steps": None if options.runs else steps,
-        "data": "each run's recorded data" if options.runs else options.data or DEFAULT_DATA,
-        "split": "train, without augmentation (the paper plots training loss)",
-        "samples": options.pick("samples", DEFAULT_SAMPLES),
-        "subset": f"torch.randperm seeded with {SUBSET_SEED}, the same for every seed",
-        "seeds": len(seeds(options, default=DEFAULT_SEEDS)),
-        "directions": "Gaussian (torch.Generator seeded by the seed: d1 then d2), filter-normalised to θ's filters; "
-        "zero in biases and BN/LN parameters (1-D), buffers untouched",
-        "line": f"{LINE_POINTS} points of α in [-1, 1] along d1",
-        "grid": f"{grid_points} x {grid_points} points of (α, β) in [-1, 1]^2",
-        "error": "top-1 error in percent",
-        "convexity": "interior grid points within radius r; PSD: λmin >= 0 of the central-difference Hessian; "
-        "ratio: max(-λmin, 0) / max(|λmin|, |λmax|)",
-        "bn": BN_EVAL_MODE,
-        "device": options.device,
-    }
-    return StudyResult(
-        name=NAME,
-        claim=CLAIM,
-        verdict=verdict,
-        supported=supported,
-        settings=settings,
-        numbers={"line": line, "grid": grid, "nets": nets, "pairs": [list(p) for p in _pairs(nets)]},
-        table=_table(nets),
-        figures=figures,
-    )

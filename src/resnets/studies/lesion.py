@@ -4,18 +4,18 @@ Veit et al. ("Residual Networks Behave Like Ensembles of Relatively Shallow Netw
 ResNet as a collection of paths of many lengths: deleting one unit removes only half of the paths, so the test
 error barely moves, except at the downsampling units, whose shortcut is not the identity; a plain (VGG-like)
 net has one path, and deleting any layer breaks it. Error grows smoothly with the number of deleted units, and
-swapping units hurts gracefully. Measured here on a seeded subset of the test split, for each trained run:
+swapping units hurts gracefully. Measured here on a seeded subset of the test split per seed, for each run:
 
 * ``units``: the error with each unit deleted in turn (``BlockInfo.lesioned``); downsampling units
   (``changes_shape``) are marked, and plain units that change shape cannot be deleted (reported as such);
 * ``k_deleted``: the error with k random shape-preserving units deleted at once, k = 1..N (the N units every
   family can delete, so the residual net and its plain twin lose the same positions), a few draws per seed;
-* ``swaps``: the error with two shape-preserving units of the same stage exchanged, for every such pair.
+* ``swaps``: the error with two shape-preserving units of the same stage exchanged, for every such pair;
+* ``over_training``: the median rise for one deleted unit at every snapshot the run kept (the first seed's
+  subset), to see whether it had settled.
 
-Swapping uses :func:`rearranged`, which puts unit modules at other units' positions through their parent
-containers (found from ``BlockInfo.name`` with ``get_submodule``) and checks with taps that the forward pass
-really ran them in the new order. :func:`subset_batches`, :func:`error_rate` and :func:`rearranged` are
-shared with :mod:`resnets.studies.iterative`.
+Swapping uses :func:`~resnets.studies.reorder.rearranged`, which puts unit modules at other units' positions
+and checks with taps that the forward pass really ran them in the new order.
 """
 
 from __future__ import annotations
@@ -25,7 +25,9 @@ import random
 import statistics
 from collections.abc import Sequence
 from contextlib import ExitStack
+from dataclasses import dataclass
 from itertools import combinations, pairwise
+from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -34,32 +36,65 @@ from resnets.device import Precision
 from resnets.errors import LesionError
 from resnets.models.base import BlockInfo
 from resnets.runs import Run
-from resnets.studies.common import (
-    BN_EVAL_MODE,
-    Batches,
-    StudyOptions,
-    StudyResult,
-    error_rate,
-    new_figure,
-    progress,
-    save_figure,
-    seeds,
-    spread,
-    subset_batches,
-)
-from resnets.studies.reorder import is_plain, is_residual, label_runs, rearranged
-from resnets.studies.trained import DEFAULT_DATA, DEFAULT_STEPS, PLAIN, RESIDUAL, trained_runs
+from resnets.studies.common import BN_EVAL_MODE, Batches, error_rate, number, over_training_rows, spread, subset_batches
+from resnets.studies.contract import Context, TrainedOptions, option
+from resnets.studies.figures import legend_outside, new_figure, save_figure, titled, trained_for
+from resnets.studies.reorder import is_plain, is_residual, rearranged
+from resnets.studies.trained import TrainedRun, over_snapshots, trained_runs
+from resnets.studies.verdict import Check, Threshold, Verdict, judged, settling
 
 NAME = "lesion"
 CLAIM = (
     "Deleting a single unit of a trained ResNet barely changes its test error, except at downsampling units, "
     "while deleting a layer of a plain (VGG-like) net destroys it; the error grows smoothly with the number of "
     "deleted units, and reordering units hurts gracefully (Veit, Wilber & Belongie 2016, 'Residual Networks "
-    "Behave Like Ensembles of Relatively Shallow Networks')."
+    "Behave Like Ensembles of Relatively Shallow Networks', Sec. 4.1-4.3, Fig. 3 and 5)."
 )
-DEFAULT_SAMPLES = 500  # test images per seed (seed s draws its own subset)
+VEIT = "Veit, Wilber & Belongie 2016"
+THRESHOLDS = {
+    "single": Threshold(
+        5.0,
+        above=False,
+        unit="points",
+        paper="deleting one non-downsampling module of ResNet-110 leaves its CIFAR-10 error within about 1-2 "
+        "points of the baseline; deleting a layer of VGG sends it to chance",
+        source=f"{VEIT}, Sec. 4.1, Fig. 3(a)",
+        why="the median rise over shape-preserving units; 5 points leaves room for a shallower CPU net",
+    ),
+    "relative": Threshold(
+        0.5,
+        above=False,
+        unit="x",
+        paper="a residual net loses far less than a plain net to one deleted layer (VGG: to chance)",
+        source=f"{VEIT}, Sec. 4.1, Fig. 3(a)",
+        why="the residual net's mean rise over its plain twin's",
+    ),
+    "smooth": Threshold(
+        0.0,
+        above=False,
+        unit="points",
+        paper="the error rises smoothly as more modules are deleted",
+        source=f"{VEIT}, Sec. 4.2, Fig. 5(a)",
+        why="the residual net's largest step up of the k-deletion curve minus its plain twin's",
+    ),
+    "swaps": Threshold(
+        0.0,
+        above=False,
+        unit="points",
+        paper="reordering modules degrades the error smoothly with the number of swaps",
+        source=f"{VEIT}, Sec. 4.3, Fig. 5(b)",
+        why="the residual net's mean rise for one swap minus its plain twin's",
+    ),
+}
 DRAWS = 2  # random k-subsets per k and seed (all subsets where there are fewer)
-BARELY = 0.05  # "barely changes": a median rise of at most 5 points (Veit et al. Fig. 3: ResNet-110, ~1-2 points)
+UNLEARNED = 0.9  # a net whose error is above this share of chance learned nothing a lesion could show
+
+
+@dataclass(frozen=True)
+class Options(TrainedOptions):
+    samples: int = option(500, "test images per seed (seed s draws its own subset)")
+    seeds: int = option(3, "test subsets, each with its own k-deletion draws")
+
 
 # -- the three measurements ------------------------------------------------------------------------------
 
@@ -134,24 +169,34 @@ def swapped_errors(
     return errors
 
 
-# -- the instrument --------------------------------------------------------------------------------------
+def median_single_rise(model: nn.Module, batches: Batches, precision: Precision) -> float | None:
+    """The median error rise (points) over the deletable shape-preserving units: the headline of one net."""
+    blocks = model.eval().residual_blocks()
+    base = error_rate(model, batches, precision)
+    rises = [
+        100 * (e - base)
+        for info, e in zip(blocks, single_lesions(model, blocks, batches, precision))
+        if e is not None and not info.changes_shape
+    ]
+    return statistics.median(rises) if rises else None
 
 
-def measure_run(run: Run, options: StudyOptions, samples: int, *, desc: str = "") -> dict[str, Any]:
-    """Every lesion number of one run, each over the seeds' test subsets (and draws)."""
+# -- measure ---------------------------------------------------------------------------------------------
+
+
+def measure_run(run: Run, options: Options, context: Context, *, desc: str = "") -> dict[str, Any]:
+    """Every lesion number of one run, each over the seeds' test subsets (and draws); rises in points."""
     model, precision = run.model.eval(), run.precision
     blocks = model.residual_blocks()
     pool = [b.index for b in blocks if not b.changes_shape]
     pairs = swap_pairs(blocks)
-    base, singles, kdel, swaps = [], [], {}, []
-    for seed in progress(seeds(options), desc=desc, quiet=options.quiet):
-        batches = subset_batches(run, samples, seed)
+    base, singles, kdel, swaps = [], [], [], []
+    for seed in context.progress(range(options.seeds), desc):
+        batches = subset_batches(run, options.samples, seed)
         base.append(error_rate(model, batches, precision))
         singles.append(single_lesions(model, blocks, batches, precision))
-        for k, errs in k_deletions(
-            model, blocks, pool, batches, precision, draws=DRAWS, rng=random.Random(1000 + seed)
-        ).items():
-            kdel.setdefault(k, []).extend(errs)
+        rng = random.Random(1000 + seed)
+        kdel.append(k_deletions(model, blocks, pool, batches, precision, draws=DRAWS, rng=rng))
         swaps.append(swapped_errors(model, blocks, pairs, batches, precision))
     units = []
     for info in blocks:
@@ -171,10 +216,14 @@ def measure_run(run: Run, options: StudyOptions, samples: int, *, desc: str = ""
         )
     kept = [u for u in units if u["deletable"] and not u["downsampling"]]
     down = [u for u in units if u["deletable"] and u["downsampling"]]
+
+    def rises(s: int, names: Sequence[dict]) -> list[float]:
+        return [100 * (singles[s][u["index"]] - base[s]) for u in names]
+
+    seeds = range(options.seeds)
+    all_k = {k: [e for curve in kdel for e in curve[k]] for k in kdel[0]} if kdel else {}
     base_mean = spread(base)["mean"]
     return {
-        "run": str(run.path or run.checkpoint),
-        "checkpoint": run.checkpoint.name,
         "residual": is_residual(blocks),
         "plain": is_plain(blocks),
         "baseline_error": spread(base),
@@ -184,8 +233,9 @@ def measure_run(run: Run, options: StudyOptions, samples: int, *, desc: str = ""
         "downsampling_increase": spread(u["increase"]["mean"] for u in down),
         "not_deletable": [u["name"] for u in units if not u["deletable"]],
         "k_pool": [blocks[i].name for i in pool],
-        "k_deleted": [{"k": k, "error": spread(v), "increase": spread(v)["mean"] - base_mean} for k, v in kdel.items()],
-        "k_largest_step": _largest_step(base_mean, [spread(v)["mean"] for v in kdel.values()]),
+        "k_deleted": [
+            {"k": k, "error": spread(v), "increase": spread(v)["mean"] - base_mean} for k, v in all_k.items()
+        ],
         "swaps": [
             {
                 "a": blocks[a].name,
@@ -196,99 +246,140 @@ def measure_run(run: Run, options: StudyOptions, samples: int, *, desc: str = ""
             }
             for p, (a, b) in enumerate(pairs)
         ],
+        "by_seed": {  # the headline numbers of each seed's subset, in points: the intervals of the verdict
+            "baseline_error": [100 * b for b in base],
+            "single_rise": [_mean(rises(s, kept)) for s in seeds],
+            "single_rise_median": [statistics.median(rises(s, kept)) if kept else None for s in seeds],
+            "k_largest_step": [_largest_step(base[s], [_mean(kdel[s][k]) for k in kdel[s]]) for s in seeds],
+            "swap_rise": [_mean([100 * (e - base[s]) for e in swaps[s]]) for s in seeds],
+        },
     }
 
 
-def _largest_step(start: float, curve: Sequence[float]) -> float:
-    """The largest rise of the mean error from k-1 to k deleted units (k = 0 is the baseline)."""
+def _mean(values: Sequence[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def _largest_step(start: float, curve: Sequence[float | None]) -> float | None:
+    """The largest rise (points) of the error from k-1 to k deleted units (k = 0 is the baseline)."""
     points = [start, *curve]
-    return max((b - a for a, b in pairwise(points)), default=math.nan)
+    steps = [100 * (b - a) for a, b in pairwise(points) if a is not None and b is not None]
+    return max(steps, default=None)
 
 
-def run(options: StudyOptions) -> StudyResult:
-    """Lesion the default residual net and its plain twin (or the given runs/models); see the module docstring."""
-    steps = options.pick("steps", DEFAULT_STEPS)
-    models = options.pick("models", (RESIDUAL, PLAIN))
-    samples = options.pick("samples", DEFAULT_SAMPLES)
-    runs = trained_runs(options, models, steps=steps)
-    labels = label_runs(runs)
-    chance = 1 - 1 / runs[0].record.num_classes
-    measured = {label: measure_run(r, options, samples, desc=f"lesion {label}") for label, r in zip(labels, runs)}
-    numbers = {"chance_error": chance, "models": measured}
-    settings = {
-        "runs": {label: m["run"] for label, m in measured.items()},
-        "checkpoints": {label: m["checkpoint"] for label, m in measured.items()},
-        "models": [r.record.model for r in runs],
-        "data": runs[0].record.data.spec if runs[0].record.data else options.data or DEFAULT_DATA,
-        "steps": None if options.runs else steps,
-        "seeds": len(seeds(options)),
-        "samples_per_seed": samples,
-        "subset": "test split, seed s draws its own subset without replacement",
-        "k_draws_per_seed": DRAWS,
-        "bn": BN_EVAL_MODE,
-        "precision": {lb: _precision(r) for lb, r in zip(labels, runs)},
-        "k_pool": "shape-preserving units (deletable in residual and plain nets alike)",
-        "swaps": "every pair of shape-preserving units of equal shape in the same stage",
-        "training_seed": [r.record.seed for r in runs],
+def measure(options: Options, context: Context) -> dict[str, Any]:
+    """Lesion the default residual net and its plain twin (or the given runs); see the module docstring."""
+    runs = trained_runs(NAME, options, context)
+    models: dict[str, Any] = {}
+    for trained in runs:
+        measured = measure_run(trained.run, options, context, desc=f"lesion {trained.label}")
+        models[trained.label] = {**trained.describe(), **measured, "over_training": _over_training(trained, options)}
+    return {
+        "settings": {
+            "subset": "test split, seed s draws its own subset without replacement",
+            "k_draws_per_seed": DRAWS,
+            "bn": BN_EVAL_MODE,
+            "k_pool": "shape-preserving units (deletable in residual and plain nets alike)",
+            "swaps": "every pair of shape-preserving units of equal shape in the same stage",
+            "over_training": "median rise for one deleted unit at every kept snapshot, on the first seed's subset",
+        },
+        "trained": [r.describe() for r in runs],
+        "chance_error": 1 - 1 / runs[0].run.record.num_classes,
+        "models": models,
     }
-    figures = _figures(measured, chance, options.out)
-    verdict, supported = _verdict(measured, runs[0].record.num_classes)
-    return StudyResult(NAME, CLAIM, verdict, supported, settings, numbers, _table(measured, chance), figures)
 
 
-def _precision(run: Run) -> str:
-    p = run.precision
-    return f"autocast {str(p.dtype).removeprefix('torch.')}" if p.amp else "float32"
+def _over_training(trained: TrainedRun, options: Options) -> dict[str, list[Any]]:
+    def headline(run: Run) -> float | None:
+        return median_single_rise(run.model, subset_batches(run, options.samples, 0), run.precision)
+
+    return over_snapshots(trained, headline, f"lesion {trained.label} snapshots")
 
 
-def _verdict(measured: dict[str, dict[str, Any]], num_classes: int) -> tuple[str, bool | None]:
-    residual = {k: m for k, m in measured.items() if m["residual"]}
-    plain = {k: m for k, m in measured.items() if m["plain"]}
+# -- judge -----------------------------------------------------------------------------------------------
+
+
+def judge(numbers: dict[str, Any]) -> Verdict:
+    models = numbers["models"]
+    residual = {k: m for k, m in models.items() if m["residual"]}
+    plain = {k: m for k, m in models.items() if m["plain"]}
     if not residual or not plain:
-        text = "The runs measured lack a residual net or a plain twin to contrast it with, so the claim cannot be "
-        return text + "judged from them (see the numbers for each).", None
-    chance = 1 - 1 / num_classes
-    unlearned = [k for k, m in measured.items() if m["baseline_error"]["mean"] > 0.9 * chance]
+        return judged([], missing="the runs measured lack a residual net or a plain twin to contrast it with")
+    chance = 100 * numbers["chance_error"]
+    unlearned = [k for k, m in models.items() if number(m["baseline_error"]["mean"]) * 100 > UNLEARNED * chance]
     if unlearned:
-        return (
-            f"{', '.join(unlearned)} did not learn (error within 10% of chance), so deleting units cannot show "
-            "anything and the claim cannot be judged from these runs."
-        ), None
+        return judged(
+            [], missing=f"{', '.join(unlearned)} did not learn (error within 10% of chance), so no lesion can show it"
+        )
     r_name, r = next(iter(residual.items()))
     p_name, p = next(iter(plain.items()))
-    r_inc, p_inc, r_median = r["single_increase"]["mean"], p["single_increase"]["mean"], r["single_increase_median"]
-    r_down = r["downsampling_increase"]["mean"]
-    r_step, p_step = r["k_largest_step"], p["k_largest_step"]
-    r_swap = spread(s["increase"]["mean"] for s in r["swaps"])["mean"]
-    p_swap = spread(s["increase"]["mean"] for s in p["swaps"])["mean"]
-    failed = [
-        text
-        for text, ok in (
-            (f"a single deletion is not harmless (median rise above {100 * BARELY:.0f} points)", r_median <= BARELY),
-            (f"{r_name} does not lose less than half of what {p_name} loses", r_inc < 0.5 * p_inc),
-            ("its error does not rise in smaller steps as units are deleted", r_step < p_step),
-            ("swaps do not hurt it less", r_swap < p_swap),
-        )
-        if not ok
+    rs, ps = r["by_seed"], p["by_seed"]
+    checks = [
+        Check(
+            "single",
+            f"median rise of {r_name}'s error for one deleted unit",
+            tuple(rs["single_rise_median"]),
+            _t("single"),
+        ),
+        Check(
+            "relative",
+            f"{r_name}'s mean rise for one deleted unit over {p_name}'s",
+            _paired(rs["single_rise"], ps["single_rise"], lambda a, b: a / b if b else None),
+            _t("relative"),
+        ),
+        Check(
+            "smooth",
+            f"largest step of {r_name}'s k-deletion curve minus {p_name}'s",
+            _paired(rs["k_largest_step"], ps["k_largest_step"], lambda a, b: a - b),
+            _t("smooth"),
+        ),
+        Check(
+            "swaps",
+            f"{r_name}'s mean rise for one swap minus {p_name}'s",
+            _paired(rs["swap_rise"], ps["swap_rise"], lambda a, b: a - b),
+            _t("swaps"),
+        ),
     ]
-    down = f", downsampling units {100 * r_down:.1f}" if math.isfinite(r_down) else ""
-    sentence = (
-        f"Deleting one unit raised {r_name}'s error by {100 * r_inc:.1f} points on average (median "
-        f"{100 * r_median:.1f}{down}) against {100 * p_inc:.1f} for {p_name}, deleting one more unit raised it by "
-        f"at most {100 * r_step:.1f} points against {100 * p_step:.1f}, and a swap cost {100 * r_swap:.1f} against "
-        f"{100 * p_swap:.1f}: "
+    found = (
+        f"baseline errors {100 * number(r['baseline_error']['mean']):.1f}% ({r_name}) and "
+        f"{100 * number(p['baseline_error']['mean']):.1f}% ({p_name})"
     )
-    if not failed:
-        return sentence + "the numbers support the claim.", True
-    return sentence + f"{'; '.join(failed)}, so the numbers do not support the claim as stated.", False
+    down = number(r["downsampling_increase"]["mean"])
+    if math.isfinite(down):
+        found += f"; deleting a downsampling unit of {r_name} costs {100 * down:.1f} points"
+    trajectory = r["over_training"]
+    quantity = "median rise for one deleted unit (points)"
+    moving = {
+        r_name: settling(
+            trajectory["steps"], trajectory["values"], quantity=quantity, threshold=THRESHOLDS["single"].value
+        )
+    }
+    return judged(checks, found=found, settling=moving)
+
+
+def _t(key: str) -> Threshold:
+    return THRESHOLDS[key]
+
+
+def _paired(a: Sequence[float | None], b: Sequence[float | None], how: Any) -> tuple[float | None, ...]:
+    """``how(a_s, b_s)`` for each seed s where both were measured (the subsets of seed s are drawn alike)."""
+    return tuple(None if x is None or y is None else how(x, y) for x, y in zip(a, b))
+
+
+# -- render ----------------------------------------------------------------------------------------------
+
+
+def render(numbers: dict[str, Any], out: Path) -> tuple[str, list[Path]]:
+    return _table(numbers["models"], numbers["chance_error"]), _figures(numbers, out)
+
+
+def _pct(stats: dict[str, Any] | None) -> str:
+    if stats is None or not stats.get("n"):
+        return "–"
+    return f"{100 * number(stats['mean']):.1f} ± {100 * number(stats['std']):.1f}"
 
 
 def _table(measured: dict[str, dict[str, Any]], chance: float) -> str:
-    def pct(stats: dict[str, float] | None) -> str:
-        if stats is None or not stats.get("n"):
-            return "–"
-        return f"{100 * stats['mean']:.1f} ± {100 * stats['std']:.1f}"
-
     rows = [
         (
             "| model | baseline error % | +% one unit deleted (median) | +% downsampling unit "
@@ -300,12 +391,13 @@ def _table(measured: dict[str, dict[str, Any]], chance: float) -> str:
         curve = m["k_deleted"]
         mids = [curve[0], curve[(len(curve) - 1) // 2], curve[-1]] if curve else []
         swap = spread(s["increase"]["mean"] for s in m["swaps"])
+        median = number(m["single_increase_median"])
         rows.append(
-            f"| {label} | {pct(m['baseline_error'])} | {pct(m['single_increase'])} "
-            f"({100 * m['single_increase_median']:.1f}) | {pct(m['downsampling_increase'])}"
+            f"| {label} | {_pct(m['baseline_error'])} | {_pct(m['single_increase'])} "
+            f"({100 * median:.1f}) | {_pct(m['downsampling_increase'])}"
             f" | {', '.join(m['not_deletable']) or 'none'} | "
-            + " / ".join(f"{100 * c['increase']:.1f} (k={c['k']})" for c in mids)
-            + f" | {pct(swap)} |"
+            + " / ".join(f"{100 * number(c['increase']):.1f} (k={c['k']})" for c in mids)
+            + f" | {_pct(swap)} |"
         )
     rows += [
         "",
@@ -315,27 +407,29 @@ def _table(measured: dict[str, dict[str, Any]], chance: float) -> str:
             "mean over draws."
         ),
     ]
+    rows += over_training_rows(measured, "median rise for one deleted unit (points)", ".1f")
     rows += ["", "| model | unit | stage | downsampling | error % deleted |", "|---|---|---|---|---|"]
     for label, m in measured.items():
         for u in m["units"]:
-            error = pct(u["error"]) if u["deletable"] else "cannot delete (changes shape, no shortcut)"
+            error = _pct(u["error"]) if u["deletable"] else "cannot delete (changes shape, no shortcut)"
             rows.append(f"| {label} | {u['name']} | {u['stage']} | {'yes' if u['downsampling'] else ''} | {error} |")
     return "\n".join(rows)
 
 
-def _figures(measured: dict[str, dict[str, Any]], chance: float, out: str) -> list:
+def _figures(numbers: dict[str, Any], out: Path) -> list[Path]:
+    measured, chance, training = numbers["models"], numbers["chance_error"], trained_for(numbers["trained"])
     figures = []
-    fig, ax = new_figure(7.2, 4.2)
+    fig, ax = new_figure(8.4, 4.4)
     for label, m in measured.items():
         (line,) = ax.plot([], [], label=f"{label} (baseline dashed)")
         color = line.get_color()
-        ax.axhline(100 * m["baseline_error"]["mean"], color=color, ls="--", lw=0.8)
+        ax.axhline(100 * number(m["baseline_error"]["mean"]), color=color, ls="--", lw=0.8)
         for u in m["units"]:
             if u["deletable"]:
                 ax.errorbar(
                     u["index"],
-                    100 * u["error"]["mean"],
-                    yerr=100 * u["error"]["std"],
+                    100 * number(u["error"]["mean"]),
+                    yerr=100 * number(u["error"]["std"]),
                     color=color,
                     marker="s" if u["downsampling"] else "o",
                     ms=7 if u["downsampling"] else 5,
@@ -346,43 +440,40 @@ def _figures(measured: dict[str, dict[str, Any]], chance: float, out: str) -> li
     ax.plot([], [], "ks", label="downsampling unit")
     ax.plot([], [], "kx", label="cannot delete (plotted at chance)")
     ax.axhline(100 * chance, color="grey", ls=":", lw=0.8, label="chance")
-    ax.set_xlabel("deleted unit (index in forward order)")
-    ax.set_ylabel("test error (%)")
-    ax.set_title("Error after deleting one unit")
-    ax.legend(fontsize=8)
+    ax.set(xlabel="deleted unit (index in forward order)", ylabel="test error (%)")
+    legend_outside(ax)
+    titled(fig, "Test error after deleting one unit (Veit et al. 2016, Fig. 3)", training)
     figures.append(save_figure(fig, out, f"{NAME}-units"))
 
-    fig, ax = new_figure()
+    fig, ax = new_figure(7.6, 4.2)
     for label, m in measured.items():
         ks = [0] + [c["k"] for c in m["k_deleted"]]
-        mean = [m["baseline_error"]["mean"]] + [c["error"]["mean"] for c in m["k_deleted"]]
-        std = [m["baseline_error"]["std"]] + [c["error"]["std"] for c in m["k_deleted"]]
+        mean = [number(m["baseline_error"]["mean"])] + [number(c["error"]["mean"]) for c in m["k_deleted"]]
+        std = [number(m["baseline_error"]["std"])] + [number(c["error"]["std"]) for c in m["k_deleted"]]
         ax.errorbar(ks, [100 * v for v in mean], yerr=[100 * v for v in std], marker="o", capsize=2, label=label)
     ax.axhline(100 * chance, color="grey", ls=":", lw=0.8, label="chance")
-    ax.set_xlabel("number of deleted shape-preserving units k")
-    ax.set_ylabel("test error (%), mean ± std over draws")
-    ax.set_title("Error after deleting k random units")
-    ax.legend(fontsize=8)
+    ax.set(xlabel="number of deleted shape-preserving units k", ylabel="test error (%), mean ± std over draws")
+    legend_outside(ax)
+    titled(fig, "Test error after deleting k random units (Veit et al. 2016, Fig. 5a)", training)
     figures.append(save_figure(fig, out, f"{NAME}-k"))
 
-    fig, ax = new_figure()
+    fig, ax = new_figure(7.6, 4.2)
     width = 0.8 / max(1, len(measured))
     for n, (label, m) in enumerate(measured.items()):
         xs = [i + n * width for i in range(len(m["swaps"]))]
         ax.bar(
             xs,
-            [100 * s["increase"]["mean"] for s in m["swaps"]],
+            [100 * number(s["increase"]["mean"]) for s in m["swaps"]],
             width,
-            yerr=[100 * s["increase"]["std"] for s in m["swaps"]],
+            yerr=[100 * number(s["increase"]["std"]) for s in m["swaps"]],
             capsize=2,
             label=label,
         )
     first = next(iter(measured.values()))
     ax.set_xticks([i + 0.4 - width / 2 for i in range(len(first["swaps"]))])
     ax.set_xticklabels([f"{s['a']}↔{s['b']}" for s in first["swaps"]], rotation=30, fontsize=7)
-    ax.set_xlabel("swapped pair of units (same stage)")
-    ax.set_ylabel("error increase (percentage points)")
-    ax.set_title("Error after swapping two units")
-    ax.legend(fontsize=8)
+    ax.set(xlabel="swapped pair of units (same stage)", ylabel="error increase (percentage points)")
+    legend_outside(ax)
+    titled(fig, "Test error after swapping two units of a stage", training)
     figures.append(save_figure(fig, out, f"{NAME}-swaps"))
     return figures

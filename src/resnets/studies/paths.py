@@ -27,6 +27,7 @@ import random
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -35,18 +36,11 @@ import torch.nn.functional as F
 from resnets.errors import ConfigError
 from resnets.models.base import BlockInfo
 from resnets.runs import Run
-from resnets.studies.common import (
-    BN_EVAL_MODE,
-    StudyOptions,
-    StudyResult,
-    first_batches,
-    new_figure,
-    progress,
-    save_figure,
-    seeds,
-    spread,
-)
-from resnets.studies.trained import DEFAULT_STEPS, RESIDUAL, trained_runs
+from resnets.studies.common import BN_EVAL_MODE, first_batches, number, over_training_rows, spread
+from resnets.studies.contract import Context, TrainedOptions, option
+from resnets.studies.figures import legend_outside, new_figure, save_figure, titled, trained_for
+from resnets.studies.trained import over_snapshots, trained_runs
+from resnets.studies.verdict import Check, Threshold, Verdict, judged, settling
 
 NAME = "paths"
 CLAIM = (
@@ -56,11 +50,36 @@ CLAIM = (
     "long, but almost all of the gradient flows through paths 5-17 units long (Veit, Wilber & Belongie 2016, "
     "section 5, Fig. 6)."
 )
-SAMPLES = 32  # images per batch (one batch per seed), from the training split as in the paper
+VEIT = "Veit, Wilber & Belongie 2016"
 SETS_PER_K = 12  # sampled paths per length and batch; lengths with fewer paths than this are enumerated
 SHARE = 0.9  # the effective range holds this share of the total gradient (and of the paths)
-SHORTER = 0.8  # "much shorter": gradient-weighted mean length at most this fraction of the mean path length n/2
-# (the paper's ResNet-110: effective paths 5-17 units long against a mean path length of 27)
+THRESHOLDS = {
+    "decay": Threshold(
+        1.0,
+        above=False,
+        unit="x per unit",
+        paper="in ResNet-110 the gradient magnitude of a path falls exponentially with its length (Fig. 6b, a "
+        "straight line on a log scale)",
+        source=f"{VEIT}, Sec. 5, Fig. 6(b)",
+        why="the per-unit factor of a least-squares fit of log(gradient of one path) on its length",
+    ),
+    "shorter": Threshold(
+        0.8,
+        above=False,
+        unit="x",
+        paper="almost all of ResNet-110's gradient comes from paths 5-17 units long, while 95% of its paths are "
+        "19-35 long (mean path length 27): an effective length of about 0.4 of the mean",
+        source=f"{VEIT}, Sec. 5, Fig. 6(a, c)",
+        why="the gradient-weighted mean path length over the mean path length n/2; 0.8 leaves room for a net of "
+        "few units, whose binomial is narrow",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Options(TrainedOptions):
+    samples: int = option(32, "training images per batch (one batch per seed), as in the paper")
+    seeds: int = option(3, "batches, each its own share of the training split")
 
 
 def path_length_counts(n: int) -> list[int]:
@@ -210,41 +229,37 @@ def _sample_sets(n: int, k: int, count: int, rng: random.Random) -> list[frozens
     return sorted(chosen, key=sorted)
 
 
-def measure_run(run: Run, options: StudyOptions, label: str) -> dict[str, Any]:
+def measure_run(run: Run, *, batch: int, seeds: int, context: Context, label: str, show: bool = True) -> dict[str, Any]:
     """Per-path gradient norms by length over ``seeds`` batches, and the totals and ranges derived from them."""
     model, blocks = run.model, run.model.residual_blocks()
     model.eval()
-    batch = int(options.pick("samples", SAMPLES))
-    draws = list(seeds(options))
+    draws = list(range(seeds))
     data = first_batches(run.loader("train"), batch * len(draws))
     inputs = torch.cat([x for x, _ in data])
     targets = torch.cat([y for _, y in data])
     n = len(blocks)
     per_seed: list[list[float]] = []  # [seed][k]: mean path-gradient norm over the sampled sets
     full_norms: list[float] = []
-    bar = progress(draws, desc=f"paths {label}", quiet=options.quiet)
-    for seed in bar:
+    for seed in context.progress(draws, f"paths {label}") if show else draws:
         rng = random.Random(seed)
         x = inputs[seed * batch : (seed + 1) * batch].clone()
         y = targets[seed * batch : (seed + 1) * batch]
         if len(y) == 0:
             raise ConfigError(f"the training split has fewer than {batch * len(draws)} samples; lower --samples")
-        trace = PathTrace(model, blocks, x, y, run.precision.autocast())
-        full_norms.append(float(trace.full_gradient().norm()))
-        row = []
-        for k in range(n + 1):
-            norms = [float(trace.path_gradient(s).norm()) for s in _sample_sets(n, k, SETS_PER_K, rng)]
-            row.append(sum(norms) / len(norms))
+        with torch.enable_grad():
+            trace = PathTrace(model, blocks, x, y, run.precision.autocast())
+            full_norms.append(float(trace.full_gradient().norm()))
+            row = []
+            for k in range(n + 1):
+                norms = [float(trace.path_gradient(s).norm()) for s in _sample_sets(n, k, SETS_PER_K, rng)]
+                row.append(sum(norms) / len(norms))
         per_seed.append(row)
         del trace
     counts = path_length_counts(n)
     per_path = [spread(row[k] for row in per_seed) for k in range(n + 1)]
-    mean_norm = [s["mean"] for s in per_path]
-    total = [c * m for c, m in zip(counts, mean_norm)]
-    fractions = [t / sum(total) for t in total]
-    lengths = [k for k in range(n + 1) if mean_norm[k] > 0]
-    slope = _slope(lengths, [math.log(mean_norm[k]) for k in lengths])
-    grad_range, path_range = shortest_range(total), shortest_range(counts)
+    summary = _lengths(counts, [s["mean"] for s in per_path])
+    by_seed = [_lengths(counts, row) for row in per_seed]
+    grad_range, path_range = shortest_range(summary["total"]), shortest_range(counts)
     return {
         "run": str(run.path),
         "model": run.record.model,
@@ -254,16 +269,34 @@ def measure_run(run: Run, options: StudyOptions, label: str) -> dict[str, Any]:
         "path_counts": counts,
         "per_path_gradient": per_path,
         "per_path_gradient_by_seed": per_seed,
-        "total_gradient": total,
-        "gradient_share": fractions,
+        "total_gradient": summary["total"],
+        "gradient_share": summary["share"],
         "gradient_range": list(grad_range),
         "path_range": list(path_range),
         "path_range_95": list(shortest_range(counts, 0.95)),
         "mean_path_length": n / 2,
-        "gradient_mean_length": sum(k * f for k, f in enumerate(fractions)),
-        "length_ratio": sum(k * f for k, f in enumerate(fractions)) / (n / 2) if n else math.nan,
-        "decay_per_unit": math.exp(slope),
+        "gradient_mean_length": summary["mean_length"],
+        "length_ratio": summary["ratio"],
+        "decay_per_unit": summary["decay"],
+        "by_seed": {key: [s[key] for s in by_seed] for key in ("mean_length", "ratio", "decay")},
         "full_gradient_norm": spread(full_norms),
+    }
+
+
+def _lengths(counts: Sequence[int], mean_norm: Sequence[float]) -> dict[str, Any]:
+    """From the mean gradient of one path of each length: the total per length, its shares, the
+    gradient-weighted mean length, its ratio to n/2 and the per-unit decay of one path's gradient."""
+    n = len(counts) - 1
+    total = [c * m for c, m in zip(counts, mean_norm)]
+    share = [t / sum(total) for t in total]
+    lengths = [k for k in range(n + 1) if mean_norm[k] > 0]
+    mean_length = sum(k * f for k, f in enumerate(share))
+    return {
+        "total": total,
+        "share": share,
+        "mean_length": mean_length,
+        "ratio": mean_length / (n / 2) if n else math.nan,
+        "decay": math.exp(_slope(lengths, [math.log(mean_norm[k]) for k in lengths])),
     }
 
 
@@ -275,16 +308,87 @@ def _slope(xs: Sequence[float], ys: Sequence[float]) -> float:
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
 
 
-def _figure(m: dict[str, Any], label: str, out: str) -> Any:
+def measure(options: Options, context: Context) -> dict[str, Any]:
+    runs = trained_runs(NAME, options, context)
+    measured: dict[str, dict[str, Any]] = {}
+    for trained in runs:
+        found = measure_run(
+            trained.run, batch=options.samples, seeds=options.seeds, context=context, label=trained.label
+        )
+
+        def ratio(run: Run) -> float:
+            return measure_run(run, batch=options.samples, seeds=1, context=context, label="", show=False)[
+                "length_ratio"
+            ]
+
+        over = over_snapshots(trained, ratio, f"paths {trained.label} snapshots")
+        measured[trained.label] = {**trained.describe(), **found, "over_training": over}
+    return {
+        "settings": {
+            "bn": BN_EVAL_MODE,
+            "data": "training split, unaugmented, first batches in the loader's order (one batch per seed)",
+            "sets_per_length": SETS_PER_K,
+            "loss": "cross-entropy, mean over the batch",
+            "gradient_at": "input of the first residual unit (the stem's output); forward through the whole net, "
+            "backward through one path",
+            "share": SHARE,
+            "over_training": "the length ratio at every kept snapshot, on the first batch",
+        },
+        "trained": [r.describe() for r in runs],
+        "runs": measured,
+    }
+
+
+def judge(numbers: dict[str, Any]) -> Verdict:
+    checks, parts, moving = [], [], {}
+    for label, m in numbers["runs"].items():
+        checks += [
+            Check(
+                "decay",
+                f"{label}'s gradient of one path, per unit of length",
+                tuple(m["by_seed"]["decay"]),
+                THRESHOLDS["decay"],
+            ),
+            Check(
+                "shorter",
+                f"{label}'s gradient-weighted mean path length over the mean path length",
+                tuple(m["by_seed"]["ratio"]),
+                THRESHOLDS["shorter"],
+            ),
+        ]
+        parts.append(
+            f"{SHARE:.0%} of {label}'s gradient comes from paths {m['gradient_range'][0]}-{m['gradient_range'][1]} "
+            f"units long, {SHARE:.0%} of its {m['paths']} paths are {m['path_range'][0]}-{m['path_range'][1]} long"
+        )
+        over = m["over_training"]
+        moving[label] = settling(
+            over["steps"], over["values"], quantity="length ratio", threshold=THRESHOLDS["shorter"].value
+        )
+    small = [label for label, m in numbers["runs"].items() if m["units"] < 27]
+    notes = (
+        [f"{', '.join(small)} has fewer than 27 units (resnet56); the paper's claim is about 54 (ResNet-110)"]
+        if small
+        else []
+    )
+    return judged(checks, found="; ".join(parts), notes=notes, settling=moving)
+
+
+def render(numbers: dict[str, Any], out: Path) -> tuple[str, list[Path]]:
+    training = trained_for(numbers["trained"])
+    figures = [_figure(m, label, out, training) for label, m in numbers["runs"].items()]
+    return _table(numbers["runs"]), figures
+
+
+def _figure(m: dict[str, Any], label: str, out: Path, training: str) -> Path:
     """Fig. 6 of the paper: (a) paths per length, (b) gradient of one path, (c) total gradient per length."""
-    fig, axes = new_figure(13.5, 4.0, cols=3)
+    fig, axes = new_figure(15.0, 4.2, cols=3)
     ks = list(range(m["units"] + 1))
     a, b, c = axes[0]
     a.bar(ks, m["path_counts"], color="tab:gray", label=f"C({m['units']}, k)")
     a.set(xlabel="path length k (residual branches on the path)", ylabel="number of paths", title="(a) paths")
-    mean = [s["mean"] for s in m["per_path_gradient"]]
-    std = [s["std"] for s in m["per_path_gradient"]]
-    b.errorbar(ks, mean, yerr=std, marker="o", capsize=3, label=f"{label} (decay {m['decay_per_unit']:.2f}/unit)")
+    mean = [number(s["mean"]) for s in m["per_path_gradient"]]
+    std = [number(s["std"]) for s in m["per_path_gradient"]]
+    b.errorbar(ks, mean, yerr=std, marker="o", capsize=3, label=f"decay {number(m['decay_per_unit']):.2f}/unit")
     b.set_yscale("log")
     b.set(xlabel="path length k", ylabel="gradient norm of one path", title="(b) gradient per path")
     c.bar(ks, m["gradient_share"], color="tab:blue", alpha=0.8, label="share of total gradient")
@@ -292,75 +396,11 @@ def _figure(m: dict[str, Any], label: str, out: str) -> Any:
     lo, hi = m["gradient_range"]
     c.axvspan(lo - 0.5, hi + 0.5, color="tab:orange", alpha=0.2, label=f"{SHARE:.0%} of gradient: {lo}-{hi}")
     c.set(xlabel="path length k", ylabel="share", title="(c) total gradient per length")
-    for ax in (a, b, c):
-        ax.legend(fontsize=8)
+    a.legend(fontsize=8)
+    b.legend(fontsize=8)
+    legend_outside(c)  # panel (c)'s bars peak where a legend inside would sit
+    titled(fig, f"Paths of {label} by length and the gradient they carry (Veit et al. 2016, Fig. 6)", training)
     return save_figure(fig, out, f"{NAME}-{label}")
-
-
-def run(options: StudyOptions) -> StudyResult:
-    steps = int(options.pick("steps", DEFAULT_STEPS))
-    runs = trained_runs(options, options.pick("models", (RESIDUAL,)), steps=steps)
-    measured: dict[str, dict[str, Any]] = {}
-    figures = []
-    for index, trained in enumerate(runs):
-        label = trained.record.model if trained.path is None else trained.path.name
-        label = label if label not in measured else f"{label}-{index}"
-        with torch.enable_grad():
-            measured[label] = measure_run(trained, options, label)
-        figures.append(_figure(measured[label], label, options.out))
-    checks = {
-        label: {
-            "per_path_gradient_decays": m["decay_per_unit"] < 1.0,
-            "gradient_much_shorter_than_paths": m["length_ratio"] <= SHORTER,
-        }
-        for label, m in measured.items()
-    }
-    supported = all(all(c.values()) for c in checks.values())
-    parts = [
-        f"in {label} the gradient of one path changes by a factor {m['decay_per_unit']:.3f} per unit of length "
-        f"and {SHARE:.0%} of the total gradient comes from paths {m['gradient_range'][0]}-{m['gradient_range'][1]} "
-        f"units long, whose gradient-weighted mean length {m['gradient_mean_length']:.2f} is "
-        f"{m['length_ratio']:.2f} of the mean path length {m['mean_path_length']:.1f} "
-        f"({SHARE:.0%} of the paths: {m['path_range'][0]}-{m['path_range'][1]})"
-        for label, m in measured.items()
-    ]
-    verdict = (
-        "; ".join(parts)[0].upper()
-        + "; ".join(parts)[1:]
-        + (
-            f", so the gradient comes from paths much shorter (at most {SHORTER:.0%} of the mean) than the "
-            "typical path, as the paper says."
-            if supported
-            else f", so these numbers do not show the gradient concentrating on paths much shorter (at most "
-            f"{SHORTER:.0%} of the mean) than the typical path."
-        )
-    )
-    return StudyResult(
-        name=NAME,
-        claim=CLAIM,
-        verdict=verdict,
-        supported=supported,
-        settings={
-            "runs": [m["run"] for m in measured.values()],
-            "models": [m["model"] for m in measured.values()],
-            "checkpoint": "the run's final weights" if not options.runs else "the run's default checkpoint",
-            "steps": steps if not options.runs else "as trained (--run)",
-            "bn": BN_EVAL_MODE,
-            "batch": int(options.pick("samples", SAMPLES)),
-            "batches": len(seeds(options)),
-            "data": "training split, unaugmented, first batches in the loader's order (one batch per seed)",
-            "sets_per_length": SETS_PER_K,
-            "loss": "cross-entropy, mean over the batch",
-            "gradient_at": "input of the first residual unit (the stem's output); forward through the whole net, "
-            "backward through one path",
-            "share": SHARE,
-            "much_shorter": f"gradient-weighted mean length <= {SHORTER} x n/2, and a per-unit decay factor < 1 "
-            "(least-squares fit of log gradient-of-one-path on length)",
-        },
-        numbers={"runs": measured, "checks": checks},
-        table=_table(measured),
-        figures=figures,
-    )
 
 
 def _table(measured: dict[str, dict[str, Any]]) -> str:
@@ -373,8 +413,10 @@ def _table(measured: dict[str, dict[str, Any]]) -> str:
         lines.append(
             f"| {label} | {m['units']} | {m['paths']} | {m['path_range'][0]}-{m['path_range'][1]} | "
             f"{m['gradient_range'][0]}-{m['gradient_range'][1]} | {m['mean_path_length']:.1f} / "
-            f"{m['gradient_mean_length']:.2f} ({m['length_ratio']:.2f}) | {m['decay_per_unit']:.3f} |"
+            f"{number(m['gradient_mean_length']):.2f} ({number(m['length_ratio']):.2f}) | "
+            f"{number(m['decay_per_unit']):.3f} |"
         )
+    lines += over_training_rows(measured, "length ratio (gradient-weighted mean length / mean path length)", ".3f")
     for label, m in measured.items():
         lines += [
             "",
@@ -384,5 +426,5 @@ def _table(measured: dict[str, dict[str, Any]]) -> str:
             "|---|---|---|---|",
         ]
         for k, (count, s, share) in enumerate(zip(m["path_counts"], m["per_path_gradient"], m["gradient_share"])):
-            lines.append(f"| {k} | {count} | {s['mean']:.3g} ± {s['std']:.2g} | {share:.3f} |")
+            lines.append(f"| {k} | {count} | {number(s['mean']):.3g} ± {number(s['std']):.2g} | {number(share):.3f} |")
     return "\n".join(lines)

@@ -15,7 +15,6 @@ from torch import nn
 
 from resnets.errors import LesionError
 from resnets.models import BlockInfo
-from resnets.runs import Run
 
 
 @contextmanager
@@ -69,13 +68,3 @@ def is_plain(blocks: Sequence[BlockInfo]) -> bool:
 def is_residual(blocks: Sequence[BlockInfo]) -> bool:
     """A net all of whose units have a shortcut (residual or highway)."""
     return all(b.has_shortcut for b in blocks)
-
-
-def label_runs(runs: Sequence[Run]) -> list[str]:
-    """The model name of each run, with #2, #3, ... where one name occurs more than once."""
-    labels: list[str] = []
-    for run in runs:
-        name = run.record.model
-        count = sum(1 for other in labels if other.split("#")[0] == name)
-        labels.append(name if count == 0 else f"{name}#{count + 1}")
-    return labels

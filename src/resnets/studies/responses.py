@@ -8,16 +8,18 @@ functions stay closer to zero, as the reformulation intended.
 Here the response of a unit is its branch F(x) as the shared unit interface hands it to taps: after the
 branch's last BN and before the residual addition (for a plain unit, the same tensor before its ReLU). Its
 standard deviation is taken over every element (samples, channels, positions) of a seeded random subset of
-the test split, in eval mode with the run's weights and precision; each seed draws another subset.
+the test split, in eval mode with the run's weights and the study's precision; each seed draws another subset.
+The mean response std of every net is also followed over the run's kept snapshots (the first seed's subset).
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import math
 from collections.abc import Sequence
 from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,20 +27,11 @@ import torch
 from resnets.errors import ConfigError
 from resnets.models import SkipNetwork, get_model_entry, list_models
 from resnets.runs import Run
-from resnets.studies.common import (
-    BN_EVAL_MODE,
-    StudyOptions,
-    StudyResult,
-    fmt,
-    new_figure,
-    progress,
-    run_label,
-    save_figure,
-    seeds,
-    spread,
-    subset_batches,
-)
-from resnets.studies.trained import DEFAULT_DATA, DEFAULT_STEPS, PLAIN, RESIDUAL, trained_runs
+from resnets.studies.common import BN_EVAL_MODE, fmt, kind, number, over_training_rows, spread, subset_batches
+from resnets.studies.contract import INTS, Context, TrainedOptions, option
+from resnets.studies.figures import legend_outside, new_figure, save_figure, titled, trained_for
+from resnets.studies.trained import over_snapshots, trained_runs
+from resnets.studies.verdict import Check, Threshold, Verdict, judged, settling
 
 NAME = "responses"
 CLAIM = (
@@ -47,11 +40,39 @@ CLAIM = (
     "are generally closer to zero (He, Zhang, Ren & Sun 2015, 'Deep Residual Learning for Image Recognition', "
     "Sec. 4.2, Fig. 7)."
 )
-DEFAULT_SAMPLES = 500  # test images per seed
+HE = "He, Zhang, Ren & Sun 2015"
+THRESHOLDS = {
+    "residual_over_plain": Threshold(
+        1.0,
+        above=False,
+        unit="x",
+        paper="on CIFAR-10 the responses of ResNet-20, 56 and 110 have a smaller std than those of plain-20 and "
+        "plain-56 at almost every layer",
+        source=f"{HE}, Sec. 4.2 (Analysis of Layer Responses), Fig. 7",
+        why="the residual net's mean response std over its plain twin's; below 1: it responds less",
+    ),
+    "deeper_over_shallower": Threshold(
+        1.0,
+        above=False,
+        unit="x",
+        paper="the deeper ResNet has the smaller responses (ResNet-110 below ResNet-56 below ResNet-20)",
+        source=f"{HE}, Sec. 4.2, Fig. 7",
+        why="a deeper ResNet's mean response std over a shallower one's of the same family",
+    ),
+}
 RESPONSE = (
     "std over all elements (samples, channels, positions) of each unit's branch F(x) after its last BN, before "
     "the addition (plain units: before their ReLU); channel_std: the mean over channels of each channel's std"
 )
+
+
+@dataclass(frozen=True)
+class Options(TrainedOptions):
+    depths: tuple[int, ...] = option(
+        (), "also train resnetD and plainD for each depth D (registered pairs: 20,32,44,56,110)", **INTS
+    )
+    samples: int = option(500, "test images per seed")
+    seeds: int = option(3, "test subsets, each drawn by its own seed")
 
 
 class _Moments:
@@ -108,8 +129,8 @@ def response_stds(model: SkipNetwork, batches: Sequence[tuple[torch.Tensor, Any]
     ]
 
 
-def _models(options: StudyOptions) -> list[str]:
-    """--model names, plus resnetD and plainD for each --depths D; default resnet20 against plain20."""
+def _models(options: Options) -> list[str]:
+    """--model names, plus resnetD and plainD for each --depths D (none: the default runs')."""
     models = list(options.models)
     known = set(list_models())
     for depth in options.depths:
@@ -121,37 +142,7 @@ def _models(options: StudyOptions) -> list[str]:
                 f"{', '.join(map(str, depths))} or name models with --model"
             )
         models += [m for m in pair if m not in models]
-    return models or [RESIDUAL, PLAIN]
-
-
-def _summary(run: Run) -> dict[str, Any]:
-    path = run.path / "summary.json" if run.path else None
-    if path is None or not path.is_file():
-        return {}
-    summary = json.loads(path.read_text())
-    return {"steps": summary.get("steps"), "test_error": summary.get("test_error")}
-
-
-def measure(options: StudyOptions, runs: Sequence[Run]) -> dict[str, dict[str, Any]]:
-    """Per run: its kind (residual or plain), unit count and per-layer response stds over the seeded subsets."""
-    samples = options.pick("samples", DEFAULT_SAMPLES)
-    nets: dict[str, dict[str, Any]] = {}
-    taken: set[str] = set()
-    work = [(run, seed) for run in runs for seed in seeds(options)]
-    per_seed: dict[int, list[list[dict]]] = {}
-    for run, seed in progress(work, desc=NAME, quiet=options.quiet):
-        batches = subset_batches(run, samples, seed)
-        per_seed.setdefault(id(run), []).append(response_stds(run.model, batches, run.precision))
-    for run in runs:
-        nets[run_label(run, taken)] = {
-            "model": run.record.model,
-            "family": get_model_entry(run.record.model).family,
-            "run": str(run.path or run.checkpoint),
-            "checkpoint": run.checkpoint.stem,
-            **_summary(run),
-            **describe(run.model, per_seed[id(run)]),
-        }
-    return nets
+    return models
 
 
 def describe(model: SkipNetwork, measured: Sequence[list[dict]]) -> dict[str, Any]:
@@ -166,12 +157,55 @@ def describe(model: SkipNetwork, measured: Sequence[list[dict]]) -> dict[str, An
         }
         for i, info in enumerate(blocks)
     ]
+    by_seed = [sum(r["std"] for r in m) / len(m) for m in measured]
     return {
-        "kind": "residual" if any(info.has_shortcut for info in blocks) else "plain",
+        "kind": kind(model),
         "units": len(blocks),
         "layers": layers,
-        "mean_std": spread(sum(r["std"] for r in m) / len(m) for m in measured),
+        "mean_std": spread(by_seed),
+        "mean_std_by_seed": by_seed,
         "sorted_std": sorted((layer["std"]["mean"] for layer in layers), reverse=True),
+    }
+
+
+def mean_response(run: Run, samples: int, seed: int) -> float:
+    """The mean over units of each unit's response std, on one seeded test subset: the headline of one net."""
+    measured = response_stds(run.model, subset_batches(run, samples, seed), run.precision)
+    return sum(m["std"] for m in measured) / len(measured)
+
+
+def measure(options: Options, context: Context) -> dict[str, Any]:
+    """The branch responses of trained runs (default: resnet20 and plain20) and of their kept snapshots."""
+    runs = trained_runs(NAME, options, context, models=[] if options.runs else _models(options))
+    nets: dict[str, dict[str, Any]] = {}
+    for trained in runs:
+        run = trained.run
+        per_seed = [
+            response_stds(run.model, subset_batches(run, options.samples, seed), run.precision)
+            for seed in context.progress(range(options.seeds), f"{NAME} {trained.label}")
+        ]
+        over = over_snapshots(
+            trained, lambda r: mean_response(r, options.samples, 0), f"{NAME} {trained.label} snapshots"
+        )
+        family = get_model_entry(run.record.model).family
+        nets[trained.label] = {
+            **trained.describe(),
+            "family": family,
+            **describe(run.model, per_seed),
+            "over_training": over,
+        }
+    return {
+        "settings": {
+            "measured_on": "trained runs, eval mode, the run's weights in the study's precision",
+            "split": "test",
+            "subset": "a random test subset drawn without replacement per seed (torch.randperm seeded with the seed)",
+            "bn": BN_EVAL_MODE,
+            "response": RESPONSE,
+            "over_training": "mean response std at every kept snapshot, on the first seed's subset",
+        },
+        "trained": [r.describe() for r in runs],
+        "nets": nets,
+        **compare(nets),
     }
 
 
@@ -187,14 +221,17 @@ def compare(nets: dict[str, dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     def ratio(a: str, b: str) -> float:
         return nets[a]["mean_std"]["mean"] / nets[b]["mean_std"]["mean"]
 
+    def by_seed(a: str, b: str) -> list[float]:
+        return [x / y for x, y in zip(nets[a]["mean_std_by_seed"], nets[b]["mean_std_by_seed"])]
+
     pairs = [
-        {"units": nets[r]["units"], "residual": r, "plain": p, "ratio": ratio(r, p)}
+        {"units": nets[r]["units"], "residual": r, "plain": p, "ratio": ratio(r, p), "by_seed": by_seed(r, p)}
         for r in residual
         for p in plain
         if nets[p]["units"] == nets[r]["units"] and family(p) == family(r)
     ]
     depth = [
-        {"shallower": a, "deeper": b, "ratio": ratio(b, a)}
+        {"shallower": a, "deeper": b, "ratio": ratio(b, a), "by_seed": by_seed(b, a)}
         for kin in dict.fromkeys(map(family, residual))
         for a, b in itertools.pairwise([n for n in residual if family(n) == kin])
         if nets[b]["units"] > nets[a]["units"]
@@ -202,54 +239,43 @@ def compare(nets: dict[str, dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     return {"pairs": pairs, "depth": depth}
 
 
-def _figure(nets: dict[str, dict[str, Any]], out: str) -> Any:
-    figure, axes = new_figure(11, 4.2, cols=2)
-    by_layer, by_size = axes[0]
-    for label, net in nets.items():
-        style = "-" if net["kind"] == "residual" else "--"
-        stds = [layer["std"]["mean"] for layer in net["layers"]]
-        by_layer.plot(range(1, len(stds) + 1), stds, style, marker=".", label=label)
-        by_size.plot(range(1, len(stds) + 1), net["sorted_std"], style, marker=".", label=label)
-    by_layer.set(title="(a) in forward order", xlabel="unit (original order)", ylabel="std of branch response")
-    by_size.set(title="(b) sorted by magnitude", xlabel="unit (sorted by std)", ylabel="std of branch response")
-    for ax in (by_layer, by_size):
-        ax.legend()
-        ax.grid(alpha=0.3)
-    return save_figure(figure, out, f"{NAME}-std")
-
-
-def _verdict(nets: dict[str, dict], compared: dict[str, list[dict]]) -> tuple[str, bool | None]:
-    parts, checks = [], []
-    for pair in compared["pairs"]:
-        r, p = pair["residual"], pair["plain"]
-        checks.append(pair["ratio"] < 1)
-        parts.append(
-            f"{r}'s branches respond with mean std {nets[r]['mean_std']['mean']:.3g} against "
-            f"{nets[p]['mean_std']['mean']:.3g} for {p} (ratio {pair['ratio']:.2f})"
+def judge(numbers: dict[str, Any]) -> Verdict:
+    nets = numbers["nets"]
+    checks = [
+        Check(
+            "residual_over_plain",
+            f"{p['residual']}'s mean response std over {p['plain']}'s",
+            tuple(p["by_seed"]),
+            THRESHOLDS["residual_over_plain"],
         )
-    for step in compared["depth"]:
-        a, b = step["shallower"], step["deeper"]
-        checks.append(step["ratio"] < 1)
-        parts.append(f"{b} responds {'less' if step['ratio'] < 1 else 'more'} than {a} (ratio {step['ratio']:.2f})")
-    if not checks:
-        return (
-            "Undecided: no residual/plain pair with equal unit counts and no two ResNet depths were measured.",
-            None,
+        for p in numbers["pairs"]
+    ] + [
+        Check(
+            "deeper_over_shallower",
+            f"{d['deeper']}'s mean response std over {d['shallower']}'s",
+            tuple(d["by_seed"]),
+            THRESHOLDS["deeper_over_shallower"],
         )
-    supported = all(checks)
-    head = "Supported" if supported else "Not supported"
-    return f"{head}: {'; '.join(parts)}.", supported
+        for d in numbers["depth"]
+    ]
+    found = ", ".join(f"{label} {fmt(net['mean_std'])}" for label, net in nets.items())
+    moving = {}
+    for p in numbers["pairs"]:
+        a, b = nets[p["residual"]]["over_training"], nets[p["plain"]]["over_training"]
+        if a["steps"] == b["steps"]:
+            ratios = [x / y if x is not None and y else None for x, y in zip(a["values"], b["values"])]
+            label = f"{p['residual']}/{p['plain']}"
+            moving[label] = settling(a["steps"], ratios, quantity="response-std ratio", threshold=1.0)
+    return judged(
+        checks,
+        found=f"mean response std {found}" if nets else "",
+        missing="no residual/plain pair with equal unit counts and no two ResNet depths were measured",
+        settling=moving,
+    )
 
 
-def run(options: StudyOptions) -> StudyResult:
-    """Measure the branch responses of trained runs (default: resnet20 and plain20, short runs)."""
-    models = _models(options) if not options.runs else []
-    steps = options.pick("steps", DEFAULT_STEPS)
-    runs = trained_runs(options, models, steps=steps)
-    nets = measure(options, runs)
-    compared = compare(nets)
-    verdict, supported = _verdict(nets, compared)
-    figure = _figure(nets, options.out)
+def render(numbers: dict[str, Any], out: Path) -> tuple[str, list[Path]]:
+    nets = numbers["nets"]
     rows = [
         "| net | kind | units | test error (%) | mean response std | smallest | largest |",
         "|---|---|---|---|---|---|---|",
@@ -260,32 +286,27 @@ def run(options: StudyOptions) -> StudyResult:
             f"| {label} | {net['kind']} | {net['units']} | {'-' if error is None else f'{error:.2f}'} | "
             f"{fmt(net['mean_std'])} | {min(net['sorted_std']):.3g} | {max(net['sorted_std']):.3g} |"
         )
-    if compared["pairs"] or compared["depth"]:
+    if numbers["pairs"] or numbers["depth"]:
         rows += ["", "| comparison | ratio of mean response std |", "|---|---|"]
-        rows += [f"| {p['residual']} / {p['plain']} | {p['ratio']:.3f} |" for p in compared["pairs"]]
-        rows += [f"| {d['deeper']} / {d['shallower']} | {d['ratio']:.3f} |" for d in compared["depth"]]
-    settings = {
-        "measured_on": "trained runs, eval mode, the run's weights and precision",
-        "runs": [net["run"] for net in nets.values()],
-        "checkpoints": [net["checkpoint"] for net in nets.values()],
-        "models": [net["model"] for net in nets.values()],
-        "default_run_steps": None if options.runs else steps,
-        "data": "each run's recorded data" if options.runs else options.data or DEFAULT_DATA,
-        "split": "test",
-        "samples": options.pick("samples", DEFAULT_SAMPLES),
-        "seeds": len(seeds(options)),
-        "subset": "a random test subset drawn without replacement per seed (torch.randperm seeded with the seed)",
-        "bn": BN_EVAL_MODE,
-        "response": RESPONSE,
-        "device": options.device,
-    }
-    return StudyResult(
-        name=NAME,
-        claim=CLAIM,
-        verdict=verdict,
-        supported=supported,
-        settings=settings,
-        numbers={"nets": nets, **compared},
-        table="\n".join(rows),
-        figures=[figure],
-    )
+        rows += [f"| {p['residual']} / {p['plain']} | {p['ratio']:.3f} |" for p in numbers["pairs"]]
+        rows += [f"| {d['deeper']} / {d['shallower']} | {d['ratio']:.3f} |" for d in numbers["depth"]]
+    rows += over_training_rows(nets, "mean response std")
+    return "\n".join(rows), [_figure(numbers, out)]
+
+
+def _figure(numbers: dict[str, Any], out: Path) -> Path:
+    figure, axes = new_figure(12.5, 4.2, cols=2)
+    by_layer, by_size = axes[0]
+    for label, net in numbers["nets"].items():
+        style = "-" if net["kind"] == "residual" else "--"
+        stds = [number(layer["std"]["mean"]) for layer in net["layers"]]
+        by_layer.plot(range(1, len(stds) + 1), stds, style, marker=".", label=label)
+        by_size.plot(range(1, len(stds) + 1), [number(v) for v in net["sorted_std"]], style, marker=".", label=label)
+    by_layer.set(title="(a) in forward order", xlabel="unit (original order)", ylabel="std of branch response")
+    by_size.set(title="(b) sorted by magnitude", xlabel="unit (sorted by std)", ylabel="std of branch response")
+    for ax in (by_layer, by_size):
+        ax.grid(alpha=0.3)
+    legend_outside(by_size)
+    what = "Std of each residual branch's response, dashed: plain nets (He et al. 2015, Fig. 7)"
+    titled(figure, what, trained_for(numbers["trained"]))
+    return save_figure(figure, out, f"{NAME}-std")

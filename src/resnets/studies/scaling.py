@@ -12,8 +12,8 @@ pre-activation obeys E|a^{l-2} + s z^l|^2 = |a^{l-2}|^2 + s^2 (|a^{l-1}|^2 + 1) 
 
 What is run: every (model, depth) net is trained WITHOUT normalisation (``norm="identity"``) at residual scales
 1, 0.3, 0.1 and 1/sqrt(L) (L: the units with a shortcut), with the same seeds and recipe (the default recipe,
-no warm-up, constant learning rate :data:`LR`), through the one training engine, into OUT/runs (finished and
-diverged runs are reused). A run ends one of three ways:
+no warm-up, constant learning rate :data:`LR`: ``DEFAULT_RUNS["scaling"]`` in resnets.studies.trained), through
+the one training engine, into OUT/runs (finished and diverged runs are reused). A run ends one of three ways:
 
 - ``diverged``: the loss became non-finite; the engine names the step (``TrainingDivergedError.step``);
 - ``stalled``: it finished, but its error on a fixed seeded subset of the training split (measured without
@@ -33,27 +33,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from resnets.errors import ConfigError, TrainingDivergedError
-from resnets.models import create_model, get_model_entry
-from resnets.runs.directory import RunDir
-from resnets.studies.common import (
-    StudyOptions,
-    StudyResult,
-    depth_options,
-    error_rate,
-    fmt,
-    new_figure,
-    progress,
-    save_figure,
-    seeds,
-    spread,
-    subset_batches,
-)
-from resnets.studies.trained import DEFAULT_DATA, open_measured, short_run_path, train_short_run
+from resnets.models import create_model, depth_options, get_model_entry
+from resnets.studies.common import error_rate, fmt, number, spread, subset_batches
+from resnets.studies.contract import INTS, Context, InstrumentOptions, option
+from resnets.studies.figures import new_figure, run_length, save_figure, titled
+from resnets.studies.trained import default_runs, open_trained, read_step_log, run_path, train_run
+from resnets.studies.verdict import Check, Threshold, Verdict, judged, settling
 
 NAME = "scaling"
 CLAIM = (
@@ -67,24 +57,49 @@ DEFAULT_MODEL = "resmlp_identity_20"
 INV_SQRT = "1/sqrt(L)"
 SCALES: tuple[float | str, ...] = (1.0, 0.3, 0.1, INV_SQRT)
 LR = 0.1  # per step: He et al. 2015's rate, high enough to expose an exploding start
-RECIPE = {"lr": LR, "warmup_epochs": 0.0, "schedule": "constant"}  # changes to the default recipe
 STALL_MARGIN = 0.10  # a finished run is stalled when its train error is within 10 points of 1 - 1/classes
-DEFAULT_SAMPLES = 1000  # training images in the fixed subset that decides stalled / trained
 SUBSET_SEED = 0  # the subset is the same for every run
 FINAL_WINDOW = 10  # steps averaged for the final batch loss
 OUTCOMES = ("diverged", "stalled", "trained")
 
 
-@dataclass(frozen=True)
-class Budget:
-    steps: int  # optimiser steps per run
-    depths: tuple[int, ...]  # the default model's depth sweep
-
-
-BUDGETS = {
-    "cpu": Budget(steps=200, depths=(30, 100, 200)),
-    "paper": Budget(steps=4690, depths=(30, 100, 300, 1000)),  # 10 epochs of Fashion-MNIST at batch 128
+THRESHOLDS = {
+    "scale_one_fails": Threshold(
+        0.5,
+        above=False,
+        unit="",
+        paper="residual Inception nets of more than 1000 filters 'died' early in training (the last layer "
+        "before the pooling put out only zeros) unless their residuals were scaled down",
+        source="Szegedy, Ioffe, Vanhoucke & Alemi 2016, Sec. 3.3",
+        why="the share of the unnormalised nets that trained at residual scale 1, per training seed",
+    ),
+    "scaled_train": Threshold(
+        0.5,
+        above=True,
+        unit="",
+        paper="scaling the residuals by 0.1-0.3 before the addition stabilised training (Szegedy et al. 2016, "
+        "Sec. 3.3); a ReLU ResNet starts training only if the summed residual scales stay bounded in depth, as "
+        "1/sqrt(L) per unit does (Hanin & Rolnick 2018, Sec. 4)",
+        source="Szegedy et al. 2016, Sec. 3.3; Hanin & Rolnick 2018, Sec. 4",
+        why="the share of the down-scaled nets (0.3, 0.1, 1/sqrt(L)) that trained, per training seed",
+    ),
 }
+
+
+@dataclass(frozen=True)
+class Options(InstrumentOptions):
+    models: tuple[str, ...] = option(
+        (),
+        "a model with a residual_scale and a norm option to train (repeatable; e.g. resnet56, run as registered "
+        "unless --depths is given)",
+        flags=("--model",),
+        repeat=True,
+        metavar="NAME",
+    )
+    depths: tuple[int, ...] = option((), "depths of the models in weighted layers", **INTS)
+    steps: int | None = option(None, "optimiser steps per run")
+    seeds: int | None = option(None, "training seeds per model, depth and scale")
+    samples: int = option(1000, "training images in the fixed subset that decides stalled / trained")
 
 
 @dataclass(frozen=True)
@@ -123,29 +138,6 @@ def finished_outcome(train_error: float, classes: int) -> str:
     return "trained"
 
 
-def plan(options: StudyOptions) -> list[Net]:
-    """The nets to train: each ``--model`` (default: the residual MLP) at each depth, built once to check them."""
-    if options.runs:
-        raise ConfigError(
-            "the scaling study trains its own runs (one per scale, depth and seed); --run does not apply, use "
-            "--model and --depths"
-        )
-    if options.budget not in BUDGETS:
-        raise ConfigError(f"unknown budget {options.budget!r}; use one of {', '.join(BUDGETS)}")
-    budget = BUDGETS[options.budget]
-    nets = []
-    for name in options.models or (DEFAULT_MODEL,):
-        missing = [k for k in ("norm", "residual_scale") if k not in get_model_entry(name).options()]
-        if missing:
-            raise ConfigError(
-                f"model {name!r} has no {' or '.join(missing)} option to train it unnormalised under residual "
-                f"scaling; use a residual MLP ({DEFAULT_MODEL}) or a CIFAR ResNet (resnet20, resnet56, ...)"
-            )
-        depths = options.depths or (budget.depths if name == DEFAULT_MODEL else (None,))
-        nets += [build_net(name, depth) for depth in depths]
-    return nets
-
-
 def build_net(name: str, depth: int | None) -> Net:
     """The :class:`Net` of ``name`` at ``depth`` (None: as registered), built once to count its residual units."""
     options = {} if depth is None else depth_options(name, depth)
@@ -163,33 +155,49 @@ def scaling_label(net: Net, scale: float | str, lr: float = LR) -> str:
     return f"scaling-{net.model}{depth}-x{tag}-lr{lr:g}"
 
 
-def train_run(
-    options: StudyOptions, net: Net, scale: float | str, seed: int, steps: int, lr: float = LR
+def plan(options: Options, context: Context) -> list[Net]:
+    """The nets to train: each ``--model`` (default: the residual MLP) at each depth, built once to check them."""
+    row = default_runs(NAME, context.budget)
+    nets = []
+    for name in options.models or row.models:
+        missing = [k for k in ("norm", "residual_scale") if k not in get_model_entry(name).options()]
+        if missing:
+            raise ConfigError(
+                f"model {name!r} has no {' or '.join(missing)} option to train it unnormalised under residual "
+                f"scaling; use a residual MLP ({DEFAULT_MODEL}) or a CIFAR ResNet (resnet20, resnet56, ...)"
+            )
+        depths = options.depths or (row.depths if name in row.models else (None,))
+        nets += [build_net(name, depth) for depth in depths]
+    return nets
+
+
+def train_scaled(
+    context: Context, net: Net, scale: float | str, seed: int, steps: int, lr: float = LR
 ) -> tuple[Path, int | None]:
     """Train one run (or reuse the finished or diverged one in OUT/runs); returns its path and divergence step."""
     label = scaling_label(net, scale, lr)
+    row = default_runs(NAME, context.budget)
     try:
-        path = train_short_run(
-            options,
+        path = train_run(
+            context,
             net.model,
             steps=steps,
             seed=seed,
             snapshots=0,
+            plan=row,
             model_options={**net.options, "norm": "identity", "residual_scale": scale_value(scale, net.units)},
             label=label,
-            settings={**RECIPE, "lr": lr},
+            changes={"lr": lr},
         )
     except TrainingDivergedError as error:
-        return short_run_path(options, label, steps=steps, seed=seed), error.step
+        return run_path(context, label, steps=steps, seed=seed), error.step
     return path, None
 
 
-def measure_run(
-    path: Path, diverged_at: int | None, samples: int, options: StudyOptions | None = None
-) -> dict[str, Any]:
+def measure_run(path: Path, diverged_at: int | None, samples: int, context: Context | None = None) -> dict[str, Any]:
     """Outcome, errors (%) and loss curve of one run, measured on the study's device and in its precision
-    (``options``; None: the defaults, the CPU in fp32)."""
-    rows = RunDir(path).read_steps()
+    (``context``; None: the defaults, the CPU in fp32)."""
+    rows = read_step_log(path)
     losses = [row["loss"] for row in rows]
     result: dict[str, Any] = {
         "run": str(path),
@@ -200,15 +208,114 @@ def measure_run(
     }
     if diverged_at is not None:
         return {"outcome": "diverged", "train_error": math.nan, "test_error": math.nan, **result}
-    run = open_measured(options or StudyOptions(), path)
+    trained = open_trained(context or Context(), path, path.name)
+    run = trained.run
     train_error = error_rate(run.model, subset_batches(run, samples, SUBSET_SEED, split="train"), run.precision)
-    test_error = RunDir(path).read_json("summary.json")["test_error"]
     return {
         "outcome": finished_outcome(train_error, run.record.num_classes),
         "train_error": 100.0 * train_error,
-        "test_error": test_error,
+        "test_error": trained.test_error,
+        "length": run_length(trained.describe()),
         **result,
     }
+
+
+def measure(options: Options, context: Context) -> dict[str, Any]:
+    """Train every net at every scale and seed, classify each run, and count the outcomes."""
+    row = default_runs(NAME, context.budget)
+    nets = plan(options, context)
+    steps = options.steps or row.steps
+    seeds = options.seeds or row.seeds
+    work = [(net, scale, seed) for net in nets for scale in SCALES for seed in range(seeds)]
+    runs = []
+    for net, scale, seed in context.progress(work, NAME):
+        path, diverged_at = train_scaled(context, net, scale, seed, steps)
+        measured = measure_run(path, diverged_at, options.samples, context)
+        runs.append({"net": net.label, "scale": scale_label(scale), "seed": seed, **measured})
+    return {
+        "settings": {
+            "what_was_run": "each net trained from scratch without normalisation (norm='identity') at every "
+            "residual scale and seed, with the same recipe; outcome from the engine's divergence error, else from "
+            "the error on a fixed training subset",
+            "nets": [asdict(n) for n in nets],
+            "scales": [scale_label(s) for s in SCALES],
+            "units": "L = residual units with a shortcut; 1/sqrt(L) is computed per net",
+            "norm": "identity (no normalisation anywhere)",
+            "recipe": row.recipe + " with " + ", ".join(f"{k}={v}" for k, v in row.changes.items()),
+            "steps": steps,
+            "seeds": seeds,
+            "train_subset": f"{options.samples} training images drawn by seed {SUBSET_SEED}, unaugmented, last weights",
+            "stalled_when": f"train-subset error >= 1 - 1/classes - {STALL_MARGIN:g} (80% for 10 classes)",
+            "loss_curve": "batch loss per step from the run's steps.csv",
+        },
+        "steps": steps,
+        "seeds": seeds,
+        "nets": [{**asdict(n), "label": n.label} for n in nets],
+        "cells": summarise(runs, nets),
+        "runs": runs,
+    }
+
+
+def _trained_share(runs: Sequence[dict[str, Any]], seeds: int, scales: Sequence[str]) -> tuple[float | None, ...]:
+    """Per training seed: the share of the runs at ``scales`` that trained."""
+    shares = []
+    for seed in range(seeds):
+        mine = [r for r in runs if r["seed"] == seed and r["scale"] in scales]
+        shares.append(sum(r["outcome"] == "trained" for r in mine) / len(mine) if mine else None)
+    return tuple(shares)
+
+
+def _loss_points(runs: Sequence[dict[str, Any]], scale: str, points: int = 5) -> tuple[list[int], list[float]]:
+    """The mean batch loss of the runs at ``scale`` that did not diverge, at ``points`` evenly spaced steps."""
+    curves = [r["curve"] for r in runs if r["scale"] == scale and r["diverged_at"] is None and r["curve"]["loss"]]
+    if not curves:
+        return [], []
+    length = min(len(c["loss"]) for c in curves)
+    at = sorted({round(i * (length - 1) / (points - 1)) for i in range(points)})
+    return [curves[0]["step"][i] for i in at], [sum(number(c["loss"][i]) for c in curves) / len(curves) for i in at]
+
+
+def judge(numbers: dict[str, Any]) -> Verdict:
+    runs, cells, seeds = numbers["runs"], numbers["cells"], numbers["seeds"]
+    labels = [scale_label(s) for s in SCALES]
+    scaled = [s for s in labels if s != "1"]
+
+    def describe(scale: str) -> str:
+        mine = [c for c in cells if c["scale"] == scale]
+        n = {o: sum(c["counts"][o] for c in mine) for o in OUTCOMES}
+        seen = sorted(step for c in mine for step in c["diverged_at"])
+        text = f"scale {scale}: {n['trained']}/{sum(n.values())} trained, {n['diverged']} diverged"
+        if seen:
+            text += f" (at step {seen[0]}" + (f"-{seen[-1]})" if seen[-1] != seen[0] else ")")
+        return text + f", {n['stalled']} stalled"
+
+    checks = [
+        Check(
+            "scale_one_fails",
+            "share of the nets that trained at scale 1",
+            _trained_share(runs, seeds, ["1"]),
+            THRESHOLDS["scale_one_fails"],
+        ),
+        Check(
+            "scaled_train",
+            "share of the down-scaled nets that trained",
+            _trained_share(runs, seeds, scaled),
+            THRESHOLDS["scaled_train"],
+        ),
+    ]
+    found = f"{numbers['steps']} steps at lr {LR:g}: " + "; ".join(describe(s) for s in labels)
+    moving = {}
+    for scale in scaled:
+        steps, values = _loss_points(runs, scale)
+        moving[f"scale {scale}"] = settling(steps, values, quantity="mean batch loss")
+    if not any(c["counts"]["trained"] for c in cells):  # nothing trained: too short to tell scale from length
+        return judged([], found=found, missing="no run trained at any scale, too short to tell", settling=moving)
+    return judged(checks, found=found, settling=moving)
+
+
+def render(numbers: dict[str, Any], out: Path) -> tuple[str, list[Path]]:
+    nets = [Net(n["model"], n["depth"], n["units"], n["options"]) for n in numbers["nets"]]
+    return _table(numbers["cells"]), _figures(numbers, nets, out)
 
 
 def summarise(runs: Sequence[dict[str, Any]], nets: Sequence[Net]) -> list[dict[str, Any]]:
@@ -236,55 +343,29 @@ def summarise(runs: Sequence[dict[str, Any]], nets: Sequence[Net]) -> list[dict[
     return cells
 
 
-def _verdict(cells: Sequence[dict[str, Any]], steps: int) -> tuple[str, bool | None]:
-    by_scale = {scale_label(s): [c for c in cells if c["scale"] == scale_label(s)] for s in SCALES}
-
-    def counts(scale: str) -> dict[str, int]:
-        return {o: sum(c["counts"][o] for c in by_scale[scale]) for o in OUTCOMES}
-
-    def describe(scale: str) -> str:
-        n = counts(scale)
-        total = sum(n.values())
-        steps_seen = sorted(step for c in by_scale[scale] for step in c["diverged_at"])
-        text = f"scale {scale}: {n['trained']}/{total} trained, {n['diverged']} diverged"
-        if steps_seen:
-            text += f" (at step {steps_seen[0]}" + (f"-{steps_seen[-1]})" if steps_seen[-1] != steps_seen[0] else ")")
-        return text + f", {n['stalled']} stalled"
-
-    parts = "; ".join(describe(scale_label(s)) for s in SCALES)
-    if not any(c["counts"]["trained"] for c in cells):
-        return f"Undecided: no run trained in {steps} steps at any scale, too short to tell ({parts}).", None
-    one_fails = counts("1")["trained"] == 0
-    scaled = [scale_label(s) for s in SCALES if s != 1.0]
-    scaled_train = all(counts(s)["trained"] == sum(counts(s).values()) for s in scaled)
-    if one_fails and scaled_train:
-        head = "Supported: every unnormalised net failed at scale 1 and every down-scaled one trained"
-    elif one_fails:
-        head = "Partly supported: scale 1 always failed, but not every down-scaled net trained"
-    else:
-        head = "Not supported: some unnormalised nets trained at scale 1"
-    return f"{head} ({parts}; {steps} steps at lr {LR:g}).", one_fails and scaled_train
-
-
-def _figures(runs: Sequence[dict[str, Any]], cells: Sequence[dict[str, Any]], nets: Sequence[Net], out: str) -> list:
+def _figures(numbers: dict[str, Any], nets: Sequence[Net], out: Path) -> list[Path]:
+    runs, cells = numbers["runs"], numbers["cells"]
+    training = f"unnormalised nets trained {numbers['steps']} steps at lr {LR:g}, {numbers['seeds']} seeds"
     colors = {scale_label(s): f"C{i}" for i, s in enumerate(SCALES)}
-    figure, axes = new_figure(4.2 * len(nets), 3.8, cols=len(nets))
+    figure, axes = new_figure(4.4 * len(nets), 4.0, cols=len(nets))
     axes = [axes] if len(nets) == 1 else list(axes[0])
     for ax, net in zip(axes, nets):
         for r in (r for r in runs if r["net"] == net.label):
             steps, losses = r["curve"]["step"], r["curve"]["loss"]
-            kept = [(s, v) for s, v in zip(steps, losses) if math.isfinite(v) and v > 0]
+            kept = [(s, v) for s, v in zip(steps, losses) if v is not None and math.isfinite(v) and v > 0]
             label = r["scale"] if r["seed"] == 0 else None
             if kept:
                 ax.plot(*zip(*kept), color=colors[r["scale"]], lw=1, alpha=0.8, label=label)
             if r["diverged_at"] is not None:
                 ax.plot(r["diverged_at"], kept[-1][1] if kept else 1.0, "x", color=colors[r["scale"]], ms=9)
-        ax.set(title=f"{net.label} (L = {net.units})", xlabel="step", ylabel="batch loss", yscale="log")
+        ax.set(xlabel="step", ylabel="batch loss", yscale="log")
+        ax.set_title(f"{net.label} (L = {net.units})", fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(title="residual scale (x: diverged)", fontsize=8)
+    titled(figure, "Batch loss of unnormalised nets under residual scaling", training)
     paths = [save_figure(figure, out, f"{NAME}-loss")]
 
-    figure, ax = new_figure(1.8 + 1.6 * len(nets), 1.2 + 0.6 * len(SCALES))
+    figure, ax = new_figure(2.6 + 1.6 * len(nets), 1.8 + 0.6 * len(SCALES))
     grid = [[math.nan] * len(nets) for _ in SCALES]
     for c in cells:
         i = [scale_label(s) for s in SCALES].index(c["scale"])
@@ -296,7 +377,7 @@ def _figures(runs: Sequence[dict[str, Any]], cells: Sequence[dict[str, Any]], ne
     ax.imshow(grid, cmap="RdYlGn", vmin=-0.5, vmax=1.5, aspect="auto")  # pale ends, so the counts stay legible
     ax.set_xticks(range(len(nets)), [f"{n.label}\nL = {n.units}" for n in nets], fontsize=7)
     ax.set_yticks(range(len(SCALES)), [f"s = {scale_label(s)}" for s in SCALES])
-    ax.set_title("outcomes over seeds (D diverged, S stalled, T trained)", fontsize=9)
+    titled(figure, "Outcomes over seeds (D diverged, S stalled, T trained)", training)
     paths.append(save_figure(figure, out, f"{NAME}-outcomes"))
     return paths
 
@@ -317,46 +398,3 @@ def _table(cells: Sequence[dict[str, Any]]) -> str:
             f"{fmt(c['initial_loss'])} |"
         )
     return "\n".join(rows)
-
-
-def run(options: StudyOptions) -> StudyResult:
-    """Train every net at every scale and seed, classify each run, and compare the outcomes with the claim."""
-    nets = plan(options)
-    steps = options.pick("steps", BUDGETS[options.budget].steps)
-    samples = options.pick("samples", DEFAULT_SAMPLES)
-    work = [(net, scale, seed) for net in nets for scale in SCALES for seed in seeds(options, default=2)]
-    runs = []
-    for net, scale, seed in progress(work, desc=NAME, quiet=options.quiet):
-        path, diverged_at = train_run(options, net, scale, seed, steps)
-        measured = measure_run(path, diverged_at, samples, options)
-        runs.append({"net": net.label, "scale": scale_label(scale), "seed": seed, **measured})
-    cells = summarise(runs, nets)
-    verdict, supported = _verdict(cells, steps)
-    settings = {
-        "what_was_run": "each net trained from scratch without normalisation (norm='identity') at every residual "
-        "scale and seed, with the same recipe; outcome from the engine's divergence error, else from the error "
-        "on a fixed training subset",
-        "nets": [{"model": n.model, "depth": n.depth, "units": n.units, "options": n.options} for n in nets],
-        "scales": [scale_label(s) for s in SCALES],
-        "units": "L = residual units with a shortcut; 1/sqrt(L) is computed per net",
-        "norm": "identity (no normalisation anywhere)",
-        "recipe": "default recipe with " + ", ".join(f"{k}={v}" for k, v in RECIPE.items()),
-        "steps": steps,
-        "budget": options.budget,
-        "seeds": len(seeds(options, default=2)),
-        "data": options.data or DEFAULT_DATA,
-        "train_subset": f"{samples} training images drawn by seed {SUBSET_SEED}, unaugmented, last weights",
-        "stalled_when": f"train-subset error >= 1 - 1/classes - {STALL_MARGIN:g} (80% for 10 classes)",
-        "loss_curve": "batch loss per step from the run's steps.csv",
-        "device": options.device,
-    }
-    return StudyResult(
-        name=NAME,
-        claim=CLAIM,
-        verdict=verdict,
-        supported=supported,
-        settings=settings,
-        numbers={"cells": cells, "runs": runs},
-        table=_table(cells),
-        figures=_figures(runs, cells, nets, options.out),
-    )

@@ -6,7 +6,7 @@ The paper's 1-D setting: fully connected ReLU nets, 200 units wide, fed 256 equa
 the gradient df/dx of the scalar output along that line is a brown-noise-like walk for a shallow net and turns
 into white noise in a deep plain net, while nets with skip connections keep it correlated. We build those nets
 from the registry (``resmlp_plain_20`` and ``resmlp_identity_20``, with and without BatchNorm, and
-``highway_fc``, each at every depth through ``model_at_depth``) with He-normal weights as in the paper, and the
+``highway_fc``, each at every depth through ``create_at_depth``) with He-normal weights as in the paper, and the
 same measure on convnets at initialisation, along the straight line between two images: plain, residual (with
 and without BN) and the looks-linear CReLU net of the paper's section 5 (``plain_ll_cifar20``) beside the same
 CReLU net without the mirrored init (``plain_crelu_cifar56``). No registered MLP is looks-linear, so the convnets
@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -34,17 +36,12 @@ from torch import nn
 
 from resnets.data import load_data
 from resnets.errors import ConfigError
-from resnets.studies.common import (
-    StudyOptions,
-    StudyResult,
-    model_at_depth,
-    new_figure,
-    progress,
-    save_figure,
-    seeds,
-    spread,
-)
+from resnets.models import create_at_depth
+from resnets.studies.common import number, spread
+from resnets.studies.contract import INTS, Context, InstrumentOptions, option
+from resnets.studies.figures import UNTRAINED, legend_outside, new_figure, save_figure, titled
 from resnets.studies.trained import DEFAULT_DATA
+from resnets.studies.verdict import Check, Threshold, Verdict, judged
 
 NAME = "shattered"
 CLAIM = (
@@ -52,12 +49,47 @@ CLAIM = (
     "at nearby points decays exponentially with depth until they resemble white noise, while in networks with "
     "skip connections it decays sublinearly and the gradients stay closer to brown noise; a looks-linear "
     "initialisation (CReLU with mirrored weights) keeps a deep plain net's gradients unshattered "
-    "(Balduzzi et al. 2017)."
+    "(Balduzzi, Frean, Leary, Lewis, Ma & McWilliams 2017, 'The Shattered Gradients Problem', ICML)."
 )
-POINTS = 256  # inputs along the line, as in the paper
+BALDUZZI = "Balduzzi et al. 2017"
+THRESHOLDS = {
+    "plain_decays": Threshold(
+        0.0,
+        above=False,
+        unit="",
+        paper="in feedforward ReLU nets the correlation between gradients at nearby inputs falls as 2^-L with "
+        "depth L, until the gradient looks like white noise",
+        source=f"{BALDUZZI}, Sec. 3, Theorem 1, Fig. 1-2",
+        why="lag-1 autocorrelation at the deepest MLP minus at the shallowest (plain, with BN)",
+    ),
+    "skips_resist": Threshold(
+        0.0,
+        above=True,
+        unit="",
+        paper="with skip connections (and BN) the correlation falls only sublinearly, as 1/sqrt(L), and the "
+        "gradient stays close to brown noise",
+        source=f"{BALDUZZI}, Sec. 3, Theorem 3, Fig. 2",
+        why="lag-1 autocorrelation of the residual net minus the plain net's, at the deepest depth",
+    ),
+    "looks_linear": Threshold(
+        0.999,
+        above=True,
+        unit="",
+        paper="a looks-linear (mirrored CReLU) initialisation makes the net linear at initialisation, so its "
+        "gradient is the same at every input: no shattering at any depth",
+        source=f"{BALDUZZI}, Sec. 5 (looks linear initialisation)",
+        why="lag-1 autocorrelation of the looks-linear convnet",
+    ),
+    "mirror_matters": Threshold(
+        0.0,
+        above=True,
+        unit="",
+        paper="the mirrored weights, not CReLU alone, keep the gradient unshattered",
+        source=f"{BALDUZZI}, Sec. 5",
+        why="lag-1 autocorrelation of the looks-linear convnet minus the same CReLU net without the mirror",
+    ),
+}
 WIDTH = 200  # units per layer of the fully connected nets, as in the paper
-MLP_DEPTHS = (2, 5, 10, 20, 50)  # hidden layers after the input projection (the paper: 2 to 50)
-CONV_DEPTHS = (8, 20)  # 6n + 2 weighted layers
 MAX_LAG = 32
 #: label -> (registered model, options); fully connected, 1-D input and one output
 MLP_NETS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -76,6 +108,18 @@ CONV_NETS: dict[str, tuple[str, dict[str, Any]]] = {
     "CReLU, no mirror": ("plain_crelu_cifar56", {}),
 }
 BN_CALIBRATED = "running statistics set from the measured points (one train-mode pass), then eval mode"
+SHOWN = (("plain+BN", "low"), ("plain+BN", "high"), ("resnet+BN", "high"), ("plain", "high"))  # traces in the figure
+
+
+@dataclass(frozen=True)
+class Options(InstrumentOptions):
+    depths: tuple[int, ...] = option(
+        (2, 5, 8, 10, 20, 50),
+        "depths: the MLPs at each (hidden layers, the paper: 2 to 50), the convnets at each 6n+2 depth of 8 or more",
+        **INTS,
+    )
+    samples: int = option(256, "points along the line (the paper: 256)")
+    seeds: int = option(3, "fresh nets per depth (and image pairs for the convnets)")
 
 
 def autocorrelation(gradients: torch.Tensor, lags: Sequence[int]) -> list[float]:
@@ -159,7 +203,7 @@ def image_line(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]
 def _mlp(label: str, depth: int) -> nn.Module:
     name, opts = MLP_NETS[label]
     layers = depth + 2 if name.startswith("highway") else depth  # highway depth counts projection and classifier
-    return he_init_linear(model_at_depth(name, layers, in_channels=1, num_classes=1, width=WIDTH, **opts))
+    return he_init_linear(create_at_depth(name, layers, in_channels=1, num_classes=1, width=WIDTH, **opts))
 
 
 def _measure(model: nn.Module, points: torch.Tensor) -> tuple[list[float], float, torch.Tensor]:
@@ -171,43 +215,38 @@ def _measure(model: nn.Module, points: torch.Tensor) -> tuple[list[float], float
 def _summary(runs: list[tuple[list[float], float]]) -> dict[str, Any]:
     return {
         "lag1": spread(acf[0] for acf, _ in runs),
+        "lag1_by_seed": [acf[0] for acf, _ in runs],
         "centred_lag1": spread(c for _, c in runs if math.isfinite(c)),  # undefined (NaN) for constant gradients
         "acf": [spread(acf[h] for acf, _ in runs)["mean"] for h in range(len(runs[0][0]))],
     }
 
 
-def _depths(options: StudyOptions) -> tuple[list[int], list[int]]:
-    if not options.depths:
-        return list(MLP_DEPTHS), list(CONV_DEPTHS)
-    return [d for d in options.depths if d >= 2], [d for d in options.depths if d >= 8 and (d - 2) % 6 == 0]
-
-
-def run(options: StudyOptions) -> StudyResult:
-    if options.models or options.runs:
-        raise ConfigError("shattered measures a fixed set of registered nets at initialisation; drop --model/--run")
-    n = int(options.pick("samples", POINTS))
+def measure(options: Options, context: Context) -> dict[str, Any]:
+    n = options.samples
     if n < 3:
         raise ConfigError(f"shattered needs at least 3 points along the line (--samples), got {n}")
-    device = torch.device(options.device)
-    mlp_depths, conv_depths = _depths(options)
-    draws = list(seeds(options))
-    traces: dict[str, torch.Tensor] = {}
+    device = torch.device(context.device)
+    mlp_depths = [d for d in options.depths if d >= 2]
+    conv_depths = [d for d in options.depths if d >= 8 and (d - 2) % 6 == 0]
+    draws = list(range(options.seeds))
+    shown = {f"{label}@{depth}" for label, which in SHOWN for depth in _ends(mlp_depths, which)}
+    traces: dict[str, list[float]] = {}
 
     mlp: dict[str, dict[str, Any]] = {}
     x = line_points(n).to(device)
     jobs = [(label, d) for label in MLP_NETS for d in mlp_depths]
-    for label, depth in progress(jobs, desc="shattered: MLPs", quiet=options.quiet):
+    for label, depth in context.progress(jobs, "shattered: MLPs"):
         measured = []
         for seed in draws:
             torch.manual_seed(seed)
             acf, centred, g = _measure(_mlp(label, depth).to(device), x)
             measured.append((acf, centred))
-            if seed == draws[0]:
-                traces[f"{label}@{depth}"] = g.squeeze(1).cpu()
+            if seed == draws[0] and f"{label}@{depth}" in shown:
+                traces[f"{label}@{depth}"] = g.squeeze(1).cpu().tolist()
         mlp.setdefault(label, {})[str(depth)] = _summary(measured)
 
     conv: dict[str, dict[str, Any]] = {}
-    bundle = load_data(options.data or DEFAULT_DATA, options.data_dir) if conv_depths else None
+    bundle = load_data(context.data or DEFAULT_DATA, context.data_dir) if conv_depths else None
     if bundle is None or bundle.kind != "image":
         conv_depths = []  # none asked, or vector data: no convnets
         images, pairs = None, {}
@@ -215,33 +254,19 @@ def run(options: StudyOptions) -> StudyResult:
         images = bundle.test if bundle.test is not None and len(bundle.test) > 1 else bundle.train
         pairs = {s: torch.randperm(len(images), generator=torch.Generator().manual_seed(s))[:2] for s in draws}
     jobs = [(label, d) for label in CONV_NETS for d in conv_depths]
-    for label, depth in progress(jobs, desc="shattered: convnets", quiet=options.quiet):
+    for label, depth in context.progress(jobs, "shattered: convnets"):
         name, opts = CONV_NETS[label]
         measured = []
         for seed in draws:
             line = image_line(images.inputs[pairs[seed]], bundle.mean, bundle.std, n).to(device)
             torch.manual_seed(seed)
-            model = model_at_depth(name, depth, in_channels=bundle.in_channels, num_classes=bundle.num_classes, **opts)
+            model = create_at_depth(name, depth, in_channels=bundle.in_channels, num_classes=bundle.num_classes, **opts)
             acf, centred, _ = _measure(model.to(device), line)
             measured.append((acf, centred))
         conv.setdefault(label, {})[str(depth)] = _summary(measured)
-
-    references = _references(n, draws)
-    checks = _checks(mlp, conv, mlp_depths, conv_depths)
-    supported = all(checks.values()) if checks else None
-    figures = [
-        _trace_figure(traces, mlp, mlp_depths, n, draws[0], options.out),
-        _depth_figure(mlp, conv, mlp_depths, conv_depths, references, options.out),
-        _acf_figure(mlp, mlp_depths, references, n, options.out),
-    ]
-    return StudyResult(
-        name=NAME,
-        claim=CLAIM,
-        verdict=_verdict(mlp, conv, mlp_depths, conv_depths, supported),
-        supported=supported,
-        settings={
+    return {
+        "settings": {
             "points": n,
-            "seeds": len(draws),
             "mlp_nets": {k: f"{m} {o}" for k, (m, o) in MLP_NETS.items()},
             "mlp_depths": mlp_depths,
             "mlp_depth_means": "hidden layers after the input projection (highway_fc is built with depth + 2 weight "
@@ -255,18 +280,25 @@ def run(options: StudyOptions) -> StudyResult:
             f"images of {bundle.name} (a random pair per seed); output: logit 0"
             if conv_depths
             else "none (no 6n+2 depth asked, or vector data)",
-            "conv_init": "as the registry builds them",
             "weights": "initialisation (untrained)",
             "bn": BN_CALIBRATED,
             "autocorrelation": "sum_i <g_i, g_{i+h}> / sqrt(sum_i |g_i|^2 sum_i |g_{i+h}|^2) (uncentred; the "
             "centred ACF beside it)",
             "max_lag": MAX_LAG,
-            "device": options.device,
         },
-        numbers={"mlp": mlp, "conv": conv, "references": references, "checks": checks},
-        table=_table(mlp, conv, mlp_depths, conv_depths, references),
-        figures=figures,
-    )
+        "points": n,
+        "seeds": options.seeds,
+        "mlp_depths": mlp_depths,
+        "conv_depths": conv_depths,
+        "mlp": mlp,
+        "conv": conv,
+        "references": _references(n, draws),
+        "traces": traces,
+    }
+
+
+def _ends(depths: Sequence[int], which: str) -> list[int]:
+    return [] if not depths else [min(depths) if which == "low" else max(depths)]
 
 
 def _references(n: int, draws: Sequence[int]) -> dict[str, Any]:
@@ -284,67 +316,98 @@ def _references(n: int, draws: Sequence[int]) -> dict[str, Any]:
 
 
 def _lag1(table: dict[str, dict[str, Any]], label: str, depth: int) -> float:
-    return table[label][str(depth)]["lag1"]["mean"]
+    return number(table[label][str(depth)]["lag1"]["mean"])
 
 
-def _checks(
-    mlp: dict[str, Any], conv: dict[str, Any], mlp_depths: list[int], conv_depths: list[int]
-) -> dict[str, bool]:
+def _by_seed(table: dict[str, dict[str, Any]], label: str, depth: int) -> list[float | None]:
+    return table[label][str(depth)]["lag1_by_seed"]
+
+
+def _minus(a: Sequence[float | None], b: Sequence[float | None]) -> tuple[float | None, ...]:
+    return tuple(None if x is None or y is None else x - y for x, y in zip(a, b))
+
+
+def judge(numbers: dict[str, Any]) -> Verdict:
     """The claim, piece by piece: plain nets shatter with depth, skip connections resist, looks-linear does not."""
-    checks: dict[str, bool] = {}
+    mlp, conv, mlp_depths, conv_depths = numbers["mlp"], numbers["conv"], numbers["mlp_depths"], numbers["conv_depths"]
+    t = THRESHOLDS
+    checks, parts = [], []
     if len(mlp_depths) > 1:
         low, high = min(mlp_depths), max(mlp_depths)
-        checks["mlp_plain+BN_decays_with_depth"] = _lag1(mlp, "plain+BN", high) < _lag1(mlp, "plain+BN", low)
-    if mlp_depths:
-        high = max(mlp_depths)
-        checks["mlp_resnet+BN_above_plain+BN_at_depth"] = _lag1(mlp, "resnet+BN", high) > _lag1(mlp, "plain+BN", high)
-        checks["mlp_resnet_above_plain_at_depth"] = _lag1(mlp, "resnet", high) > _lag1(mlp, "plain", high)
-    if conv_depths:
-        high = max(conv_depths)
-        checks["conv_resnet+BN_above_plain+BN_at_depth"] = _lag1(conv, "resnet+BN", high) > _lag1(
-            conv, "plain+BN", high
+        checks.append(
+            Check(
+                "plain_decays",
+                f"lag-1 autocorrelation of plain MLPs with BN, depth {high} minus depth {low}",
+                _minus(_by_seed(mlp, "plain+BN", high), _by_seed(mlp, "plain+BN", low)),
+                t["plain_decays"],
+            )
         )
-        checks["conv_looks_linear_unshattered"] = all(_lag1(conv, "looks-linear", d) > 0.999 for d in conv_depths)
-        checks["conv_looks_linear_above_crelu_no_mirror"] = all(
-            _lag1(conv, "looks-linear", d) > _lag1(conv, "CReLU, no mirror", d) for d in conv_depths
-        )
-    return checks
-
-
-def _verdict(
-    mlp: dict[str, Any], conv: dict[str, Any], mlp_depths: list[int], conv_depths: list[int], supported: bool | None
-) -> str:
-    parts = []
-    if mlp_depths:
-        low, high = min(mlp_depths), max(mlp_depths)
         parts.append(
             f"the lag-1 autocorrelation of df/dx falls from {_lag1(mlp, 'plain+BN', low):.2f} to "
             f"{_lag1(mlp, 'plain+BN', high):.2f} in plain MLPs with BN from depth {low} to {high}, against "
             f"{_lag1(mlp, 'resnet+BN', high):.2f} for residual MLPs with BN ({_lag1(mlp, 'plain', high):.2f} plain and "
             f"{_lag1(mlp, 'resnet', high):.2f} residual without BN, {_lag1(mlp, 'highway', high):.2f} highway)"
         )
+    if mlp_depths:
+        high = max(mlp_depths)
+        for residual, plain, what in (("resnet+BN", "plain+BN", "with BN"), ("resnet", "plain", "without BN")):
+            checks.append(
+                Check(
+                    "skips_resist",
+                    f"lag-1 autocorrelation at depth {high}, residual MLP minus plain MLP {what}",
+                    _minus(_by_seed(mlp, residual, high), _by_seed(mlp, plain, high)),
+                    t["skips_resist"],
+                )
+            )
     if conv_depths:
         high = max(conv_depths)
+        checks += [
+            Check(
+                "skips_resist",
+                f"lag-1 autocorrelation at depth {high}, residual convnet minus plain convnet (with BN)",
+                _minus(_by_seed(conv, "resnet+BN", high), _by_seed(conv, "plain+BN", high)),
+                t["skips_resist"],
+            ),
+            Check(
+                "looks_linear",
+                f"lag-1 autocorrelation of the looks-linear convnet at depth {high}",
+                tuple(_by_seed(conv, "looks-linear", high)),
+                t["looks_linear"],
+            ),
+            Check(
+                "mirror_matters",
+                f"lag-1 autocorrelation at depth {high}, looks-linear minus CReLU without the mirror",
+                _minus(_by_seed(conv, "looks-linear", high), _by_seed(conv, "CReLU, no mirror", high)),
+                t["mirror_matters"],
+            ),
+        ]
         parts.append(
             f"at depth {high} the convnets give {_lag1(conv, 'plain+BN', high):.2f} plain, "
             f"{_lag1(conv, 'resnet+BN', high):.2f} residual and {_lag1(conv, 'looks-linear', high):.4f} looks-linear "
             f"({_lag1(conv, 'CReLU, no mirror', high):.2f} without the mirrored init)"
         )
-    tail = {
-        True: "so the numbers support the claim.",
-        False: "so the numbers do not support every part of the claim (see checks).",
-        None: "so nothing was measured that could decide.",
-    }[supported]
-    return ("At initialisation, " + "; ".join(parts) + ", " if parts else "") + tail
+    found = "at initialisation, " + "; ".join(parts) if parts else ""
+    return judged(checks, found=found, missing="no depth was measured")
+
+
+def render(numbers: dict[str, Any], out: Path) -> tuple[str, list[Path]]:
+    mlp, conv, refs = numbers["mlp"], numbers["conv"], numbers["references"]
+    mlp_depths, conv_depths, n = numbers["mlp_depths"], numbers["conv_depths"], numbers["points"]
+    figures = [
+        _trace_figure(numbers["traces"], mlp, mlp_depths, n, out),
+        _depth_figure(mlp, conv, mlp_depths, conv_depths, refs, out),
+        _acf_figure(mlp, mlp_depths, refs, n, out),
+    ]
+    return _table(mlp, conv, mlp_depths, conv_depths, refs), figures
 
 
 def _table(
     mlp: dict[str, Any], conv: dict[str, Any], mlp_depths: list[int], conv_depths: list[int], refs: dict[str, Any]
 ) -> str:
     def cell(entry: dict[str, Any]) -> str:
-        c = entry["centred_lag1"]["mean"]
-        centred = "n/a" if c is None or math.isnan(c) else f"{c:.3f}"
-        return f"{entry['lag1']['mean']:.3f} ± {entry['lag1']['std']:.2g} ({centred})"
+        c = number(entry["centred_lag1"]["mean"])
+        centred = "n/a" if math.isnan(c) else f"{c:.3f}"
+        return f"{number(entry['lag1']['mean']):.3f} ± {number(entry['lag1']['std']):.2g} ({centred})"
 
     lines = []
     for title, table, depths in (("Fully connected, 1-D input", mlp, mlp_depths), ("Convnets", conv, conv_depths)):
@@ -368,26 +431,27 @@ def _table(
     return "\n".join(lines)
 
 
-def _trace_figure(
-    traces: dict[str, torch.Tensor], mlp: dict[str, Any], depths: list[int], n: int, seed: int, out: str
-) -> Any:
-    """The paper's Fig. 1: gradient traces along the line next to brown and white noise."""
-    fig, axes = new_figure(12.0, 6.0, cols=3, rows=2)
+def _trace_figure(traces: dict[str, list[float]], mlp: dict[str, Any], depths: list[int], n: int, out: Path) -> Path:
+    """The paper's Fig. 1: gradient traces along the line (the first seed's nets) next to brown and white noise."""
+    fig, axes = new_figure(12.0, 6.4, cols=3, rows=2)
     x = line_points(n).squeeze(1)
-    low, high = (min(depths), max(depths)) if depths else (None, None)
     panels: list[tuple[str, torch.Tensor, str]] = []
-    for label, depth in (("plain+BN", low), ("plain+BN", high), ("resnet+BN", high), ("plain", high)):
-        if depth is not None:
-            g = traces[f"{label}@{depth}"]
+    for label, which in SHOWN:
+        for depth in _ends(depths, which):
+            g = torch.tensor([number(v) for v in traces[f"{label}@{depth}"]])
             panels.append((f"{label}, depth {depth}", g, f"lag-1 {_lag1(mlp, label, depth):.2f} (mean)"))
     for kind in ("brown", "white"):
-        g = noise(n, kind, torch.Generator().manual_seed(1000 + seed))
+        g = noise(n, kind, torch.Generator().manual_seed(1000))
         panels.append((f"{kind} noise", g, f"lag-1 {autocorrelation(g, [1])[0]:.2f}"))
     for ax, (title, g, note) in zip([a for row in axes for a in row], panels):
         g = g.double()
         ax.plot(x.numpy(), (g / g.abs().max().clamp_min(1e-300)).numpy(), lw=0.8, label=note)
-        ax.set(title=title, xlabel="input x (noise: sample index, rescaled)", ylabel="df/dx (scaled to max 1)")
+        ax.set(xlabel="input x (noise: sample index, rescaled)", ylabel="df/dx (scaled to max 1)")
+        ax.set_title(title, fontsize=9)
         ax.legend(fontsize=8, loc="lower right")
+    titled(
+        fig, "Gradient df/dx along a line of inputs, next to brown and white noise (Balduzzi et al., Fig. 1)", UNTRAINED
+    )
     return save_figure(fig, out, f"{NAME}-traces")
 
 
@@ -397,17 +461,17 @@ def _depth_figure(
     mlp_depths: list[int],
     conv_depths: list[int],
     refs: dict[str, Any],
-    out: str,
-) -> Any:
+    out: Path,
+) -> Path:
     """Lag-1 autocorrelation against depth, for every net, with the noise references."""
-    fig, axes = new_figure(11.0, 4.2, cols=2)
+    fig, axes = new_figure(12.5, 4.4, cols=2)
     for ax, table, depths, title in (
         (axes[0][0], mlp, mlp_depths, "fully connected, 1-D input"),
         (axes[0][1], conv, conv_depths, "convnets, line between two images"),
     ):
         for label in table:
             means = [_lag1(table, label, d) for d in depths]
-            stds = [table[label][str(d)]["lag1"]["std"] for d in depths]
+            stds = [number(table[label][str(d)]["lag1"]["std"]) for d in depths]
             ax.errorbar(depths, means, yerr=stds, marker="o", capsize=3, label=label)
         ax.axhline(refs["brown"]["closed_form_lag1"], color="saddlebrown", ls="--", lw=1, label="brown noise")
         ax.axhline(0.0, color="gray", ls=":", lw=1, label="white noise")
@@ -415,21 +479,24 @@ def _depth_figure(
             ax.set_xscale("log")
             ax.set_xticks(depths, labels=[str(d) for d in depths])
             ax.minorticks_off()
-        ax.set(title=title, xlabel="depth (layers)", ylabel="lag-1 autocorrelation of the input gradient")
-        ax.legend(fontsize=8)
+        ax.set(xlabel="depth (layers)", ylabel="lag-1 autocorrelation of the input gradient")
+        ax.set_title(title, fontsize=9)
+        legend_outside(ax)
+    titled(fig, "Correlation of the gradients at neighbouring inputs against depth", UNTRAINED)
     return save_figure(fig, out, f"{NAME}-depth")
 
 
-def _acf_figure(mlp: dict[str, Any], depths: list[int], refs: dict[str, Any], n: int, out: str) -> Any:
+def _acf_figure(mlp: dict[str, Any], depths: list[int], refs: dict[str, Any], n: int, out: Path) -> Path:
     """Autocorrelation against lag at the deepest MLP depth, with the noise references."""
-    fig, ax = new_figure()
+    fig, ax = new_figure(8.0, 4.2)
     lags = list(range(1, len(refs["white"]["acf"]) + 1))
     if depths:
         high = max(depths)
         for label in mlp:
-            ax.plot(lags, mlp[label][str(high)]["acf"], marker=".", label=f"{label}, depth {high}")
+            ax.plot(lags, [number(v) for v in mlp[label][str(high)]["acf"]], marker=".", label=f"{label}, depth {high}")
     ax.plot(lags, refs["brown"]["closed_form_acf"], color="saddlebrown", ls="--", label="brown noise (expected)")
     ax.plot(lags, refs["white"]["acf"], color="gray", ls=":", label="white noise (sampled)")
-    ax.set(xlabel=f"lag (points; {n} points on [-2, 2])", ylabel="autocorrelation of df/dx", title="ACF by lag")
-    ax.legend(fontsize=8)
+    ax.set(xlabel=f"lag (points; {n} points on [-2, 2])", ylabel="autocorrelation of df/dx")
+    legend_outside(ax)
+    titled(fig, "Autocorrelation of the MLPs' input gradients by lag, at the deepest depth", UNTRAINED)
     return save_figure(fig, out, f"{NAME}-acf")

@@ -44,23 +44,19 @@ import math
 from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from resnets.models import SkipNetwork, get_model_entry
-from resnets.studies.common import (
-    StudyOptions,
-    StudyResult,
-    new_figure,
-    progress,
-    save_figure,
-    seeds,
-    spread,
-)
+from resnets.studies.common import number, spread
+from resnets.studies.contract import INTS, Context, InstrumentOptions, option
+from resnets.studies.figures import UNTRAINED, new_figure, save_figure, titled
 from resnets.studies.trained import RESIDUAL
 from resnets.studies.untrained import BN_BATCH, StudyData, batch_statistics, build_near
+from resnets.studies.verdict import Check, Threshold, Verdict, judged
 
 NAME = "signal"
 CLAIM = (
@@ -71,16 +67,51 @@ CLAIM = (
     "and then most of a deep unit's output arrives through the identity paths (Balduzzi et al. 2017)."
 )
 #: (label, registered model, options): the post-activation ResNet of He et al. 2015 and its pre-activation twin.
+HANIN = "Hanin & Rolnick 2018, 'How to Start Training'"
+THRESHOLDS = {
+    "explodes": Threshold(
+        10.0,
+        above=True,
+        unit="x",
+        paper="in a ReLU ResNet without normalisation the mean squared activation grows like the exponential of "
+        "the summed residual scales: with scale 1 in every unit, exponentially in depth (about 2^L for "
+        "variance-preserving branches)",
+        source=f"{HANIN}, Sec. 4, Theorem 2",
+        why="how many times the growth through the net (forward, or gradient) rose from the shallowest to the "
+        "deepest net of the sweep, at residual scale 1 without normalisation",
+    ),
+    "bounded": Threshold(
+        math.log10(2.0),
+        above=False,
+        unit="decades",
+        paper="the growth stays bounded in depth when the summed residual scales do, as with a scale of "
+        "1/sqrt(L) per unit (summed squares 1)",
+        source=f"{HANIN}, Sec. 4, Theorem 2 and its corollary",
+        why="|log10| of the change of the growth over the sweep at scale 1/sqrt(L): below log10(2), less than twofold",
+    ),
+}
 DEFAULT_NETS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("resnet (post-act)", RESIDUAL, {}),
     ("resnet (pre-act)", RESIDUAL, {"block": "preact_basic"}),
 )
 SCALES: tuple[float | str, ...] = (1.0, 0.3, 0.1, "inv_sqrt_depth")
 NORMS = ("batchnorm", "identity")
-DEFAULT_DEPTHS = (20, 56, 110)
-DEFAULT_SAMPLES = 32
 EXPLODES = 10.0  # growth rising tenfold over the depth sweep: exponential growth
 BOUNDED = 2.0  # growth changing less than twofold over the depth sweep: bounded
+
+
+@dataclass(frozen=True)
+class Options(InstrumentOptions):
+    models: tuple[str, ...] = option(
+        (),
+        "a registered model to measure instead of the default post- and pre-activation resnet20 (repeatable)",
+        flags=("--model",),
+        repeat=True,
+        metavar="NAME",
+    )
+    depths: tuple[int, ...] = option((20, 56, 110), "depth sweep in weighted layers (each family's nearest)", **INTS)
+    samples: int = option(32, "images per batch (one batch per seed)")
+    seeds: int = option(3, "fresh nets and batches per depth")
 
 
 @dataclass
@@ -207,7 +238,7 @@ def _label(scale: float | str) -> str:
     return "1/sqrt(L)" if scale == "inv_sqrt_depth" else f"{float(scale):g}"
 
 
-def _nets(options: StudyOptions) -> list[tuple[str, str, dict[str, Any]]]:
+def _nets(options: Options) -> list[tuple[str, str, dict[str, Any]]]:
     if options.models:
         return [(name, name, {}) for name in options.models]
     return list(DEFAULT_NETS)
@@ -226,18 +257,23 @@ def _mean_columns(rows: Sequence[Sequence[float | None]]) -> list[float | None]:
     return out
 
 
-def _measure(options: StudyOptions, data: StudyData, samples: int, depths: Sequence[int]) -> dict:
+def _measure(options: Options, context: Context, data: StudyData) -> dict:
     """numbers[net][norm][scale][depth]: per-unit means over seeds and the headline spreads."""
     results: dict[str, Any] = {}
+    samples = options.samples
     jobs = [
-        (net, norm, d, s) for net in _nets(options) for norm in _norms(net[1]) for d in depths for s in seeds(options)
+        (net, norm, d, s)
+        for net in _nets(options)
+        for norm in _norms(net[1])
+        for d in options.depths
+        for s in range(options.seeds)
     ]
     collected: dict[tuple, list[Profile]] = {}
-    for (label, name, extra), norm, depth, seed in progress(jobs, desc="signal", quiet=options.quiet):
+    for (label, name, extra), norm, depth, seed in context.progress(jobs, "signal"):
         model_options = dict(extra, **({} if norm is None else {"norm": norm}), **data.shapes(name))
         model, actual = build_near(name, depth, seed, **model_options)
-        model.to(options.device)
-        x, y = data.batch(model, samples, seed, options.device)
+        model.to(context.device)
+        x, y = data.batch(model, samples, seed, context.device)
         with batch_statistics(model):
             for scale in SCALES:
                 profile = unit_profile(model, x, y, scale)
@@ -261,57 +297,97 @@ def _measure(options: StudyOptions, data: StudyData, samples: int, depths: Seque
     return results
 
 
-def _change(by_depth: dict[str, dict], key: str) -> float:
-    """How many times ``key``'s mean grew from the shallowest to the deepest depth measured."""
+def measure(options: Options, context: Context) -> dict[str, Any]:
+    """Unit statistics at initialisation over nets, normalisation, residual scales, depths and seeds."""
+    data = StudyData.load(context)
+    return {
+        "settings": {
+            "nets": [{"label": label, "model": name, "options": extra} for label, name, extra in _nets(options)],
+            "norms": list(NORMS),
+            "scales": [_label(s) for s in SCALES],
+            "scaling": "info.scaled(s) on every unit with a shortcut; 1/sqrt(L) with L = number of units",
+            "inputs": data.description,
+            "loss": "cross-entropy summed over the batch (gradients per image)",
+            "bn": BN_BATCH,
+            "verdict_on": "norm=identity: forward and gradient growth must rise > "
+            f"{EXPLODES:g}x over the depth sweep at scale 1 and change < {BOUNDED:g}x at 1/sqrt(L); the BN, 0.1-0.3 "
+            "and identity-share numbers are reported, not judged",
+        },
+        "depths": list(options.depths),
+        "profiles": _measure(options, context, data),
+    }
+
+
+def _changes(by_depth: dict[str, dict], key: str) -> list[float | None]:
+    """Per seed: how many times ``key`` grew from the shallowest to the deepest depth (seeds paired by index)."""
     depths = sorted(by_depth, key=int)
-    return by_depth[depths[-1]][key]["mean"] / by_depth[depths[0]][key]["mean"]
+    low, high = by_depth[depths[0]][f"per_seed_{key}"], by_depth[depths[-1]][f"per_seed_{key}"]
+    return [None if a is None or b is None or a <= 0 else b / a for a, b in zip(low, high)]
 
 
-def _verdict(results: dict) -> tuple[bool | None, str, dict]:
-    checks: dict[str, dict[str, float]] = {}
-    broken = []
-    for label, norms in results.items():
+def judge(numbers: dict[str, Any]) -> Verdict:
+    checks, said, broken = [], [], []
+    for label, norms in numbers["profiles"].items():
         if "identity" not in norms or len(next(iter(norms["identity"].values()))) < 2:
             continue
         plain = norms["identity"]
         if any(entry["input_overwritten"] for scale in ("1", "1/sqrt(L)") for entry in plain[scale].values()):
             broken.append(label)
             continue
-        checks[label] = {
-            f"{key}_change_scale_1": _change(plain["1"], key) for key in ("forward_growth", "gradient_growth")
-        } | {
-            f"{key}_change_inv_sqrt_L": _change(plain["1/sqrt(L)"], key)
-            for key in ("forward_growth", "gradient_growth")
-        }
-    skipped = f" ({', '.join(broken)} left out: its units overwrite their input in place)" if broken else ""
-    if not checks:
-        return (
-            None,
-            f"No net was measured without normalisation at two or more depths{skipped}, so the claim is undecided.",
-            {},
-        )
-    explodes = all(
-        c[f"{k}_change_scale_1"] > EXPLODES for c in checks.values() for k in ("forward_growth", "gradient_growth")
+        for key, what in (("forward_growth", "forward"), ("gradient_growth", "gradient")):
+            at_one, at_inv = _changes(plain["1"], key), _changes(plain["1/sqrt(L)"], key)
+            checks += [
+                Check(
+                    "explodes",
+                    f"{label}: change of the {what} growth over the sweep at scale 1",
+                    tuple(at_one),
+                    THRESHOLDS["explodes"],
+                ),
+                Check(
+                    "bounded",
+                    f"{label}: |log10| of the change of the {what} growth at scale 1/sqrt(L)",
+                    tuple(None if c is None else abs(math.log10(c)) for c in at_inv),
+                    THRESHOLDS["bounded"],
+                ),
+            ]
+        said.append(label)
+    notes = [f"{', '.join(broken)} left out: its units overwrite their input in place"] if broken else []
+    found = f"without normalisation, the variance growth through {', '.join(said)} was followed over the depth sweep"
+    return judged(
+        checks,
+        found=found if said else "",
+        notes=notes,
+        missing="no net was measured without normalisation at two or more depths",
     )
-    bounded = all(
-        1 / BOUNDED < c[f"{k}_change_inv_sqrt_L"] < BOUNDED
-        for c in checks.values()
-        for k in ("forward_growth", "gradient_growth")
-    )
-    said = "; ".join(
-        f"{label}: {c['forward_growth_change_scale_1']:.3g}x (forward) and {c['gradient_growth_change_scale_1']:.3g}x "
-        f"(gradient) at scale 1, {c['forward_growth_change_inv_sqrt_L']:.3g}x and "
-        f"{c['gradient_growth_change_inv_sqrt_L']:.3g}x at 1/sqrt(L)"
-        for label, c in checks.items()
-    )
-    text = f"Without normalisation, the variance growth through the net changed over the depth sweep by {said}{skipped}"
-    if explodes and bounded:
-        text += ": it explodes with depth at scale 1 and stays bounded at 1/sqrt(L), as claimed."
-    elif not explodes:
-        text += ": at scale 1 it did not grow tenfold over the sweep, against the claim."
-    else:
-        text += ": at 1/sqrt(L) it still changed twofold or more over the sweep, against the claim."
-    return explodes and bounded, text, checks
+
+
+def render(numbers: dict[str, Any], out: Path) -> tuple[str, list[Path]]:
+    results = numbers["profiles"]
+    figures = [
+        _growth_figure(results, out),
+        _along_depth(
+            results,
+            [("input_var", "Var(unit input)", True), ("input_mean", "mean(unit input)", False)],
+            out,
+            "forward-along-depth",
+            "Unit inputs along the deepest net (mean over seeds)",
+        ),
+        _along_depth(
+            results,
+            [("grad_var", "mean (dL/d unit input)^2", True)],
+            out,
+            "gradient-along-depth",
+            "Gradient at each unit's input along the deepest net (mean over seeds)",
+        ),
+        _along_depth(
+            results,
+            [("identity_share", "Var(shortcut) / (Var(shortcut) + Var(sF))", False)],
+            out,
+            "identity-share",
+            "Share of each unit's sum arriving through the shortcut (mean over seeds)",
+        ),
+    ]
+    return _table(results, numbers["depths"]), figures
 
 
 def _table(results: dict, depths: Sequence[int]) -> str:
@@ -323,12 +399,13 @@ def _table(results: dict, depths: Sequence[int]) -> str:
         for norm, scales in norms.items():
             for scale, by_depth in scales.items():
                 shown = sorted(by_depth, key=int)
-                fwd = " | ".join(f"{by_depth[d]['forward_growth']['mean']:.3g}" for d in shown)
-                grad = " | ".join(f"{by_depth[d]['gradient_growth']['mean']:.3g}" for d in shown)
+                fwd = " | ".join(f"{number(by_depth[d]['forward_growth']['mean']):.3g}" for d in shown)
+                grad = " | ".join(f"{number(by_depth[d]['gradient_growth']['mean']):.3g}" for d in shown)
                 share = by_depth[shown[-1]]["last_identity_share"]
                 mark = " †" if any(entry["input_overwritten"] for entry in by_depth.values()) else ""
                 lines.append(
-                    f"| {label} | {norm} | {scale}{mark} | {fwd} | {grad} | {share['mean']:.3f} ± {share['std']:.2g} |"
+                    f"| {label} | {norm} | {scale}{mark} | {fwd} | {grad} | "
+                    f"{number(share['mean']):.3f} ± {number(share['std']):.2g} |"
                 )
     lines.append("")
     if any("†" in line for line in lines):
@@ -353,7 +430,7 @@ def _panels(rows: int, cols: int, width: float, height: float) -> tuple[Any, lis
     return figure, [[axes]] if rows * cols == 1 else [list(row) for row in axes]
 
 
-def _along_depth(results: dict, keys: Sequence[tuple[str, str, bool]], out: str, name: str, title: str) -> Any:
+def _along_depth(results: dict, keys: Sequence[tuple[str, str, bool]], out: Path, name: str, title: str) -> Path:
     """One panel per (net, norm, key): ``key`` per unit at the deepest depth, one line per scale."""
     labels, norms = _grid(results)
     rows = [(norm, key) for norm in norms for key in keys]
@@ -376,11 +453,11 @@ def _along_depth(results: dict, keys: Sequence[tuple[str, str, bool]], out: str,
                 f"{label}, norm={norm}, depth {depth}" + (" (input overwritten †)" if broken else ""), fontsize=9
             )
             ax.legend(fontsize=7)
-    figure.suptitle(title)
+    titled(figure, title, UNTRAINED)
     return save_figure(figure, out, f"{NAME}-{name}")
 
 
-def _growth_figure(results: dict, out: str) -> Any:
+def _growth_figure(results: dict, out: Path) -> Path:
     labels, norms = _grid(results)
     figure, grid = _panels(len(norms), len(labels), 4.2, 3.2)
     for r, norm in enumerate(norms):
@@ -391,8 +468,8 @@ def _growth_figure(results: dict, out: str) -> Any:
                 stats = [by_depth[d]["forward_growth"] for d in depths]
                 ax.errorbar(
                     [int(d) for d in depths],
-                    [s["mean"] for s in stats],
-                    yerr=[s["std"] for s in stats],
+                    [number(s["mean"]) for s in stats],
+                    yerr=[number(s["std"]) for s in stats],
                     marker="o",
                     capsize=3,
                     label=f"scale {scale}",
@@ -402,68 +479,5 @@ def _growth_figure(results: dict, out: str) -> Any:
             ax.set_ylabel("Var(last output) / Var(first input)")
             ax.set_title(f"{label}, norm={norm}", fontsize=9)
             ax.legend(fontsize=7)
-    figure.suptitle("forward variance growth at initialisation (mean ± std over seeds)")
+    titled(figure, "Forward variance growth through the net against depth (mean ± std over seeds)", UNTRAINED)
     return save_figure(figure, out, f"{NAME}-growth-vs-depth")
-
-
-def run(options: StudyOptions) -> StudyResult:
-    """Unit statistics at initialisation over nets, normalisation, residual scales, depths and seeds.
-
-    Reads ``models`` (default: resnet20 post- and pre-activation), ``depths`` (20, 56, 110), ``seeds``,
-    ``samples`` (32 images per batch), ``data`` (a real batch per seed) and ``device``.
-    """
-    depths = tuple(options.pick("depths", DEFAULT_DEPTHS))
-    samples = int(options.pick("samples", DEFAULT_SAMPLES))
-    data = StudyData.load(options)
-    results = _measure(options, data, samples, depths)
-    supported, verdict, checks = _verdict(results)
-    figures = [
-        _growth_figure(results, options.out),
-        _along_depth(
-            results,
-            [("input_var", "Var(unit input)", True), ("input_mean", "mean(unit input)", False)],
-            options.out,
-            "forward-along-depth",
-            "unit inputs at initialisation (mean over seeds)",
-        ),
-        _along_depth(
-            results,
-            [("grad_var", "mean (dL/d unit input)^2", True)],
-            options.out,
-            "gradient-along-depth",
-            "gradient at unit inputs at initialisation (mean over seeds)",
-        ),
-        _along_depth(
-            results,
-            [("identity_share", "Var(shortcut) / (Var(shortcut) + Var(sF))", False)],
-            options.out,
-            "identity-share",
-            "share of each unit's sum arriving through the shortcut (mean over seeds)",
-        ),
-    ]
-    settings = {
-        "nets": [{"label": label, "model": name, "options": extra} for label, name, extra in _nets(options)],
-        "norms": list(NORMS),
-        "scales": [_label(s) for s in SCALES],
-        "scaling": "info.scaled(s) on every unit with a shortcut; 1/sqrt(L) with L = number of units",
-        "depths": list(depths),
-        "seeds": len(seeds(options)),
-        "samples": samples,
-        "inputs": data.description,
-        "loss": "cross-entropy summed over the batch (gradients per image)",
-        "bn": BN_BATCH,
-        "device": options.device,
-        "verdict_on": "norm=identity: forward and gradient growth must rise > "
-        f"{EXPLODES:g}x over the depth sweep at scale 1 and change < {BOUNDED:g}x at 1/sqrt(L); the BN, 0.1-0.3 and "
-        "identity-share numbers are reported, not judged",
-    }
-    return StudyResult(
-        name=NAME,
-        claim=CLAIM,
-        verdict=verdict,
-        supported=supported,
-        settings=settings,
-        numbers={"profiles": results, "checks": checks},
-        table=_table(results, depths),
-        figures=figures,
-    )

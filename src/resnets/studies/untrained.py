@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 from resnets.errors import ConfigError, DataError
-from resnets.models import SkipNetwork, get_model_entry
-from resnets.studies.common import NoDepthSweep, StudyOptions, model_at_depth
+from resnets.models import NoDepthSweep, SkipNetwork, create_at_depth, get_model_entry
+from resnets.studies.contract import Context
 from resnets.studies.trained import DEFAULT_DATA
 
 BN_BATCH = "batch statistics in BN (train-mode BN), every other module in eval mode (no dropout or drop path)"
@@ -49,14 +49,14 @@ class StudyData:
     description: str
 
     @classmethod
-    def load(cls, options: StudyOptions) -> StudyData:
+    def load(cls, context: Context) -> StudyData:
         from resnets.data import load_data
 
-        spec = options.data or DEFAULT_DATA
+        spec = context.data or DEFAULT_DATA
         try:
-            bundle = load_data(spec, options.data_dir)
+            bundle = load_data(spec, context.data_dir)
         except DataError:
-            if options.data:  # asked for by name: a missing set is the user's error
+            if context.data:  # asked for by name: a missing set is the user's error
                 raise
             return cls(None, f"random normal images with random labels ({spec} not found)")
         return cls(bundle, f"{bundle.name} training images with their labels")
@@ -106,7 +106,7 @@ def _input_shape(model: SkipNetwork) -> tuple[int, ...]:
 
 
 def build_near(name: str, depth: int, seed: int, **options: Any) -> tuple[SkipNetwork, int]:
-    """``model_at_depth(name, d)`` for the depth d nearest ``depth`` that the family can have, and d.
+    """``create_at_depth(name, d)`` for the depth d nearest ``depth`` that the family can have, and d.
 
     Families count depth differently (6n+2 for CIFAR ResNets, 3n+4 for convolutional Highway nets), so a
     sweep at 20, 56, 110 puts a Highway net at 19, 55, 109.
@@ -115,7 +115,7 @@ def build_near(name: str, depth: int, seed: int, **options: Any) -> tuple[SkipNe
     for offset in (0, -1, 1, -2, 2, -3, 3):
         torch.manual_seed(seed)
         try:
-            return model_at_depth(name, depth + offset, **options), depth + offset
+            return create_at_depth(name, depth + offset, **options), depth + offset
         except NoDepthSweep:
             raise  # no nearby depth can help
         except ConfigError as error:

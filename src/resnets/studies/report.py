@@ -1,10 +1,13 @@
 """One page of every study in a directory: ``report.html`` (self-contained) and its Markdown twin ``report.md``.
 
 Each instrument leaves ``NAME.json``, ``NAME.md`` and ``NAME-*.png`` in its output directory (see
-:func:`resnets.studies.common.write_study`). This module gathers them into a summary of verdicts and one
-section per study. The HTML page carries everything inside itself (figures as base64 ``data:`` URIs, inline
-CSS, no script, no network) so it can be mailed or archived as one file; a Content-Security-Policy forbids
-script and remote loads as a second line of defence.
+:mod:`resnets.studies.runner`). :func:`write_report` first re-judges and re-renders every study from its
+NAME.json alone (so a report made later equals the one ``resnets study all`` wrote, and a changed threshold
+reaches old measurements), then gathers them into a summary of verdicts, each one click from its full text,
+and one section per study. JSON files of an older layout or of unknown instruments are shown as they were
+written. The HTML page carries everything inside itself (figures as base64 ``data:`` URIs, inline CSS, no
+script, no network) so it can be mailed or archived as one file; a Content-Security-Policy forbids script and
+remote loads as a second line of defence.
 
 Every string read from JSON is untrusted: it is escaped, and the Markdown table is converted by a
 Python-Markdown instance with raw HTML, links and images switched off, then checked against a tag allowlist.
@@ -29,10 +32,11 @@ import markdown
 from resnets.errors import ConfigError
 from resnets.io.atomic import atomic_write_text
 from resnets.studies import STUDIES
+from resnets.studies.runner import FORMAT, rerender
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 STATUS = {True: "supported", False: "not supported", None: "undecided"}
-SUMMARY_VERDICT_CHARS = 200  # the summary table clips longer verdicts; each section shows them in full
+SUMMARY_VERDICT_CHARS = 200  # the summary row shows this much of a verdict; the rest is one click away
 
 
 @dataclass(frozen=True)
@@ -131,16 +135,19 @@ def find_studies(directory: str | Path) -> tuple[list[Study], list[str]]:
 
 
 def write_report(directory: str | Path, out: str | Path | None = None) -> Report:
-    """Write ``report.html`` (or ``out``) and its ``.md`` twin for every study in ``directory``."""
+    """Re-judge and re-render every study in ``directory`` from its JSON, then write ``report.html`` (or
+    ``out``) and its ``.md`` twin."""
     directory = Path(directory)
     html_path = Path(out) if out is not None else directory / "report.html"
     if html_path.suffix.lower() not in (".html", ".htm"):
         raise ConfigError(f"--out must name an .html file (its Markdown twin goes beside it), got {str(html_path)!r}")
     md_path = html_path.with_suffix(".md")
-    studies, skipped = find_studies(directory)
     present = {path.stem for path in directory.glob("*.json")}  # a corrupt one is skipped, not absent
     if md_path.stem in present and md_path.parent.resolve() == directory.resolve():
         raise ConfigError(f"--out {html_path} would overwrite the study's own {md_path.name}; choose another name")
+    not_rejudged = rejudge(directory)
+    studies, skipped = find_studies(directory)
+    skipped = [*not_rejudged, *skipped]
     absent = [name for name in STUDIES if name not in present]
     made = _provenance(directory, len(studies))
     atomic_write_text(html_path, render_html(studies, directory, made=made, absent=absent, skipped=skipped))
@@ -148,6 +155,24 @@ def write_report(directory: str | Path, out: str | Path | None = None) -> Report
         md_path, render_markdown(studies, directory, md_path.parent, made=made, absent=absent, skipped=skipped)
     )
     return Report(html_path, md_path, tuple(s.name for s in studies), tuple(absent), tuple(skipped))
+
+
+def rejudge(directory: Path) -> list[str]:
+    """Re-judge and re-render every study of this version's layout in ``directory`` from its JSON; one line per
+    study that could not be (it is then reported as it was written)."""
+    problems = []
+    for path in sorted(directory.glob("*.json")) if directory.is_dir() else []:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            continue  # find_studies names it
+        if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("name") not in STUDIES:
+            continue  # an older layout or another instrument: reported as written
+        try:
+            rerender(path)
+        except ConfigError as error:
+            problems.append(f"not re-judged, shown as written: {error}")
+    return problems
 
 
 def _provenance(directory: Path, count: int) -> str:
@@ -180,7 +205,7 @@ h3{font-size:1.05em;margin:1.4em 0 .4em;color:#444c56}
 table{border-collapse:collapse;font-size:.88em}th,td{border:1px solid #d0d7de;padding:.3em .6em;vertical-align:top}
 th{background:#f6f8fa;text-align:left}tbody tr:nth-child(even){background:#fafbfc}
 .numbers td{font-variant-numeric:tabular-nums;white-space:nowrap}.numbers table{margin:.7em 0}
-.summary td:nth-child(2){min-width:24em}.settings th{white-space:nowrap;font-weight:600}
+.summary td:nth-child(2){min-width:24em}.summary summary{cursor:pointer}.settings th{white-space:nowrap;font-weight:600}
 .settings td{word-break:break-word}.settings code{font-size:.95em}
 figure{margin:1em 0;text-align:center}figure img{max-width:100%;height:auto;border:1px solid #eaeef2}
 figcaption{font-size:.85em;color:#57606a}
@@ -219,7 +244,7 @@ def render_html(
     ]
     for s in studies:
         parts.append(
-            f'<tr><td><a href="#study-{e(s.name)}">{e(s.name)}</a></td><td>{e(_clip(s.verdict))}</td>'
+            f'<tr><td><a href="#study-{e(s.name)}">{e(s.name)}</a></td><td>{_verdict_cell(s.verdict)}</td>'
             f"<td>{_badge(s)}</td><td>{e(s.precision_label)}</td></tr>"
         )
     parts.append("</tbody></table></div>")
@@ -262,6 +287,16 @@ def _section_html(s: Study, directory: Path) -> list[str]:
         parts += ["<h3>Reproduce</h3>", f"<pre><code>{e(s.command)}</code></pre>"]
     parts.append("</section>")
     return parts
+
+
+def _verdict_cell(verdict: str) -> str:
+    """A verdict in the summary table: whole where it is short; else its start, which opens to the whole on a
+    click (``<details>``, no script) and shows it on hover (``title``)."""
+    e = html.escape
+    short = _clip(verdict)
+    if short == _one_line(verdict):
+        return e(short)
+    return f'<details title="{e(_one_line(verdict))}"><summary>{e(short)}</summary>{e(_one_line(verdict))}</details>'
 
 
 def _badge(s: Study) -> str:
@@ -370,7 +405,8 @@ def render_markdown(
         lines += [f"**Mixed precisions.** {_md(mixed)}", ""]
     lines += ["| study | verdict | status | precision |", "|---|---|---|---|"]
     lines += [
-        f"| [{s.name}](#{s.name}) | {_cell(s.verdict)} | {s.status} | {_md(s.precision_label)} |" for s in studies
+        f"| [{s.name}](#{s.name}) | {_cell(s.verdict, s.name)} | {s.status} | {_md(s.precision_label)} |"
+        for s in studies
     ]
     lines.append("")
     if absent:
@@ -409,9 +445,12 @@ def render_markdown(
     return "\n".join(lines)
 
 
-def _cell(text: str) -> str:
-    """A clipped verdict for one cell of the Markdown summary table (a ``|`` would end the cell)."""
-    return _md(_clip(text)).replace("|", "\\|")
+def _cell(text: str, name: str) -> str:
+    """A verdict for one cell of the Markdown summary table (a ``|`` would end the cell); a long one clipped,
+    with a link to its section, where it stands in full."""
+    short = _clip(text)
+    link = f" [(full verdict)](#{name})" if short != _one_line(text) else ""
+    return _md(short).replace("|", "\\|") + link
 
 
 def _md(value: Any) -> str:

@@ -12,9 +12,8 @@ import pytest
 from PIL import Image
 
 from resnets.cli import main
-from resnets.reports.study_report import find_studies, table_html, write_report
 from resnets.studies import STUDIES
-from resnets.studies.common import StudyResult, write_study
+from resnets.studies.report import find_studies, table_html, write_report
 
 TABLE = "| net | error (%) |\n|---|---|\n| resnet20 | {value} |"
 
@@ -24,21 +23,23 @@ def _png(path: Path, colour: tuple[int, int, int]) -> Path:
     return path
 
 
-def _study(out: Path, name: str, supported: bool | None, figures: int = 1, **fields: str) -> StudyResult:
-    """Write NAME.json/NAME.md with ``figures`` distinct PNGs, as an instrument would."""
+def _study(out: Path, name: str, supported: bool | None, figures: int = 1, **fields: str) -> dict:
+    """Write NAME.json/NAME.md with ``figures`` distinct PNGs, in the layout of a study without re-judging (one
+    of an older version, or of an instrument this version does not know): the report shows it as written."""
     paths = [_png(out / f"{name}-fig{i}.png", (len(name) * 9 % 256, 40 * i, 7)) for i in range(figures)]
-    result = StudyResult(
-        name=name,
-        claim=fields.get("claim", f"the claim of {name} (Someone et al. 2016)"),
-        verdict=fields.get("verdict", f"the verdict of {name}"),
-        supported=supported,
-        settings={"seeds": 3, "models": ["resnet20", "plain20"], "bn": "train-mode"},
-        numbers={"error": 8.75},
-        table=fields.get("table", TABLE.format(value=f"{len(name)}.25")),
-        figures=paths,
-        command=f"resnets study {name} --out {out}",
-    )
-    write_study(result, out)
+    result = {
+        "name": name,
+        "claim": fields.get("claim", f"the claim of {name} (Someone et al. 2016)"),
+        "verdict": fields.get("verdict", f"the verdict of {name}"),
+        "supported": supported,
+        "settings": {"seeds": 3, "models": ["resnet20", "plain20"], "bn": "train-mode"},
+        "numbers": {"error": 8.75},
+        "table": fields.get("table", TABLE.format(value=f"{len(name)}.25")),
+        "figures": [p.name for p in paths],
+        "command": f"resnets study {name} --out {out}",
+    }
+    (out / f"{name}.json").write_text(json.dumps(result), encoding="utf-8")
+    (out / f"{name}.md").write_text(f"# {name}\n\n{result['verdict']}\n", encoding="utf-8")
     return result
 
 
@@ -107,7 +108,10 @@ def test_every_study_appears_in_order_absent_are_listed_corrupt_is_skipped(
     assert f"Not in this directory: {', '.join(absent)}." in page
     assert "Skipped: " in page and "lesion.json" in page
     summary = page[: positions[0]]
-    assert "long long" in summary and "end of a long verdict" not in summary  # clipped in the summary only
+    # a long verdict is clipped in its summary row, and the whole of it is one click (or a hover) away
+    (row,) = [line for line in summary.splitlines() if "#study-alpha_custom" in line]
+    assert "<details title=" in row and "<summary>long long" in row and "end of a long verdict</details>" in row
+    assert "<details" not in summary.split("#study-gradients")[1].split("</tr>")[0]  # a short one stays whole
     assert "<td>9.25</td>" in page  # gradients' table, converted to HTML
 
 
