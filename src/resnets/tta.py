@@ -22,6 +22,8 @@ LEVELS = (0, 1, 2)
 class TestTimeAugmentation:
     """The views of each image an evaluation averages: ``level`` 0, 1 or 2; mirror images where ``mirror``."""
 
+    __test__ = False  # not a pytest test class, whatever its name says
+
     level: int = 0
     mirror: bool = True  # False for data whose labels change when mirrored (digits)
 

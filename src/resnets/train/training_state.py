@@ -45,10 +45,10 @@ class TrainingState:
         self.scaler = scaler or torch.amp.GradScaler("cpu", enabled=False)
         self.ema = weight_ema(model, recipe.ema_decay) if recipe.ema_decay > 0 else None  # evaluated and saved
         self.lookahead = None
-        if recipe.lookahead_every:
+        if recipe.lookahead_every:  # its averaging grows towards the schedule's end, wherever this session stops
             start = round(recipe.lookahead_start_epochs * steps_per_epoch)
             self.lookahead = Lookahead(
-                recipe.lookahead_every, recipe.lookahead_decay, recipe.lookahead_power, start, last_step
+                recipe.lookahead_every, recipe.lookahead_decay, recipe.lookahead_power, start, self.schedule.horizon
             )
         self.counters = TrainState()
         self.world_size = world_size  # the global batch is the recipe's times this
@@ -66,9 +66,14 @@ class TrainingState:
             self.lookahead.after_step(self.model, self.counters.step)
 
     def end_epoch(self) -> None:
-        """An epoch (or the run, inside one) ends: the lookahead sets the weights to its average."""
+        """An epoch (or the schedule, inside one) ends: the lookahead sets the weights to its average."""
         if self.lookahead is not None:
             self.lookahead.end_epoch(self.model)
+
+    @property
+    def schedule_done(self) -> bool:
+        """Whether the run has reached its schedule's end (not an early stop on the same curve, to be resumed)."""
+        return self.counters.step >= self.schedule.horizon
 
     def state_dict(self) -> dict[str, Any]:
         """The checkpoint's state (``last.state.pt``): everything but the weight file."""
