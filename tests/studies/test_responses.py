@@ -95,9 +95,18 @@ def test_depths_without_a_registered_pair_are_refused() -> None:
         responses._models(responses.Options(depths=(26,)))
 
 
-def test_cli_writes_json_markdown_and_figure(batch_bars: Path, tmp_path: Path) -> None:
+def test_cli_writes_json_markdown_and_figure(batch_bars: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    titles: list[tuple[str, str]] = []
+    monkeypatch.setattr(responses, "titled", lambda figure, what, training: titles.append((what, training)))
     argv = ["study", "responses", "--data", str(batch_bars), "--seeds", "2", "--samples", "12", "--steps", "1"]
     assert main([*argv, "--quiet", "--out", str(tmp_path)]) == 0
+    # the figure's title says what it shows and how long the nets were trained
+    assert titles == [
+        (
+            "Std of each residual branch's response, dashed: plain nets (He et al. 2015, Fig. 7)",
+            f"resnet20, plain20: trained 1 step (1 epoch) on {batch_bars}",
+        )
+    ]
     saved = json.loads((tmp_path / "responses.json").read_text())
     assert set(saved) >= {"claim", "verdict", "supported", "settings", "numbers", "table", "figures"}
     nets = saved["numbers"]["nets"]

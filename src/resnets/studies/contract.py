@@ -60,6 +60,11 @@ def comma_ints(text: str) -> tuple[int, ...]:
 INTS = {"type": comma_ints, "sep": ","}
 
 
+def models_option(help: str) -> Any:
+    """``--model NAME``, repeatable: the registered models an instrument trains or measures (none: its default)."""
+    return option((), f"{help} (repeatable)", flags=("--model",), repeat=True, metavar="NAME")
+
+
 @dataclass(frozen=True)
 class InstrumentOptions:
     """The base of every instrument's ``Options``: every integer setting must be positive."""
@@ -83,13 +88,7 @@ class InstrumentOptions:
 class TrainedOptions(InstrumentOptions):
     """Options of the instruments that measure trained nets: which runs, or which default runs to train."""
 
-    models: tuple[str, ...] = option(
-        (),
-        "a registered model whose default run is trained and measured (repeatable)",
-        flags=("--model",),
-        repeat=True,
-        metavar="NAME",
-    )
+    models: tuple[str, ...] = models_option("a registered model whose default run is trained and measured")
     runs: tuple[str, ...] = option(
         (),
         "a run directory trained elsewhere, measured instead (repeatable)",

@@ -33,7 +33,7 @@ from resnets.errors import ConfigError
 from resnets.models import create_model, depth_options, list_models
 from resnets.runs import Run
 from resnets.studies.common import error_rate, number, spread, subset_batches
-from resnets.studies.contract import INTS, Context, InstrumentOptions, option
+from resnets.studies.contract import INTS, Context, InstrumentOptions, models_option, option
 from resnets.studies.figures import legend_outside, new_figure, run_length, save_figure, titled
 from resnets.studies.reorder import is_plain
 from resnets.studies.trained import TrainedRun, default_runs, open_trained, train_run
@@ -74,13 +74,7 @@ THRESHOLDS = {
 
 @dataclass(frozen=True)
 class Options(InstrumentOptions):
-    models: tuple[str, ...] = option(
-        (),
-        "the twins: one plain and one residual model, in either order",
-        flags=("--model",),
-        repeat=True,
-        metavar="NAME",
-    )
+    models: tuple[str, ...] = models_option("the twins: one plain and one residual model, in either order")
     depths: tuple[int, ...] = option((), "depths of the twins in weighted layers", **INTS)
     steps: int | None = option(None, "optimiser steps per run")
     seeds: int | None = option(None, "training seeds per twin and depth")

@@ -60,9 +60,9 @@ def trained_for(runs: Sequence[dict[str, Any]]) -> str:
 
 
 def run_length(run: dict[str, Any]) -> str:
-    """``trained 400 steps (0.85 epochs) on fashion-mnist`` for one run description."""
+    """``trained 400 steps (0.853 epochs) on fashion-mnist`` for one run description."""
     steps, epochs, data = run.get("steps"), run.get("epochs"), run.get("data") or "its data"
     if steps is None:
         return f"trained elsewhere on {data} (length not recorded)"
-    epoch_text = f" ({epochs:.3g} epochs)" if isinstance(epochs, (int, float)) else ""
-    return f"trained {steps} steps{epoch_text} on {data}"
+    epoch_text = f" ({epochs:.3g} epoch{'' if epochs == 1 else 's'})" if isinstance(epochs, (int, float)) else ""
+    return f"trained {steps} step{'' if steps == 1 else 's'}{epoch_text} on {data}"

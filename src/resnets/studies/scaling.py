@@ -40,7 +40,7 @@ from typing import Any
 from resnets.errors import ConfigError, TrainingDivergedError
 from resnets.models import create_model, depth_options, get_model_entry
 from resnets.studies.common import error_rate, fmt, number, spread, subset_batches
-from resnets.studies.contract import INTS, Context, InstrumentOptions, option
+from resnets.studies.contract import INTS, Context, InstrumentOptions, models_option, option
 from resnets.studies.figures import new_figure, run_length, save_figure, titled
 from resnets.studies.trained import default_runs, open_trained, read_step_log, run_path, train_run
 from resnets.studies.verdict import Check, Threshold, Verdict, judged, settling
@@ -88,13 +88,9 @@ THRESHOLDS = {
 
 @dataclass(frozen=True)
 class Options(InstrumentOptions):
-    models: tuple[str, ...] = option(
-        (),
-        "a model with a residual_scale and a norm option to train (repeatable; e.g. resnet56, run as registered "
-        "unless --depths is given)",
-        flags=("--model",),
-        repeat=True,
-        metavar="NAME",
+    models: tuple[str, ...] = models_option(
+        "a model with a residual_scale and a norm option to train (e.g. resnet56, run as registered "
+        "unless --depths is given)"
     )
     depths: tuple[int, ...] = option((), "depths of the models in weighted layers", **INTS)
     steps: int | None = option(None, "optimiser steps per run")

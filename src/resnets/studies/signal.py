@@ -52,7 +52,7 @@ import torch.nn.functional as F
 
 from resnets.models import SkipNetwork, get_model_entry
 from resnets.studies.common import number, spread
-from resnets.studies.contract import INTS, Context, InstrumentOptions, option
+from resnets.studies.contract import INTS, Context, InstrumentOptions, models_option, option
 from resnets.studies.figures import UNTRAINED, new_figure, save_figure, titled
 from resnets.studies.trained import RESIDUAL
 from resnets.studies.untrained import BN_BATCH, StudyData, batch_statistics, build_near
@@ -102,12 +102,8 @@ BOUNDED = 2.0  # growth changing less than twofold over the depth sweep: bounded
 
 @dataclass(frozen=True)
 class Options(InstrumentOptions):
-    models: tuple[str, ...] = option(
-        (),
-        "a registered model to measure instead of the default post- and pre-activation resnet20 (repeatable)",
-        flags=("--model",),
-        repeat=True,
-        metavar="NAME",
+    models: tuple[str, ...] = models_option(
+        "a registered model to measure instead of the default post- and pre-activation resnet20"
     )
     depths: tuple[int, ...] = option((20, 56, 110), "depth sweep in weighted layers (each family's nearest)", **INTS)
     samples: int = option(32, "images per batch (one batch per seed)")
