@@ -253,3 +253,28 @@ def test_features_only_options() -> None:
         create_model("resnet20", out_indices=(1,))
     with pytest.raises(ConfigError, match="feature index 4 is out of range: this model has 4 feature points"):
         create_model("resnet20", features_only=True, out_indices=(4,))
+
+
+def test_features_only_loads_torchvision_and_timm_state_dicts_under_their_own_keys() -> None:
+    """A features model's keys are the model's (timm's feature nets too), so a plain state dict loads, and what did
+    not load is named as the state dict names it: only the classifier, which a features model does not have."""
+    timm = pytest.importorskip("timm")
+    torchvision = pytest.importorskip("torchvision")
+    from resnets.io.weight_files import load_weights
+
+    state = torchvision.models.resnet50(weights=None).state_dict()
+    features = create_model("resnet50", features_only=True)
+    assert list(features.state_dict()) == list(timm.create_model("resnet50", features_only=True).state_dict())
+    result = features.load_state_dict(state, strict=False)
+    assert result.missing_keys == [] and result.unexpected_keys == ["fc.weight", "fc.bias"]
+    loaded = features.state_dict()
+    assert len(loaded) == len(state) - 2 and all(torch.equal(loaded[k], state[k]) for k in loaded)
+    report = load_weights(create_model("resnet50", features_only=True), state)  # the one loader: trunk only
+    assert report.ok and report.loaded == [k for k in state if not k.startswith("fc.")] and report.fresh == []
+    old = {f"model.{k}": v for k, v in loaded.items()}  # as features_only models saved them before
+    assert not create_model("resnet50", features_only=True).load_state_dict(old).missing_keys
+    parent = torch.nn.Sequential(create_model("resnet50", features_only=True))  # nested under a prefix
+    assert next(iter(parent.state_dict())) == "0.conv1.weight"
+    result = parent.load_state_dict({f"0.{k}": v for k, v in state.items()}, strict=False)
+    assert result.missing_keys == [] and result.unexpected_keys == ["0.fc.weight", "0.fc.bias"]
+    assert torch.equal(parent[0].model.layer4[2].conv3.weight, state["layer4.2.conv3.weight"])

@@ -71,11 +71,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
     p.add_argument("--in-channels", type=int, help="input channels the model expects (checked against the data)")
     p.add_argument("--image-size", type=int, metavar="PIXELS", help="resize image folders to this side")
-    p.add_argument("--weights", metavar="FILE", help="initial weights (.safetensors, or .pt/.pth weights only)")
+    p.add_argument(
+        "--weights",
+        metavar="FILE",
+        help="initial weights (.safetensors, or .pt/.pth weights only); the recipe is then 'finetune' unless "
+        "--recipe names another",
+    )
     p.add_argument(
         "--reset-head",
         action="store_true",
         help="with --weights: drop the file's classifier and train a fresh one (fine-tuning)",
+    )
+    p.add_argument(
+        "--pretrained",
+        action="store_true",
+        help="start from the ImageNet weights that torchvision or timm keep in their caches ($TORCH_HOME/hub/"
+        "checkpoints, $HF_HOME/hub; never downloaded), with a fresh classifier for this data's classes; the recipe "
+        "is then 'finetune' unless --recipe names another",
     )
     split = p.add_mutually_exclusive_group()
     split.add_argument("--val-size", type=int, help="hold out N training samples for validation (seeded)")
@@ -278,6 +290,8 @@ def _flag_overrides(args: argparse.Namespace, from_file: dict[str, Any]) -> dict
 def new_run_config(overrides: dict[str, Any], sources: dict[str, str]) -> TrainConfig:
     """A new run's configuration from :func:`sourced_overrides`: the recipe, the config file, the flags, ``--set``,
     then :func:`fit_warmup`."""
+    if "recipe" not in overrides and (overrides.get("weights") or overrides.get("pretrained")):
+        overrides = {**overrides, "recipe": "finetune"}  # the default recipe's lr wrecks a pretrained trunk
     config = apply_overrides(TrainConfig(), overrides, "the command line", sources)
     return fit_warmup(config, overrides)
 

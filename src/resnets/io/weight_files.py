@@ -22,6 +22,7 @@ from torch import nn
 
 from resnets.errors import CheckpointError
 from resnets.models.base import SkipNetwork
+from resnets.models.features import FeatureListNet
 from resnets.models.registry import create_model, get_model_entry
 
 SAFETENSORS_SUFFIXES = (".safetensors",)
@@ -59,7 +60,7 @@ def read_weight_file(path: str | Path) -> dict[str, torch.Tensor]:
             f"cannot read weight file {str(path)!r}: unknown extension {path.suffix or '(none)'!r}; "
             f"expected one of {', '.join(SUPPORTED_SUFFIXES)}"
         )
-    return _strip_prefixes(state)
+    return _current_keys(_strip_prefixes(state))
 
 
 def read_safetensors_metadata(path: str | Path) -> dict[str, str]:
@@ -153,6 +154,20 @@ def _strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return state
 
 
+#: torchvision's DenseNet files keep the key names of old torchvision (``denselayer1.norm.1.weight``), which
+#: torchvision renames when it loads them (``denselayer1.norm1.weight``); so does this reader.
+_OLD_DENSE_KEY = re.compile(
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.([12]\.(?:weight|bias|running_mean|running_var))$"
+)
+
+
+def _current_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Keys of old torchvision DenseNet files under their current names; every other key as it is."""
+    if not any(_OLD_DENSE_KEY.match(key) for key in state):
+        return state
+    return {_OLD_DENSE_KEY.sub(r"\1\2", key): value for key, value in state.items()}
+
+
 def _first(keys: list[str]) -> str:
     return ", ".join(keys[:_SHOWN]) + (", ..." if len(keys) > _SHOWN else "")
 
@@ -165,18 +180,33 @@ class LoadReport:
     unexpected: list[str] = field(default_factory=list)  # in the file, not in the model
     mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)  # key, file, model
     fresh: list[str] = field(default_factory=list)  # the model's classifier, kept as initialised (reset_head)
+    loaded: list[str] = field(default_factory=list)  # the keys copied from the file, in the file's order
 
     @property
     def ok(self) -> bool:
         return not (self.missing or self.unexpected or self.mismatched)
 
 
-def load_weights(model: SkipNetwork, state: dict[str, torch.Tensor], *, reset_head: bool = False) -> LoadReport:
+@dataclass(frozen=True)
+class LoadedFile:
+    """A model's starting weights: the file, how it was found, and what of it was loaded (for the run's banner)."""
+
+    path: Path
+    origin: str  # "--weights", "torchvision's cache", "timm's cache"
+    report: LoadReport
+
+
+def load_weights(
+    model: SkipNetwork | FeatureListNet, state: dict[str, torch.Tensor], *, reset_head: bool = False
+) -> LoadReport:
     """Copy ``state`` into ``model``; every tensor must fit exactly, or one CheckpointError says what did not.
 
     With ``reset_head`` the file's classifier (the keys under ``model.classifier_name``) is dropped and the
-    model keeps its freshly initialised one: fine-tuning a trunk on a task with other classes.
+    model keeps its freshly initialised one: fine-tuning a trunk on a task with other classes. A features-only
+    model (``create_model(..., features_only=True)``) has no classifier: it takes the trunk, as timm's do.
     """
+    if isinstance(model, FeatureListNet):
+        return load_weights(model.model, state, reset_head=True)
     head = model.classifier_name + "."
     expected = model.state_dict()
     fresh: list[str] = []
@@ -185,8 +215,11 @@ def load_weights(model: SkipNetwork, state: dict[str, torch.Tensor], *, reset_he
         expected = {k: v for k, v in expected.items() if not k.startswith(head)}
         state = {k: v for k, v in state.items() if not k.startswith(head)}
     _check_stem(model, state)
+    # BatchNorm's step counter is absent from files saved before torch 0.4.1 (torchvision's DenseNets); it only
+    # matters with momentum=None, and BatchNorm fills it in when a file has none
+    counted = any(k.endswith(_STEP_COUNTER) for k in state)
     report = LoadReport(
-        missing=[k for k in expected if k not in state],
+        missing=[k for k in expected if k not in state and (counted or not k.endswith(_STEP_COUNTER))],
         unexpected=[k for k in state if k not in expected],
         mismatched=[
             (k, tuple(v.shape), tuple(expected[k].shape))
@@ -194,11 +227,15 @@ def load_weights(model: SkipNetwork, state: dict[str, torch.Tensor], *, reset_he
             if k in expected and tuple(v.shape) != tuple(expected[k].shape)
         ],
         fresh=fresh,
+        loaded=list(state),
     )
     if not report.ok:
         raise CheckpointError(_describe(model, report))
     model.load_state_dict(state, strict=not reset_head)  # with reset_head the check above stands in for strict
     return report
+
+
+_STEP_COUNTER = ".num_batches_tracked"
 
 
 def _stem_key(model: nn.Module, in_channels: int) -> str | None:

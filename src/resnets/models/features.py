@@ -131,8 +131,11 @@ def _normed(
 class FeatureListNet(nn.Module):
     """A model whose forward returns the list of its feature maps at ``out_indices`` (timm's ``features_only``).
 
-    The wrapped model is ``model`` (its weights load through ``features.model.load_state_dict``); the pass stops
-    after the last index wanted. ``feature_info`` lists the chosen entries of the model's own.
+    The wrapped model is ``model``; the pass stops after the last index wanted. ``feature_info`` lists the chosen
+    entries of the model's own. Its state dict has the model's own keys (``conv1.weight``, not
+    ``model.conv1.weight``), as timm's feature models have, so a torchvision or timm state dict loads as it is
+    (with ``strict=False``, or through ``resnets.io.weight_files.load_weights``: the file's classifier has no place
+    here). Keys saved with the ``model.`` prefix still load.
     """
 
     def __init__(self, model: SkipNetwork, out_indices: Indices = None) -> None:
@@ -140,6 +143,9 @@ class FeatureListNet(nn.Module):
         self.model = model
         self.out_indices = tuple(feature_take_indices(len(model.feature_info), out_indices))
         self.feature_info = [dict(model.feature_info[index]) for index in self.out_indices]
+        self.register_state_dict_post_hook(_without_wrapper_prefix)
+        self.register_load_state_dict_pre_hook(_with_wrapper_prefix)
+        self.register_load_state_dict_post_hook(_report_without_wrapper_prefix)
 
     def channels(self) -> list[int]:
         """Channels (or width) of each returned feature map."""
@@ -153,3 +159,34 @@ class FeatureListNet(nn.Module):
         return self.model.forward_intermediates(
             x, indices=list(self.out_indices), stop_early=True, intermediates_only=True
         )
+
+
+#: The attribute FeatureListNet keeps the model under, which its state dict leaves out of every key.
+_WRAPPED = "model."
+
+
+def _rename(state: dict[str, Any], rename: Callable[[str], str]) -> None:
+    """Rename every key of ``state`` in place, keeping the order (a parent's state dict is the same object)."""
+    for key in list(state):
+        state[rename(key)] = state.pop(key)
+
+
+def _without_wrapper_prefix(module: nn.Module, state: dict[str, Any], prefix: str, metadata: Any) -> None:
+    inner = prefix + _WRAPPED
+    _rename(state, lambda key: prefix + key[len(inner) :] if key.startswith(inner) else key)
+
+
+def _with_wrapper_prefix(module: nn.Module, state: dict[str, Any], prefix: str, *_: Any) -> None:
+    inner = prefix + _WRAPPED
+    _rename(
+        state, lambda key: inner + key[len(prefix) :] if key.startswith(prefix) and not key.startswith(inner) else key
+    )
+    module._loading_prefix = prefix  # for the report of this load (the post-hook is not given the prefix)
+
+
+def _report_without_wrapper_prefix(module: nn.Module, incompatible: Any) -> None:
+    """Missing and unexpected keys named as the caller's state dict names them."""
+    prefix = getattr(module, "_loading_prefix", "")
+    inner = prefix + _WRAPPED
+    for keys in (incompatible.missing_keys, incompatible.unexpected_keys):
+        keys[:] = [prefix + key[len(inner) :] if key.startswith(inner) else key for key in keys]

@@ -88,12 +88,15 @@ def create_model(
     in_channels: int | None = None,
     features_only: bool = False,
     out_indices: Indices = None,
+    pretrained: bool = False,
     **options: Any,
 ) -> SkipNetwork | FeatureListNet:
     """Build the model ``name``; ``options`` replace fields of its config (see ``ModelEntry.options``).
 
     ``features_only=True`` returns a :class:`~resnets.models.features.FeatureListNet` without classifier, whose
     forward gives the feature maps at ``out_indices`` (indices into ``model.feature_info``; all by default).
+    ``pretrained=True`` starts from the ImageNet weights that torchvision or timm keep in their local caches
+    (never downloaded; see :mod:`resnets.io.pretrained`); a classifier of another size stays as built, new.
     """
     entry = get_model_entry(name)
     valid = entry.options()
@@ -115,6 +118,13 @@ def create_model(
         num_classes=0 if features_only else entry.num_classes if num_classes is None else num_classes,
         in_channels=default_channels if in_channels is None else in_channels,
     )
+    if pretrained:
+        # Reading weight files is the io floor's job (one reader and loader for every command). This is the one
+        # import from the models floor up to it: timm's create_model(pretrained=True) asks for both at once, and
+        # it runs only then, so building a model never loads the file readers.
+        from resnets.io.pretrained import load_pretrained
+
+        load_pretrained(model, name)
     # timm's features_only: the list of feature maps at out_indices (all by default); see models/features.py.
     return FeatureListNet(model, out_indices) if features_only else model
 

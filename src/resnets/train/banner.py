@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from resnets.device import Precision
+from resnets.io.weight_files import LoadedFile
 from resnets.models.profile import count_parameters
 from resnets.train.config import TrainConfig
 from resnets.train.recipes import Recipe
@@ -41,6 +42,7 @@ def banner_lines(
     run_dir: str | Path,
     resume_step: int | None = None,  # the restored step of a resumed run
     world_size: int = 1,
+    loaded: LoadedFile | None = None,  # the weight file the model starts from
 ) -> list[str]:
     """The pre-run block, one string per line, without trailing newlines."""
     r = config.recipe
@@ -59,9 +61,21 @@ def banner_lines(
     ]
     if bundle.identity:  # what the data was taken to be, and why (content, name or folder)
         lines.insert(2, f"          {bundle.identity}")
+    if loaded is not None:
+        lines.insert(1, f"weights   {_weights(loaded, model)}")
     if resume_step is not None:
         lines.append(f"resuming at step {resume_step:,} of {last_step:,}")
     return lines
+
+
+def _weights(loaded: LoadedFile, model: nn.Module) -> str:
+    """Where the starting weights came from, how much of the model they fill, and whether the head is new."""
+    report = loaded.report
+    text = f"{loaded.path} ({loaded.origin}): {counted(len(report.loaded), 'tensor')} loaded"
+    if not report.fresh:
+        return f"{text}, the classifier's included"
+    classes = counted(model.num_classes, "class", "classes")
+    return f"{text}; the classifier ({model.classifier_name}) is new, for {classes}, trained from scratch"
 
 
 def _data(bundle: Any) -> str:

@@ -70,6 +70,7 @@ class TrainConfig:
     in_channels: int | None = None  # must match the data when given
     weights: str | None = None  # initial weights (safetensors, or .pt/.pth read with weights_only=True)
     reset_head: bool = False  # with weights: drop the file's classifier and train a fresh one (fine-tuning)
+    pretrained: bool = False  # start from torchvision's or timm's cached ImageNet weights (resnets.io.pretrained)
     snapshot_steps: tuple[int, ...] = ()  # also keep the weights after these optimiser steps (0: the initial ones)
     snapshot_every: int = 0  # also keep the weights every N epochs, and the initial ones (0: off)
     recipe: Recipe = field(default_factory=lambda: get_recipe("default"))

@@ -196,6 +196,7 @@ class Trainer:
                 run_dir=self.run_dir.path,
                 resume_step=self.state.step if resume else None,
                 world_size=dist.world_size,
+                loaded=session.loaded,
             )
             print("\n".join(lines), file=sys.stderr, flush=True)
         self.progress = Progress(

@@ -15,6 +15,7 @@ import torch
 
 from resnets.device import Precision
 from resnets.errors import ConfigError
+from resnets.io.weight_files import LoadedFile
 from resnets.models import SkipNetwork, get_model_entry
 from resnets.runs.open import measurement_loader
 from resnets.runs.record import EVAL_BATCH, DataRecord, RunRecord
@@ -31,6 +32,7 @@ class Session:
     train_loader: Any  # resnets.data.BatchLoader
     test_loader: Any | None
     val_loader: Any | None
+    loaded: LoadedFile | None = None  # the weight file the model started from (None: fresh weights, or resumed)
 
     @classmethod
     def build(cls, config: TrainConfig, bundle: Any, precision: Precision, *, resume: bool = False) -> Session:
@@ -56,13 +58,14 @@ class Session:
         torch.manual_seed(config.seed)  # the initial weights are a function of the seed
         # A resumed run takes its weights from its checkpoint: the initial weight file is not read again.
         weights = None if resume else config.weights
-        model = build_model(
+        model, loaded = build_model(
             config.model,
             config.model_options,
             num_classes=len(bundle.classes),
             in_channels=in_channels,
             weights=weights,
             reset_head=config.reset_head,
+            pretrained=config.pretrained and not resume,
         )
         if config.grad_checkpointing:
             model.set_grad_checkpointing(True)
@@ -106,7 +109,7 @@ class Session:
                 batch_size=record.eval_batch_size,
             )
 
-        return cls(bundle, model, record, train_loader, eval_loader(bundle.test), eval_loader(bundle.val))
+        return cls(bundle, model, record, train_loader, eval_loader(bundle.test), eval_loader(bundle.val), loaded)
 
 
 def resolved_path(spec: str | None) -> str | None:

@@ -5,9 +5,12 @@ How samples reach each kind of model is decided in one place, ``resnets.data.lay
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from resnets.data.layout import layout_for
-from resnets.errors import CheckpointError, ResnetsError
-from resnets.io.weight_files import load_weights, read_weight_file
+from resnets.errors import CheckpointError, ConfigError, ResnetsError
+from resnets.io.pretrained import load_pretrained
+from resnets.io.weight_files import LoadedFile, load_weights, read_weight_file
 from resnets.models import SkipNetwork, create_model, get_model_entry
 
 
@@ -32,16 +35,28 @@ def build_model(
     in_channels: int,
     weights: str | None = None,
     reset_head: bool = False,
-) -> SkipNetwork:
-    """The model to train, started from ``weights`` when given, through the loader that eval and predict use.
+    pretrained: bool = False,
+) -> tuple[SkipNetwork, LoadedFile | None]:
+    """The model to train, and the weight file it starts from (None: fresh weights), read through the loader that
+    eval and predict use.
 
-    ``reset_head`` keeps the file's trunk and trains a fresh classifier for this data's classes (fine-tuning).
+    ``weights`` names a file; ``reset_head`` keeps the file's trunk and trains a fresh classifier for this data's
+    classes (fine-tuning). ``pretrained`` takes torchvision's or timm's cached ImageNet weights instead, with a
+    fresh classifier where the data's classes are not ImageNet's.
     """
+    if weights and pretrained:
+        raise ConfigError("--weights FILE and --pretrained both name starting weights; give one of them")
     model = create_model(model_name, num_classes=num_classes, in_channels=in_channels, **options)
-    if weights:
-        state = read_weight_file(weights)  # its errors name the file already
+    if pretrained:
         try:
-            load_weights(model, state, reset_head=reset_head)
+            return model, load_pretrained(model, model_name)
         except CheckpointError as error:
-            raise CheckpointError(f"weights file {weights!r}: {error}") from None
-    return model
+            raise CheckpointError(f"--pretrained: {error}") from None
+    if not weights:
+        return model, None
+    state = read_weight_file(weights)  # its errors name the file already
+    try:
+        report = load_weights(model, state, reset_head=reset_head)
+    except CheckpointError as error:
+        raise CheckpointError(f"weights file {weights!r}: {error}") from None
+    return model, LoadedFile(Path(weights), "--weights", report)
