@@ -16,22 +16,13 @@ from typing import Any
 
 import torch
 
+from resnets.data.layout import model_input_shape
 from resnets.io import resources
 
 #: Bytes per input value below which a batch surely fits: the largest activation of a registered model is at most
 #: about 20 input sizes (64 channels from 3), and all of them together at most a few hundred.
 CHEAP_FACTOR = {"inference": 100 * 4, "training": 2000 * 4}
 _HELD_AT_ONCE = 3  # inference: a unit's input, its branch's output and the sum
-
-
-def model_input_shape(layout: str, sample_shape: list[int]) -> tuple[int, ...]:
-    """One sample as the model reads it: (C, H, W) images, (D,) vectors, (H, C*W) sequences of rows."""
-    if layout == "vector":
-        return (math.prod(sample_shape),)
-    if layout == "sequence":
-        channels, height, width = sample_shape
-        return (height, channels * width)
-    return tuple(sample_shape)
 
 
 def check_run_memory(record: Any, batch: int, *, training: bool, what: str) -> None:
