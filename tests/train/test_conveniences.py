@@ -77,7 +77,7 @@ def test_ema_after_two_steps_is_the_hand_formula_and_is_what_the_run_saves_and_m
     model = trainer.session.model
     name = "layer1.0.conv1.weight"
     snaps = [model.get_parameter(name).detach().clone()]
-    trainer.optimizer.register_step_post_hook(lambda *_: snaps.append(model.get_parameter(name).detach().clone()))
+    trainer.training.optimizer.register_step_post_hook(lambda *_: snaps.append(model.get_parameter(name).detach().clone()))
     trainer.run()
     w0, w1, w2 = snaps
     assert not torch.equal(w1, w2)
@@ -88,7 +88,7 @@ def test_ema_after_two_steps_is_the_hand_formula_and_is_what_the_run_saves_and_m
     state = torch.load(tmp_path / "run/checkpoints/last.state.pt", weights_only=True)
     assert torch.equal(state["raw_weights"][name], w2)  # the weights being trained, for resuming
     # both parameter groups got the step's learning rate from the engine
-    assert [g["lr"] for g in trainer.optimizer.param_groups] == [trainer.schedule.lr(1)] * 2
+    assert [g["lr"] for g in trainer.training.optimizer.param_groups] == [trainer.training.schedule.lr(1)] * 2
     # the recorded test figures are those of the saved (EMA) weights, measured as `resnets eval` measures them
     (row,) = [json.loads(line) for line in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
     assert row["weights"] == "ema"
@@ -235,7 +235,7 @@ def test_clipping_brings_the_global_gradient_norm_down_to_the_maximum(tmp_path, 
         grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
         after.append(float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in grads]))))
 
-    trainer.optimizer.register_step_pre_hook(global_norm)
+    trainer.training.optimizer.register_step_pre_hook(global_norm)
     trainer.run()
     assert len(before) == len(after) == 4 and any(n > limit for n in before)
     for unclipped, clipped in zip(before, after):

@@ -71,13 +71,15 @@ def _sample(field: dataclasses.Field, hint: typing.Any, default: typing.Any) -> 
         return ([f"--no-{name[2:]}"], False) if default else ([name], True)
     if typing.get_origin(hint) is tuple:
         return [name, "3", "7"], (3, 7)
+    if field.name in CHOICES:
+        choice = next(c for c in CHOICES[field.name] if c != default)
+        return [name, str(choice)], choice
     kinds = {a for a in (*typing.get_args(hint), hint) if a in (int, float, str)}
     if kinds == {int}:
         return [name, "3"], 3
     if kinds == {float}:
         return [name, "0.25"], 0.25
-    choice = next(c for c in CHOICES[field.name] if c != default)  # KeyError: a str field without choices
-    return [name, choice], choice
+    raise KeyError(f"{field.name}: a str field without choices")
 
 
 @pytest.mark.parametrize(

@@ -19,15 +19,17 @@ from collections.abc import Sequence
 from typing import Any
 
 from resnets.cli.dataclass_flags import add_dataclass_flags, shown_value
+from resnets.data.augment import PAD_MODES
 from resnets.errors import ConfigError, ResnetsError
 from resnets.train.config import TrainConfig, apply_overrides
 from resnets.train.recipes import OPTIMIZERS, RECIPES, RENAMED_SCHEDULES, SCHEDULES, Recipe, get_recipe
+from resnets.tta import LEVELS
 
 #: Recipe fields without a flag: they describe a recipe rather than set a hyperparameter.
 NOT_FLAGS = ("name", "description", "default_model")  # a recipe's model is trained unless --model names one
 #: The short names that timm's and torchvision's scripts use, next to the field's own ``--field-name``.
 ALIASES = {"optimizer": ("--opt",), "schedule": ("--sched",), "batch_size": ("-b",)}
-CHOICES = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES}
+CHOICES = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "pad_mode": PAD_MODES, "tta": LEVELS}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -103,6 +103,15 @@ def _optimizer(r: Recipe, world_size: int) -> str:
         batch += f" x {world_size} processes = {r.batch_size * world_size:,}"
     extras = [f"EMA {r.ema_decay:g}"] if r.ema_decay else []
     extras += [f"grad clip {r.grad_clip_norm:g}"] if r.grad_clip_norm else []
+    extras += [f"biases at {r.bias_lr_scale:g} x lr"] if r.bias_lr_scale != 1 else []
+    if r.lookahead_every:
+        extras.append(
+            f"lookahead every {r.lookahead_every} steps from epoch {r.lookahead_start_epochs:g} "
+            f"(decay {r.lookahead_decay:g})"
+        )
+    if r.whiten_images:
+        bias = "" if r.whiten_bias_epochs is None else f", its bias trained {counted(r.whiten_bias_epochs, 'epoch')}"
+        extras.append(f"patch whitening fitted on {r.whiten_images:,} images{bias}")
     return ", ".join([words, batch, *extras])
 
 
@@ -138,7 +147,8 @@ def _length(r: Recipe, steps_per_epoch: int, last_step: int) -> str:
     if r.max_steps is not None and last_step == r.max_steps:
         text += " (max_steps)"
     every = "every epoch" if r.eval_every == 1 else f"every {r.eval_every} epochs"
-    return f"{text}; evaluated {every}"
+    views = {0: "", 1: " on each image and its mirror", 2: " on mirrors and 1-pixel shifts too"}[r.tta]
+    return f"{text}; evaluated {every}{views}"
 
 
 def _stop(r: Recipe, steps_per_epoch: int, last_step: int) -> str | None:
@@ -168,9 +178,9 @@ def _augment(r: Recipe, bundle: Any, layout: str) -> str:
     parts = []
     if r.augment and layout == "image" and bundle.kind == "image":
         if r.crop_padding:
-            parts.append(f"random crop (pad {r.crop_padding})")
+            parts.append(f"random crop (pad {r.crop_padding}{', reflect' if r.pad_mode == 'reflect' else ''})")
         if bundle.flip:
-            parts.append("flip")
+            parts.append("alternating flips" if r.alternating_flip else "flip")
     parts += [f"{name} {value:g}" for name, value in _mixing(r) if value]
     return ", ".join(parts) if parts else "none"
 

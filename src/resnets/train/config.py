@@ -176,6 +176,8 @@ def apply_overrides(
         base = name
     if base is not None:
         recipe = get_recipe(str(base))
+        if recipe.default_model is not None and "model" not in overrides:  # the recipe's model, unless one is named
+            overrides["model"] = recipe.default_model
     unknown = sorted(set(overrides) - set(valid_keys()))
     if unknown:
         raise ConfigError(f"unknown key {unknown[0]!r} in {where(unknown[0])}; valid keys: {', '.join(valid_keys())}")

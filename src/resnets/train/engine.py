@@ -18,17 +18,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from resnets.compute import evaluation_flops, machine_peak, training_flops
 from resnets.device import resolve_device, resolve_precision
 from resnets.errors import ConfigError, ResnetsError, RunDirError, TrainingDivergedError
 from resnets.inference import with_fast_model
 from resnets.metrics import evaluate
-from resnets.runs.checkpoint import (
-    committed_step,
-    restore_checkpoint,
-    save_checkpoint,
-    save_snapshot,
-    weights_for_saving,
-)
+from resnets.runs.checkpoint import committed_step, restore_checkpoint, save_checkpoint, save_snapshot
 from resnets.runs.checkpoint import has_checkpoint as checkpoint_exists
 from resnets.runs.directory import RunDir, claim_run_dir, default_run_path, environment
 from resnets.runs.lock import RunLock
@@ -38,17 +33,16 @@ from resnets.train.banner import banner_lines, describe_device
 from resnets.train.config import TrainConfig, apply_overrides, config_from_dict
 from resnets.train.distributed import Distributed
 from resnets.train.divergence import overflow_is_divergence
-from resnets.train.ema import weight_ema
 from resnets.train.mixing import make_mixing, mixing_rng
-from resnets.train.optim import make_optimizer
+from resnets.train.optim import set_lr
 from resnets.train.progress import Progress
 from resnets.train.resume import refuse_record_edits
-from resnets.train.schedule import LRSchedule, weighted_depth
 from resnets.train.session import Session, resolved_path
 from resnets.train.signals import StopRequests, TrainingInterrupted
-from resnets.train.state import TrainState, rng_state, set_rng_state
+from resnets.train.state import TrainState
 from resnets.train.summary import run_summary
 from resnets.train.tensorboard import TensorBoard
+from resnets.train.training_state import TrainingState
 
 #: Settings that a resumed run cannot change without breaking what its checkpoint means.
 FROZEN_ON_RESUME = (
@@ -143,17 +137,20 @@ class Trainer:
             )
         self.last_step = stop_step(config, self.steps_per_epoch)
         model = session.model
-        self.optimizer = make_optimizer(model, r)
         self.mixing = make_mixing(r, session.train_loader.layout)  # before the run directory: a refusal writes nothing
-        self.ema = weight_ema(model, r.ema_decay) if r.ema_decay > 0 else None  # what is evaluated and saved
-        self.schedule = LRSchedule(
-            r, steps_per_epoch=self.steps_per_epoch, total_steps=self.last_step, depth=weighted_depth(model)
+        self.training = TrainingState(
+            model,
+            r,
+            steps_per_epoch=self.steps_per_epoch,
+            last_step=self.last_step,
+            world_size=dist.world_size,
+            scaler=torch.amp.GradScaler(device.type, enabled=self.precision.needs_scaler),
         )
-        self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision.needs_scaler)
+        self.macs = session.macs_per_sample()  # the model's multiply-adds per sample: the run's compute is counted
         if config.snapshot_every < 0:
             raise ConfigError(f"snapshot_every must be 0 (off) or a number of epochs >= 1, got {config.snapshot_every}")
         self.run_dir, self.lock = self._claim_run_dir()
-        self.state, self.rows = TrainState(), []
+        self.rows: list[dict[str, Any]] = []
         self.steps: list[tuple[int, float, float, float]] = []  # (step, lr, loss, error %) of every step
         try:
             if resume:
@@ -208,35 +205,17 @@ class Trainer:
         )
         self.session_start = time.perf_counter()
 
+    @property
+    def state(self) -> TrainState:
+        """Where the run stands: the training state's counters."""
+        return self.training.counters
+
     def _restore(self) -> None:
         restored = restore_checkpoint(self.run_dir.checkpoints, self.session.model)
         if restored.warning and self.dist.is_main:  # e.g. last.safetensors corrupt: one epoch lost, not the run
             print(f"resnets train: warning: {restored.warning}", file=sys.stderr)
-        saved = restored.state
-        # With an EMA the weight file holds the average, and the weights being trained are in the state.
-        if self.ema is not None:
-            self.ema.module.load_state_dict(self.session.model.state_dict())
-        if "raw_weights" in saved:
-            self.session.model.load_state_dict(saved["raw_weights"])
-        try:
-            self.optimizer.load_state_dict(saved["optimizer"])
-        except ValueError as error:  # parameter groups of another shape
-            raise ConfigError(
-                f"the optimiser state in {str(self.run_dir.checkpoints)!r} does not fit this run's parameters "
-                f"({error}); resume with the run's own model and recipe"
-            ) from None
-        self.schedule.load_state_dict(saved["schedule"])
-        if "scaler" in saved and self.precision.needs_scaler:
-            self.scaler.load_state_dict(saved["scaler"])
-        saved_world = saved.get("world_size")  # None in checkpoints older than this check
-        if saved_world is not None and saved_world != self.dist.world_size:
-            raise ConfigError(
-                f"{str(self.run_dir.path)!r} was trained by {saved_world} process(es) and is resumed by "
-                f"{self.dist.world_size}: the global batch (and so the run) would change; resume it with "
-                f"torchrun --nproc_per_node {saved_world}" + (" (or without torchrun)" if saved_world == 1 else "")
-            )
-        self.state = state = TrainState(**saved["train"])
-        set_rng_state(saved["rng"])
+        self.training.load_state_dict(restored.state, str(self.run_dir.path))
+        state = self.state
         # Rows after the checkpoint (a kill between two writes) and a partial epoch's row go: they are redone.
         self.rows = [
             row
@@ -279,8 +258,7 @@ class Trainer:
                 if state.batch == 0:
                     state.start_epoch()
                 self._train_until_break(stop)
-                if state.batch >= self.steps_per_epoch:
-                    state.epoch, state.batch = state.epoch + 1, 0
+                if self._advance_epoch():
                     every = self.config.snapshot_every
                     if every and state.epoch % every == 0 and self.dist.is_main:
                         save_snapshot(
@@ -298,11 +276,14 @@ class Trainer:
                         f"`resnets train --resume {self.run_dir.path}`"
                     )
         if state.batch != 0:  # stopped inside an epoch (max_steps): evaluate and save where it stands
+            if self.training.schedule_done:  # the end of the run's curve ends its last epoch (an early stop does not)
+                self.training.end_epoch()
             self._record()
         self._clock()
         if self.board is not None:
             self.board.close()
         summary = run_summary(self.config, self.session, state, self.rows, self.run_dir.path, self.steps_per_epoch)
+        summary["compute"] = self._compute()
         if self.dist.is_main:
             self.run_dir.write_json("summary.json", summary)
         self.dist.close()
@@ -326,21 +307,33 @@ class Trainer:
                     before_seen, before_time = state.seen, state.epoch_time_s
                     self._train_until_break(stop)
                     seen, elapsed = seen + state.seen - before_seen, elapsed + state.epoch_time_s - before_time
-                    if state.batch >= self.steps_per_epoch:
-                        state.epoch, state.batch = state.epoch + 1, 0
+                    self._advance_epoch()
         finally:
             self.last_step = stop_at
         return seen / max(elapsed, 1e-9)
 
+    def _advance_epoch(self) -> bool:
+        """After a stretch of steps: count the epoch if it is complete (the lookahead's pull included)."""
+        state = self.state
+        if state.batch < self.steps_per_epoch:
+            return False
+        state.epoch, state.batch = state.epoch + 1, 0
+        self.training.end_epoch()
+        return True
+
     def _train_until_break(self, stop: StopRequests) -> None:
-        """Steps of the current epoch until it ends, the run's last step, or a stop request."""
-        state, r, precision = self.state, self.config.recipe, self.precision
+        """Steps of the current epoch until it ends, the run's last step, or a stop request.
+
+        Losses and error counts stay on the device: the host reads them once per log interval (``_flush``), not
+        twice per step, and under DDP the ranks agree on stopping at those steps only.
+        """
+        state, r, precision, t = self.state, self.config.recipe, self.precision, self.training
         self.progress.start_epoch(state.epoch, state.batch)
+        pending: list[tuple[int, float, torch.Tensor, torch.Tensor, int]] = []  # (step, lr, loss, errors, n)
         tick = time.perf_counter()
         for x, y in self.dist.batches(self.session.train_loader, state.epoch, state.batch):
-            lr = self.schedule.lr(state.step)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
+            lr = t.schedule.lr(state.step)
+            set_lr(t.optimizer, lr, state.epoch + state.batch / self.steps_per_epoch)
             mixed, target = None, y  # target: the labels the step's error is counted against
             if self.mixing is not None:  # draws are a function of (seed, step, rank): resuming needs no state
                 mixed = self.mixing(x, y, mixing_rng(self.config.seed, state.step, self.dist.rank))
@@ -351,51 +344,67 @@ class Trainer:
                     loss = F.cross_entropy(logits.float(), y, label_smoothing=r.label_smoothing)
                 else:
                     loss = mixed.loss(logits.float(), r.label_smoothing)
-            loss_value = loss.item()
-            if not math.isfinite(loss_value):
-                self.progress.close()
-                self.steps.append((state.step + 1, lr, loss_value, math.nan))
-                if self.dist.is_main:
-                    self.run_dir.write_steps(self.steps)  # the curve up to the divergence, for diagnosis
-                raise self._diverged(loss_value, lr)
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
+            t.optimizer.zero_grad(set_to_none=True)
+            t.scaler.scale(loss).backward()
             if r.grad_clip_norm > 0:  # clip the true gradients: unscaled first (a no-op without a scaler)
-                self.scaler.unscale_(self.optimizer)
+                t.scaler.unscale_(t.optimizer)
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), r.grad_clip_norm)
             with overflow_is_divergence(state.step + 1, lr, self.run_dir.checkpoints):
-                self.scaler.step(self.optimizer)
-            self.scaler.update()
-            if self.ema is not None:
-                self.ema.update_parameters(self.dist.unwrap(self.model))
-            batch_errors = (logits.detach().argmax(1) != target).sum().item()
-            self.schedule.observe(100.0 * batch_errors / y.numel())
+                t.scaler.step(t.optimizer)
+            t.scaler.update()
             state.step, state.batch = state.step + 1, state.batch + 1
-            self.steps.append((state.step, lr, loss_value, 100.0 * batch_errors / y.numel()))
+            t.after_step()
+            pending.append((state.step, lr, loss.detach(), (logits.detach().argmax(1) != target).sum(), y.numel()))
             if state.step in self.config.snapshot_steps and self.dist.is_main:
                 save_snapshot(self.run_dir.checkpoints, self.dist.unwrap(self.model), self.config.model, state.step)
-            state.loss_sum += loss_value * y.numel()
-            state.errors += batch_errors
-            state.seen += y.numel()
             now = time.perf_counter()
             state.epoch_time_s, tick = state.epoch_time_s + (now - tick), now
+            last = state.step >= self.last_step or state.batch >= self.steps_per_epoch
+            due = last or state.step % self.progress.log_every == 0  # the same steps on every rank
+            if due or t.schedule.deep_warmup:  # He et al.'s deep warm-up reads every step's error
+                self._flush(pending)
             self.progress.update(state, lr)
-            stopping = self.dist.agree(stop.requested)  # one flag all-reduced per step: ranks stop together
-            if stopping or state.step >= self.last_step or state.batch >= self.steps_per_epoch:
+            # Ranks agree on stopping at the due steps (one tiny all-reduce per log interval); alone, at once.
+            stopping = (self.dist.agree(stop.requested) if due else False) if self.dist.active else stop.requested
+            if stopping or last:
                 break
+        self._flush(pending)
         self.progress.close()
 
-    def _diverged(self, loss_value: float, lr: float) -> TrainingDivergedError:
+    def _flush(self, pending: list[tuple[int, float, torch.Tensor, torch.Tensor, int]]) -> None:
+        """Read the pending steps' losses and error counts in one transfer, log them, and stop at a divergence."""
+        if not pending:
+            return
+        state, schedule = self.state, self.training.schedule
+        losses = torch.stack([p[2] for p in pending]).tolist()
+        errors = torch.stack([p[3] for p in pending]).tolist()
+        taken = list(pending)
+        pending.clear()
+        for (step, lr, _, _, n), loss, wrong in zip(taken, losses, errors):
+            if not math.isfinite(loss):
+                self.progress.close()
+                self.steps.append((step, lr, loss, math.nan))
+                if self.dist.is_main:
+                    self.run_dir.write_steps(self.steps)  # the curve up to the divergence, for diagnosis
+                raise self._diverged(step, loss, lr)
+            schedule.observe(100.0 * wrong / n)
+            self.steps.append((step, lr, loss, 100.0 * wrong / n))
+            state.loss_sum += loss * n
+            state.errors += int(wrong)
+            state.seen += n
+
+    def _diverged(self, step: int, loss_value: float, lr: float) -> TrainingDivergedError:
         saved = committed_step(self.run_dir.checkpoints)
         kept = (
             f"the last good checkpoint (step {saved}) is kept in {self.run_dir.checkpoints}"
             if saved is not None
             else "no checkpoint had been saved yet"
         )
+        epoch = (step - 1) // self.steps_per_epoch + 1
         return TrainingDivergedError(
-            f"the loss became {loss_value} at step {self.state.step + 1} (epoch {self.state.epoch + 1}, lr {lr:g}); "
+            f"the loss became {loss_value} at step {step} (epoch {epoch}, lr {lr:g}); "
             f"{kept}; lower the learning rate (--lr) or add a warm-up (--set warmup_epochs=1)",
-            step=self.state.step + 1,
+            step=step,
         )
 
     def _check_finite(self) -> None:
@@ -434,7 +443,7 @@ class Trainer:
         row = {
             "epoch": epoch,
             "step": state.step,
-            "lr": self.schedule.lr(max(0, state.step - 1)),
+            "lr": self.training.schedule.lr(max(0, state.step - 1)),
             "train_loss": state.train_loss,
             "train_error": state.train_error,
             "test_loss": test_loss,
@@ -445,7 +454,9 @@ class Trainer:
         }
         if session.val_loader is not None:
             row["val_loss"], row["val_error"] = self._measure(session.val_loader)
-        if self.ema is not None:  # the test and val figures are the EMA's (metrics.jsonl; the CSV keeps its columns)
+        if (
+            self.training.ema is not None
+        ):  # the test and val figures are the EMA's (metrics.jsonl; the CSV keeps its columns)
             row["weights"] = "ema"
         self.rows.append(row)
         # Only a validation split chooses a "best" checkpoint: choosing on the test split would bias its error.
@@ -474,40 +485,47 @@ class Trainer:
         # The fast inference path (folded BatchNorms, the run's layout and precision), as `resnets eval` runs
         # it; never compiled here, since the weights change between evaluations. With an EMA, the average is
         # measured: it is what the weight file holds for eval, predict and export.
+        record = self.session.record
         model, batches = with_fast_model(
-            self._weights_model(),
+            self.training.weights_model,
             loader.epoch_batches(0),
-            precision=self.session.record.precision(self.precision.device),
+            precision=record.precision(self.precision.device),
+            tta=record.tta,
         )
-        result = evaluate(model, batches, self.session.record.num_classes)
+        result = evaluate(model, batches, record.num_classes)
+        self.state.eval_views += result.n * record.tta.views
         return result.loss, result.top1_error
 
-    def _weights_model(self) -> torch.nn.Module:
-        """The model whose weights are measured and saved as the run's weights: the EMA when there is one."""
-        return self.ema.module if self.ema is not None else self.dist.unwrap(self.model)
+    def _compute(self) -> dict[str, Any]:
+        """The run's counted compute (``resnets.compute``) and its share of this machine's measured peak."""
+        trained = self.state.step * self.config.recipe.batch_size * self.dist.world_size
+        train_flops = training_flops(self.macs, trained)
+        eval_flops = evaluation_flops(self.macs, self.state.eval_views)
+        peak = machine_peak(self.precision.dtype if self.precision.amp else torch.float32, torch.get_num_threads())
+        seconds = self.state.wall_time_s
+        return {
+            "macs_per_sample": self.macs,
+            "train_pflop": train_flops / 1e15,
+            "eval_pflop": eval_flops / 1e15,
+            "pflop": (train_flops + eval_flops) / 1e15,
+            "peak_flops": peak,  # measured now, in the run's precision and threads
+            "peak_share": (train_flops + eval_flops) / seconds / peak if seconds > 0 and peak > 0 else math.nan,
+        }
 
     def _save(self, best: bool) -> None:
         if not self.dist.is_main:
             return
         self._check_finite()
         state = self.state
-        payload = {
-            "optimizer": self.optimizer.state_dict(),
-            "schedule": self.schedule.state_dict(),
-            "rng": rng_state(),
-            "train": state.to_dict(),
-            "step": state.step,
-            "epoch": state.epoch,
-            "batch": state.batch,
-            "world_size": self.dist.world_size,  # the global batch is the recipe's times this
-        }
-        if self.precision.needs_scaler:
-            payload["scaler"] = self.scaler.state_dict()
-        if self.ema is not None:  # the weight file holds the average; resuming also needs the weights being trained
-            payload["raw_weights"] = weights_for_saving(self.dist.unwrap(self.model))
         with _writing(self.run_dir, f"the checkpoint of step {state.step}"):
             self.run_dir.write_steps(self.steps)  # before the checkpoint: a resume drops rows past its step
-            save_checkpoint(self.run_dir.checkpoints, self._weights_model(), self.config.model, payload, best=best)
+            save_checkpoint(
+                self.run_dir.checkpoints,
+                self.training.weights_model,
+                self.config.model,
+                self.training.state_dict(),
+                best=best,
+            )
 
 
 @contextmanager

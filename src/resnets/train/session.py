@@ -21,6 +21,7 @@ from resnets.runs.open import measurement_loader
 from resnets.runs.record import EVAL_BATCH, DataRecord, RunRecord
 from resnets.train.compiling import check_compile
 from resnets.train.config import TrainConfig
+from resnets.train.data_init import prepare_whitening
 from resnets.train.setup import build_model, check_channels, input_layout
 
 
@@ -81,8 +82,16 @@ class Session:
                 f"has no batch augmentation ({bundle.kind} data, {layout} layout, augment "
                 f"{str(config.recipe.augment).lower()}); set random_erasing 0"
             )
-        erase = config.recipe.random_erasing
-        augment = BatchAugment(pad=config.recipe.crop_padding, flip=bundle.flip, erase=erase) if augmented else None
+        r = config.recipe
+        augment = None
+        if augmented:
+            augment = BatchAugment(
+                pad=r.crop_padding,
+                flip=bundle.flip,
+                erase=r.random_erasing,
+                pad_mode=r.pad_mode,
+                alternating_flip=r.alternating_flip,
+            )
         train_loader = BatchLoader(
             bundle.train,
             config.recipe.batch_size,
@@ -97,6 +106,9 @@ class Session:
             device=precision.device,
         )
 
+        # fitted on a new run from scratch; a resumed or fine-tuned run keeps its weights (frozen all the same)
+        prepare_whitening(model, train_loader, r.whiten_images, config.seed, fit=not resume and not weights)
+
         def eval_loader(split: Any) -> Any:
             if split is None or len(split) == 0:
                 return None
@@ -110,6 +122,17 @@ class Session:
             )
 
         return cls(bundle, model, record, train_loader, eval_loader(bundle.test), eval_loader(bundle.val), loaded)
+
+    def macs_per_sample(self) -> int:
+        """Multiply-adds of one forward pass on one sample as the loader feeds it, counted on a meta-device copy
+        of the model: the model itself never runs, so its BN statistics and the random generators stay as they
+        were (bit-exact resume depends on it)."""
+        from resnets.data.layout import model_input_shape
+        from resnets.models.profile import build_meta, count_macs
+
+        r = self.record
+        meta = build_meta(r.model, num_classes=r.num_classes, in_channels=r.in_channels, **r.model_options)
+        return count_macs(meta, model_input_shape(r.data.layout, r.data.sample_shape))
 
 
 def resolved_path(spec: str | None) -> str | None:

@@ -72,10 +72,14 @@ def final_line(summary: dict[str, Any]) -> str:
             if epoch is not None
             else " (none saved: the validation error was never finite)"
         )
+    compute = summary.get("compute")
+    work = ""
+    if compute:  # counted compute, and the share of this machine's measured peak it ran at
+        work = f", {compute['pflop']:.3g} PFLOP at {100 * compute['peak_share']:.0f}% of this machine's peak"
     return (
         f"test accuracy: {summary['test_accuracy']:.2f}% (test error {summary['test_error']:.2f}%) of {chosen}, "
         f"after {counted(summary['epochs'], 'epoch')}, {counted(summary['steps'], 'step')}, "
-        f"{summary['wall_time_s']:.0f} s; run dir: {summary['run_dir']}"
+        f"{summary['wall_time_s']:.0f} s{work}; run dir: {summary['run_dir']}"
     )
 
 
