@@ -77,7 +77,9 @@ def test_ema_after_two_steps_is_the_hand_formula_and_is_what_the_run_saves_and_m
     model = trainer.session.model
     name = "layer1.0.conv1.weight"
     snaps = [model.get_parameter(name).detach().clone()]
-    trainer.training.optimizer.register_step_post_hook(lambda *_: snaps.append(model.get_parameter(name).detach().clone()))
+    trainer.training.optimizer.register_step_post_hook(
+        lambda *_: snaps.append(model.get_parameter(name).detach().clone())
+    )
     trainer.run()
     w0, w1, w2 = snaps
     assert not torch.equal(w1, w2)
