@@ -9,7 +9,10 @@ The machine's peak FLOP/s is measured with a large square matmul: a 2048-square 
 library reaches on this machine, which is as close to the hardware's peak as PyTorch code gets; a run's or a
 benchmark case's share of it says how much of the machine the work uses, and unlike an absolute rate it carries
 over between machines. It is measured in the dtype the work computes in (bf16 where autocast is on), with the
-threads the work uses, best of a few rounds.
+threads the work uses, best of a few rounds. On a GPU the matmul is larger (8192 square: a 2048-square one leaves
+an H100 mostly idle), and the clock is read only after the device has finished the queued work. Its fp32 matmul
+follows torch's matmul precision (full fp32 unless a user allows TF32), while cuDNN runs fp32 convolutions in TF32
+by default: an fp32 network's share of the fp32 peak can read high on a GPU; bf16 work is measured against bf16.
 """
 
 from __future__ import annotations
@@ -41,24 +44,46 @@ def matmul_flops(n: int) -> int:
     return 2 * n**3
 
 
+#: The side of the peak's square matmul on each kind of device: large enough to keep its units busy.
+PEAK_SIZE = {"cpu": 2048, "cuda": 8192}
+
+
+def device_clock(device: torch.device | str, clock: Clock = time.perf_counter) -> Clock:
+    """``clock``, read only after ``device`` has finished its queued work (CUDA runs kernels asynchronously)."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return clock
+
+    def synchronized() -> float:
+        torch.cuda.synchronize(device)
+        return clock()
+
+    return synchronized
+
+
 def measure_peak(
     dtype: torch.dtype = torch.float32,
-    size: int = 2048,
+    size: int | None = None,
     reps: int = 4,
     rounds: int = 3,
     clock: Clock = time.perf_counter,
+    device: torch.device | str = "cpu",
 ) -> float:
-    """Best FLOP/s over ``rounds`` of ``reps`` back-to-back ``size``-square matmuls (after one untimed one)."""
-    generator = torch.Generator().manual_seed(0)
-    a = torch.randn(size, size, generator=generator).to(dtype)
-    b = torch.randn(size, size, generator=generator).to(dtype)
-    out = torch.mm(a, b)  # warm-up: thread pool, BLAS buffers
+    """Best FLOP/s over ``rounds`` of ``reps`` back-to-back ``size``-square matmuls (after one untimed one) on
+    ``device``; ``size`` None is :data:`PEAK_SIZE` of the device's kind."""
+    device = torch.device(device)
+    size = size or PEAK_SIZE.get(device.type, PEAK_SIZE["cpu"])
+    generator = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(size, size, generator=generator, device=device).to(dtype)
+    b = torch.randn(size, size, generator=generator, device=device).to(dtype)
+    read = device_clock(device, clock)
+    out = torch.mm(a, b)  # warm-up: thread pool, BLAS buffers, cuBLAS handles
     best = 0.0
     for _ in range(rounds):
-        start = clock()
+        start = read()
         for _ in range(reps):
             torch.mm(a, b, out=out)
-        elapsed = clock() - start
+        elapsed = read() - start
         if elapsed > 0:
             best = max(best, matmul_flops(size) * reps / elapsed)
     if not (math.isfinite(best) and best > 0):

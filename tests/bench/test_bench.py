@@ -94,13 +94,15 @@ def test_case_selection_by_name_and_glob() -> None:
         "train/resnet56",
         "train/resnet110",
         "train/resnet50",
+        "train/speedrun",
     ]
+    assert [c.name for c in select_cases(["*speedrun*"])] == ["train/speedrun", "infer/speedrun"]
     assert [c.name for c in select_cases(["*resnet50*", "infer/resnet50-b1"])] == [
         "train/resnet50",
         "infer/resnet50-b1",
         "infer/resnet50-b32",
     ]
-    assert len(select_cases(None)) == len(CASES) == 9
+    assert len(select_cases(None)) == len(CASES) == 11
     with pytest.raises(UnknownNameError, match="train/resnet20"):
         select_cases(["train/resnet21"])
 
@@ -117,7 +119,11 @@ def test_unknown_case_exits_2_with_one_line(capsys: pytest.CaptureFixture[str]) 
     assert main(["bench", "--cases", "train/resnet21"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
-    assert "train/resnet21" in err and "train/resnet20" in err and "memory/resnet1202" in err
+    assert "'train/resnet21'; did you mean train/resnet20" in err  # a typo: the likely names
+    assert main(["bench", "--cases", "zzz"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1  # nothing close: every case
+    assert "'zzz'; expected one of:" in err and all(case.name in err for case in CASES)
 
 
 def _fake_result() -> BenchResult:
@@ -211,21 +217,25 @@ def test_memory_children_measure_what_checkpointing_saves() -> None:
 
 @pytest.mark.slow
 def test_quick_run_writes_finite_positive_numbers(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["bench", "--quick", "--cases", "train/resnet20", "infer/resnet56-b256", "--no-compile", "--threads", "1"]
+    cases = ["train/resnet20", "train/speedrun", "infer/resnet56-b256"]
+    argv = ["bench", "--quick", "--device", "cpu", "--cases", *cases, "--no-compile", "--threads", "1"]
     assert main([*argv, "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "train/resnet20 [engine]" in out and "infer/resnet56-b256 [folded]" in out
     data = json.loads((tmp_path / "bench.json").read_text())
     assert data["peak_flops"]["float32"] > 0
     assert data["machine"]["threads"] == 1 and data["settings"]["quick"] is True
+    assert (data["machine"]["device"], data["machine"]["gpu"], data["settings"]["device"]) == ("cpu", None, "cpu")
     measured = {(row["case"], row["variant"]): row for row in data["rows"]}
     assert set(measured) == {
         ("train/resnet20", "engine"),
         ("train/resnet20", "compiled"),
+        ("train/speedrun", "engine"),
+        ("train/speedrun", "compiled"),
         ("infer/resnet56-b256", "folded"),
         ("infer/resnet56-b256", "compiled"),
     }
-    for key in (("train/resnet20", "engine"), ("infer/resnet56-b256", "folded")):
+    for key in (("train/resnet20", "engine"), ("train/speedrun", "engine"), ("infer/resnet56-b256", "folded")):
         row = measured[key]
         for field in ("baseline", "ours", "ratio", "peak_fraction"):
             assert math.isfinite(row[field]) and row[field] > 0, (key, field, row[field])
@@ -233,4 +243,6 @@ def test_quick_run_writes_finite_positive_numbers(tmp_path, capsys: pytest.Captu
     assert measured[("infer/resnet56-b256", "compiled")]["ours"] is None
     assert measured[("train/resnet20", "compiled")]["ours"] is None
     assert measured[("train/resnet20", "engine")]["details"]["flops_per_image"] == 243_306_240
+    speedrun = measured[("train/speedrun", "engine")]["details"]
+    assert speedrun["recipe"] == "cifar10-speedrun" and speedrun["flops_per_image"] == 6 * 118_147_360
     assert (tmp_path / "bench.md").read_text().count("train/resnet20") >= 1

@@ -62,10 +62,11 @@ def forever(loader: DataLoader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
 
 
 class EagerTraining:
-    """The baseline training loop: batches from a DataLoader, forward, loss, backward, SGD step."""
+    """The baseline training loop: batches from a DataLoader, moved to the device, forward, loss, backward, SGD step."""
 
-    def __init__(self, model: nn.Module, loader: DataLoader, lr: float) -> None:
-        self.model = model.train()
+    def __init__(self, model: nn.Module, loader: DataLoader, lr: float, device: torch.device | str = "cpu") -> None:
+        self.device = torch.device(device)
+        self.model = model.to(self.device).train()
         self.optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
         self.batches = forever(loader)
 
@@ -74,6 +75,7 @@ class EagerTraining:
         seen = 0
         for _ in range(n):
             x, y = next(self.batches)
+            x, y = x.to(self.device), y.to(self.device)  # the tutorials' line; a no-op on the CPU
             loss = F.cross_entropy(self.model(x), y)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()

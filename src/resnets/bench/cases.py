@@ -2,7 +2,9 @@
 
 Names read ``KIND/MODEL[-bBATCH]`` so that a glob such as ``train/*`` or ``*resnet50*`` picks a family.
 ``steps`` is the default number of timed steps per round, chosen so that one round of the slowest cases
-takes seconds, not minutes, on a 2-core CPU; ``quick_batch`` is the batch of ``--quick`` smoke runs.
+takes seconds, not minutes, on a 2-core CPU; ``quick_batch`` is the batch of ``--quick`` smoke runs;
+``cuda_batch`` is the batch on a GPU where the CPU's would leave it idle. Memory cases read the process's RSS
+and run on the CPU only.
 """
 
 from __future__ import annotations
@@ -27,6 +29,13 @@ class Case:
     steps: int  # timed steps per round (training, inference) or per process (memory)
     quick_batch: int  # the batch of --quick runs
     description: str
+    recipe: str = "default"  # the training recipe whose step ours runs (training cases)
+    cuda_batch: int | None = None  # images per step on a GPU; None: ``batch``
+
+    @property
+    def cpu_only(self) -> bool:
+        """Whether the case measures something only the CPU has (memory cases read the process's RSS)."""
+        return self.kind == "memory"
 
     @property
     def input_size(self) -> tuple[int, int, int]:
@@ -43,9 +52,34 @@ CASES: tuple[Case, ...] = (
     Case("train/resnet56", "training", "resnet56", 128, 32, 10, 5, 8, "resnet56 training step, CIFAR shapes"),
     Case("train/resnet110", "training", "resnet110", 128, 32, 10, 3, 8, "resnet110 training step, CIFAR shapes"),
     Case("train/resnet50", "training", "resnet50", 32, 224, 1000, 2, 2, "resnet50 training step, ImageNet shapes"),
+    Case(
+        "train/speedrun",
+        "training",
+        "speedrun",
+        512,
+        32,
+        10,
+        3,
+        8,
+        "speedrun training step, cifar10-speedrun recipe, CIFAR shapes",
+        recipe="cifar10-speedrun",
+        cuda_batch=1024,
+    ),
     Case("infer/resnet50-b1", "inference", "resnet50", 1, 224, 1000, 20, 1, "resnet50 latency, one image"),
     Case("infer/resnet50-b32", "inference", "resnet50", 32, 224, 1000, 3, 2, "resnet50 throughput, batch 32"),
     Case("infer/resnet56-b256", "inference", "resnet56", 256, 32, 10, 5, 8, "resnet56 throughput, batch 256"),
+    Case(
+        "infer/speedrun",
+        "inference",
+        "speedrun",
+        512,
+        32,
+        10,
+        3,
+        8,
+        "speedrun throughput, CIFAR shapes",
+        cuda_batch=4096,
+    ),
     Case(
         "memory/resnet1202",
         "memory",

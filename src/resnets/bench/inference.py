@@ -1,8 +1,9 @@
 """Inference cases: eager fp32 NCHW (what a user writes first) against ``optimize_for_inference``.
 
 Each choice is measured on its own: the baseline; ours folded (conv-BN folding, channels_last, bf16
-autocast where the CPU has it) in eager mode; and the same compiled with torch.compile (skipped with a note
-where there is no C++ compiler). All three run alternately in the same rounds. Compilation is a one-off
+autocast where the device has it) in eager mode; and the same compiled with torch.compile (skipped with a
+note where it cannot build kernels: no C++ compiler on the CPU, no Triton on CUDA). All three run
+alternately in the same rounds, on one device, timed on a clock that waits for it. Compilation is a one-off
 cost, reported apart from the rate. Ours carries the baseline's weights, so the outputs must agree; the
 largest logit difference is recorded as a check that the speed did not cost correctness.
 """
@@ -22,7 +23,7 @@ from resnets.bench.baselines import reference_model
 from resnets.bench.cases import Case
 from resnets.bench.results import Row, skipped
 from resnets.bench.timing import Clock, alternate, median, rate
-from resnets.compute import peak_share
+from resnets.compute import device_clock, peak_share
 from resnets.device import Precision
 
 
@@ -47,12 +48,15 @@ def forward_rate(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
     return rate(work, clock)
 
 
-def compile_skip_reason(wanted: bool) -> str | None:
-    """Why the compiled variant is not measured, or None when it is."""
+def compile_skip_reason(wanted: bool, device: torch.device | None = None) -> str | None:
+    """Why the compiled variant is not measured on ``device`` (the CPU for None), or None when it is."""
     from resnets.inference import compiler_available
+    from resnets.train.compiling import has_triton
 
     if not wanted:
         return "compilation off (--no-compile)"
+    if device is not None and device.type == "cuda":
+        return None if has_triton() else "Triton cannot be imported, which torch.compile needs on CUDA"
     if not compiler_available():
         return "no C++ compiler (g++) on PATH, which torch.compile needs on CPU"
     return None
@@ -75,24 +79,28 @@ def run_inference(
 ) -> list[Row]:
     from resnets.inference import agreement, optimize_for_inference  # the library's own, not a copy of them
 
+    device = precision.device
+    clock = device_clock(device, clock)
     torch.manual_seed(0)
     reference, what = reference_model(case.model, case.classes)
-    reference.eval()
-    x = torch.randn(plan.batch, *case.input_size, generator=torch.Generator().manual_seed(0))
+    reference.to(device).eval()
+    x = torch.randn(plan.batch, *case.input_size, generator=torch.Generator().manual_seed(0)).to(device)
     variants: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"baseline": reference}
     applied: dict[str, list[str]] = {}
     compile_s = math.nan
-    variants["folded"] = optimize_for_inference(_ours(case, reference), x, precision=precision, compile=False)
-    why_not = compile_skip_reason(plan.compile)
+    variants["folded"] = optimize_for_inference(
+        _ours(case, reference).to(device), x, precision=precision, compile=False
+    )
+    why_not = compile_skip_reason(plan.compile, device)
     if why_not is None:
-        start = time.perf_counter()
+        start = clock()
         try:
             # optimize_for_inference compiles on its first call, before it returns: all of it is the one-off cost
-            compiled = optimize_for_inference(_ours(case, reference), x, precision=precision, compile=True)
+            compiled = optimize_for_inference(_ours(case, reference).to(device), x, precision=precision, compile=True)
         except Exception as error:  # noqa: BLE001 - an inductor failure is a finding to report; keep the other rows
             why_not = f"torch.compile failed: {type(error).__name__}: {str(error).splitlines()[0][:200]}"
         else:
-            compile_s = time.perf_counter() - start
+            compile_s = clock() - start
             variants["compiled"] = compiled
     for name, model in variants.items():
         applied[name] = list(getattr(model, "applied", []))
@@ -113,6 +121,7 @@ def run_inference(
         "macs_per_image": macs,
         "flops_per_image": flops,
         "baseline_peak_fraction": peak_share(flops, base, peaks["float32"]),
+        "device": str(device),
     }
     rows = []
     for name in ("folded", "compiled"):

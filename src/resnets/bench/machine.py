@@ -1,7 +1,9 @@
-"""What a benchmark ran on: the numbers mean little without the CPU, its vector units and the threads.
+"""What a benchmark ran on: the numbers mean little without the device, its vector units and the threads.
 
 The flags listed are the ones that decide CPU speed for these models: AVX2 / AVX-512 for fp32, and
 AVX512-BF16 / AMX for bf16 (without them bf16 is emulated and the run stays fp32; see resnets.device).
+On a GPU the GPU is named first (model, memory, compute capability, CUDA and cuDNN versions); the CPU
+still feeds it, so it is described too.
 """
 
 from __future__ import annotations
@@ -36,6 +38,24 @@ def _cpuinfo() -> tuple[str | None, list[str]]:
     return model, flags
 
 
+def describe_gpu(device: torch.device) -> dict[str, Any] | None:
+    """The GPU that ``device`` names, or None for the CPU."""
+    if device.type != "cuda":
+        return None
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    props = torch.cuda.get_device_properties(index)
+    return {
+        "name": props.name,
+        "index": index,
+        "memory_bytes": props.total_memory,
+        "capability": f"{props.major}.{props.minor}",
+        "multiprocessors": props.multi_processor_count,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version(),
+        "count": torch.cuda.device_count(),
+    }
+
+
 def describe_machine(precision: Precision) -> dict[str, Any]:
     model, flags = _cpuinfo()
     try:
@@ -45,6 +65,8 @@ def describe_machine(precision: Precision) -> dict[str, Any]:
     except ImportError:
         torchvision_version = None
     return {
+        "device": str(precision.device),
+        "gpu": describe_gpu(precision.device),
         "cpu": model or platform.processor() or platform.machine(),
         "flags": {flag: flag in flags for flag in RELEVANT_FLAGS},
         "cores": os.cpu_count(),
@@ -67,7 +89,15 @@ def summary_line(machine: dict[str, Any]) -> str:
     """One line for the top of the printed table."""
     flags = ", ".join(name for name, present in machine["flags"].items() if present) or "none of note"
     p = machine["precision"]
-    return (
-        f"{machine['cpu']} ({machine['usable_cores']} usable cores; {flags}), torch {machine['torch']}, "
-        f"{machine['threads']} thread{'s' if machine['threads'] != 1 else ''}, {p['dtype']} {'channels_last' if p['channels_last'] else 'NCHW'}"
-    )
+    threads = f"{machine['threads']} thread{'s' if machine['threads'] != 1 else ''}"
+    layout = "channels_last" if p["channels_last"] else "NCHW"
+    cpu = f"{machine['cpu']} ({machine['usable_cores']} usable cores; {flags})"
+    gpu = machine.get("gpu")
+    if gpu:
+        where = (
+            f"{gpu['name']} ({gpu['memory_bytes'] / 2**30:.0f} GiB, compute capability {gpu['capability']}, "
+            f"CUDA {gpu['cuda']}, cuDNN {gpu['cudnn']}) on {cpu}"
+        )
+    else:
+        where = cpu
+    return f"{where}, torch {machine['torch']}, {threads}, {p['dtype']} {layout}"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import shlex
 
+from resnets.cli.options import add_threads_flag
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -23,7 +25,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--steps", type=int, help="timed steps (or forward passes) per round (default: per case)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps of each side first (default 1)")
     parser.add_argument("--quick", action="store_true", help="smoke-test settings: 1 round, 2 steps, small batches")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's, one per core)")
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="where every case runs: cpu (default), cuda, cuda:N, or auto (a GPU where there is one); memory cases "
+        "read the process's RSS and run on the CPU only",
+    )
+    add_threads_flag(parser)  # the suite applies it (Settings.threads), around every case
     parser.add_argument("--memory-batch", type=int, metavar="N", help="batch of the memory cases (default 128)")
     parser.add_argument(
         "--no-compile", action="store_true", help="skip the torch.compile variants (training and inference)"
@@ -47,6 +55,8 @@ def command_line(args: argparse.Namespace) -> str:
             parts += [flag, str(value)]
     if args.warmup != 1:
         parts += ["--warmup", str(args.warmup)]
+    if args.device != "cpu":
+        parts += ["--device", args.device]
     parts += ["--quick"] if args.quick else []
     parts += ["--no-compile"] if args.no_compile else []
     parts += ["--out", args.out] if args.out else []
@@ -60,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
     if args.list:
         width = max(len(case.name) for case in CASES)
         for case in CASES:
-            print(f"{case.name:<{width}}  {case.kind:<9}  batch {case.batch:<4} {case.description}")
+            batch = f"{case.batch}" + (f" (cuda {case.cuda_batch})" if case.cuda_batch else "")
+            print(f"{case.name:<{width}}  {case.kind:<9}  batch {batch:<16} {case.description}")
         return 0
     cases = select_cases(args.cases)
     settings = Settings(
@@ -71,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads,
         compile=not args.no_compile,
         memory_batch=args.memory_batch,
+        device=args.device,
     )
     result = run_suite(cases, settings, log=lambda line: print(line, flush=True))
     print()
