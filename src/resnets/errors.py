@@ -6,6 +6,7 @@ line and exits with status 2, without a traceback; programming errors keep their
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable
 
 
@@ -18,10 +19,14 @@ class UnknownNameError(ResnetsError, ValueError):
 
     def __init__(self, kind: str, name: str, valid: Iterable[str], hint: str = "") -> None:
         choices = sorted(valid)
-        shown = ", ".join(choices[:60]) + (", ..." if len(choices) > 60 else "")
-        message = f"unknown {kind} {name!r}; expected one of: {shown}"
+        close = closest(str(name), choices)
+        if close:  # a typo: the likely names, not the whole list
+            message = f"unknown {kind} {name!r}; did you mean {' or '.join(close)}?"
+        else:
+            shown = ", ".join(choices[:60]) + (", ..." if len(choices) > 60 else "")
+            message = f"unknown {kind} {name!r}; expected one of: {shown}"
         if hint:
-            message += f". {hint}"
+            message += f" {hint}" if message.endswith("?") else f". {hint}"
         super().__init__(message)
         self.kind, self.name, self.valid = kind, name, choices
 
@@ -60,6 +65,11 @@ class RunDirError(ResnetsError):
 
 class RunDirInUseError(RunDirError):
     """Another process holds the run directory's lock; two writers would mix their checkpoints and metrics."""
+
+
+def closest(word: str, choices: Iterable[str], n: int = 3) -> list[str]:
+    """The choices that ``word`` is most likely a typo of (difflib's ratio of at least 0.6), best first."""
+    return difflib.get_close_matches(word, list(choices), n=n, cutoff=0.6)
 
 
 def first_line(error: object) -> str:

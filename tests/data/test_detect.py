@@ -54,7 +54,9 @@ def test_unknown_format_lists_supported_ones(tmp_path: Path) -> None:
 
 
 def test_names_that_need_data_dir_say_so() -> None:
-    with pytest.raises(DataError, match=r"dataset 'cifar10' is read from data_dir; pass data_dir="):
+    with pytest.raises(
+        DataError, match=r"dataset 'cifar10' is read from a folder you give: --data-dir FOLDER \(data_dir= in Python\)"
+    ):
         load_data("cifar10")
 
 

@@ -58,7 +58,9 @@ def test_all_grayscale_stays_one_channel_mixed_becomes_rgb(tmp_path: Path) -> No
 def test_mixed_sizes_need_image_size_then_resize(tmp_path: Path) -> None:
     write_image_tree(tmp_path / "d", {"a": 1}, size=(8, 6))
     write_image_tree(tmp_path / "d", {"b": 1}, size=(5, 7), ext=".jpg")
-    with pytest.raises(DataError, match=r"different sizes \(5x7, 8x6\); pass image_size"):
+    with pytest.raises(
+        DataError, match=r"different sizes \(5x7, 8x6\); resize them with --image-size PIXELS \(image_size= in Python\)"
+    ):
         load_data(tmp_path / "d")
     assert load_data(tmp_path / "d", image_size=4).sample_shape == (3, 4, 4)
 

@@ -75,7 +75,7 @@ def test_cli_refuses_to_change_the_model_on_resume(tmp_path, tree, capsys):
         == 0
     )
     assert main(["train", "--resume", str(run), "--model", "resnet20"]) == 2
-    assert "cannot change model" in capsys.readouterr().err
+    assert "cannot change --model when resuming" in capsys.readouterr().err
 
 
 def test_sigterm_saves_a_resumable_checkpoint_at_the_current_step(tmp_path, monkeypatch):

@@ -277,6 +277,6 @@ def test_the_summary_names_the_ema_and_a_resume_cannot_change_the_parameter_grou
     assert summary["weights"] == "ema (decay 0.9)"
     # Two parameter groups instead of one would not fit the saved optimiser state: refused before any loading.
     with pytest.raises(
-        ConfigError, match=r"cannot change decay_norm_and_bias when resuming .* \(saved True, given False\)"
+        ConfigError, match=r"cannot change --decay-norm-and-bias when resuming .* \(saved True, given False\)"
     ):
         resume_config(tmp_path / "run", {"decay_norm_and_bias": False})

@@ -127,7 +127,7 @@ def test_resume_extends_a_finished_run(tmp_path, bundle):
 
 def test_resume_refuses_a_different_model(tmp_path, bundle):
     train(tiny_config(tmp_path / "run", max_steps=1), data=bundle)
-    with pytest.raises(ResnetsError, match="cannot change model"):
+    with pytest.raises(ResnetsError, match="cannot change --model when resuming"):
         resume_config(tmp_path / "run", {"model": "resnet20"})
     with pytest.raises(ResnetsError, match="cannot switch recipe"):
         resume_config(tmp_path / "run", {"recipe": "he2015-cifar"})

@@ -29,6 +29,7 @@ from collections.abc import Iterator, Sequence
 from types import FrameType
 
 from resnets import __version__
+from resnets.cli.suggest import parse_arguments
 from resnets.errors import ResnetsError
 from resnets.io.text import printable
 
@@ -63,7 +64,7 @@ def main(argv: Sequence[str] | None = None, *, early: Sequence[int] = ()) -> int
             parser = build_parser()
             if _received:  # a signal during the imports, swallowed by a library's catch-all import fallback
                 _interrupt(_received[0], None)
-            args = parser.parse_args(words)
+            args = parse_arguments(parser, words)  # an unknown flag: the command's usage and "did you mean"
             command = args.command
             return int(args.func(args) or 0)
         except ResnetsError as error:

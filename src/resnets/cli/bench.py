@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import shlex
 
-from resnets.cli.options import add_threads_flag
+from resnets.cli.options import add_threads_flag, use_threads
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -74,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"{case.name:<{width}}  {case.kind:<9}  batch {batch:<16} {case.description}")
         return 0
     cases = select_cases(args.cases)
+    use_threads(args.threads)  # checked (and set) before any case runs; the suite sets it again around each
     settings = Settings(
         rounds=args.rounds,
         steps=args.steps,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from resnets.cli.options import add_compile_flag
+from resnets.cli.options import add_compile_flag, add_threads_flag, use_threads
 from resnets.evaluation import check_report_targets, evaluate_source, report_dir, write_eval_report
 from resnets.io.text import printable
 from resnets.metrics import format_table
@@ -42,10 +42,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     add_compile_flag(parser)
+    add_threads_flag(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    use_threads(args.threads)
     out = report_dir(args.source, args.split, args.out)
     check_report_targets(out)  # before the evaluation: a refused folder costs no work
     result, described = evaluate_source(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from resnets.cli.options import add_threads_flag, use_threads
 from resnets.export import FORMATS, export_model
 
 
@@ -33,10 +34,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="write the fast inference graph: BatchNorms folded into their convolutions (and, for TorchScript, "
         "frozen); checked against the unoptimised model like any export",
     )
+    add_threads_flag(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    use_threads(args.threads)
     result = export_model(
         args.source,
         args.format,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from resnets.cli.options import add_compile_flag
+from resnets.cli.options import add_compile_flag, add_threads_flag, use_threads
 from resnets.io.predictions import FORMATS, SUFFIXES, check_output, choose_format, render, write_predictions
 from resnets.predict import check_top_k, classify, expand_images
 from resnets.runs.exported import open_source
@@ -48,10 +48,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--output", metavar="FILE", help="write the predictions to FILE (atomically) instead")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     add_compile_flag(parser)
+    add_threads_flag(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    use_threads(args.threads)
     check_top_k(args.top_k)
     format = choose_format("jsonl" if args.json else args.format, args.output)
     images = expand_images(args.images)

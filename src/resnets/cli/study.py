@@ -16,6 +16,8 @@ import sys
 from typing import Any
 
 from resnets.cli.dataclass_flags import add_dataclass_flags, shown_value
+from resnets.cli.options import add_threads_flag, use_threads
+from resnets.cli.suggest import refuse_unknown
 from resnets.errors import ConfigError
 
 #: What ``study all`` passes on to every instrument that has the setting; the others mean different things to each.
@@ -79,6 +81,7 @@ def instrument_parser(name: str) -> argparse.ArgumentParser:
     for key, (action, text) in add_dataclass_flags(shared, Context).items():
         field = next(f for f in dataclasses.fields(Context) if f.name == key)
         action.help = f"{text} (default: {_shown(field, field.default)})"
+    add_threads_flag(shared)  # how this command computes, not what: left out of the reproducing command
     return parser
 
 
@@ -124,7 +127,11 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("name an instrument (" + ", ".join(STUDIES) + ") or all; resnets study --help lists them")
     if args.name != "all":
         get_study(args.name)  # an unknown name is one line, before any parsing
-    given = vars(instrument_parser(args.name).parse_args([*args.arguments, *(["--help"] if args.help else [])]))
+    parser = instrument_parser(args.name)
+    known, extras = parser.parse_known_args([*args.arguments, *(["--help"] if args.help else [])])
+    refuse_unknown(parser, extras)  # the instrument's usage, and the flag most likely meant
+    given = vars(known)
+    use_threads(given.pop("threads", None))
     if given.get("refused"):
         raise ConfigError(
             "`resnets study all` runs every instrument on its own defaults; --model, --run, --depths, --samples and "

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from resnets.cli.dataclass_flags import add_dataclass_flags, shown_value
+from resnets.cli.options import add_threads_flag
 from resnets.data.augment import PAD_MODES
 from resnets.errors import ConfigError, ResnetsError
 from resnets.train.config import TrainConfig, apply_overrides
@@ -115,9 +116,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="also keep the weights every N epochs (and the initial ones) as checkpoints/step-S.safetensors, "
         "for instruments that follow training (resnets study dynamics --run)",
     )
-    p.add_argument(
-        "--threads", type=int, help="torch CPU threads (default: one per core; 1 can be faster on a busy machine)"
-    )
+    add_threads_flag(p)  # checked with the run's config (threads); the engine applies it
     p.add_argument(
         "--amp",
         action=argparse.BooleanOptionalAction,
@@ -137,9 +136,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--compile",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
         help="torch.compile (inductor) the training model: the first steps wait for compilation, later ones "
-        "usually run faster; needs a C++ compiler (g++) on CPU",
+        "usually run faster; needs a C++ compiler (g++) on CPU; --no-compile (the default) resumes a compiled run "
+        "without it",
     )
     p.add_argument(
         "--log-every",
@@ -238,15 +238,19 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def sourced_overrides(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, str]]:
-    """The overrides, and the ``--config`` file as the source of the keys that no flag replaced.
+    """The overrides, and where each came from: its flag, ``--set``, or the ``--config`` file for the keys that no
+    flag replaced.
 
-    Errors then name the file that holds a bad value instead of blaming the command line.
+    Errors then name what the user typed: ``--weight-decay must be ...``, or the file that holds a bad value.
     """
-    from resnets.train import load_config_file
+    from resnets.train import load_config_file, parse_assignment
 
     from_file = _flat_recipe(load_config_file(args.config)) if args.config else {}
     given = _flag_overrides(args, from_file)
     sources = {key: str(args.config) for key in from_file if key not in given}
+    # a bad value is named as the user gave it: by its flag (--weight-decay), or as a key of --set
+    sources |= {key: "--" + key.replace("_", "-") for key in given if key in vars(args)}
+    sources |= {key: "--set" for key in dict(parse_assignment(text) for text in args.set)}
     overrides = {**from_file, **given}
     if "schedule" in overrides:
         overrides["schedule"] = current_schedule(overrides["schedule"], sources.get("schedule", "the command line"))

@@ -169,5 +169,5 @@ def find_cifar(data_dir: Path, variant: str) -> Path:
             return candidate
     raise DataError(
         f"no {variant} data in {data_dir}: expected {folder}/ or {archive} there (the 'python version' from "
-        "https://www.cs.toronto.edu/~kriz/cifar.html), or data_dir pointing at the folder itself"
+        "https://www.cs.toronto.edu/~kriz/cifar.html), or --data-dir naming the folder itself"
     )

@@ -143,7 +143,7 @@ def split_validation(
     if n_val == 0:
         return train, None
     if not 0 < n_val < n:
-        raise ConfigError(f"val_size must be between 1 and {n - 1} for a training set of {n}, got {n_val}")
+        raise ConfigError(f"--val-size (val_size) must be between 1 and {n - 1} for a training set of {n}, got {n_val}")
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(n, generator=generator)
     val_idx, _ = order[:n_val].sort()

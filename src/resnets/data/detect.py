@@ -102,15 +102,16 @@ def _resolve_name(name: str, data_dir: Path | None) -> tuple[str, Path]:
         if not folder.is_dir():
             raise DataError(
                 f"Fashion-MNIST folder {folder} does not exist; install it with `apt-get install "
-                "dataset-fashion-mnist` or pass data_dir=<folder with the four IDX files>"
+                "dataset-fashion-mnist` or give the folder with the four IDX files: --data-dir FOLDER (data_dir= in Python)"
             )
         return "idx", folder
     if data_dir is None:
         raise DataError(
-            f"dataset {name!r} is read from data_dir; pass data_dir=<folder holding it> (nothing is downloaded)"
+            f"dataset {name!r} is read from a folder you give: --data-dir FOLDER (data_dir= in Python); nothing is "
+            "downloaded"
         )
     if not data_dir.exists():
-        raise DataError(f"data_dir {data_dir} for dataset {name!r} does not exist")
+        raise DataError(f"--data-dir {data_dir} for dataset {name!r} does not exist")
     if name == "mnist":
         return "idx", data_dir
     return name, cifar.find_cifar(data_dir, name)

@@ -217,7 +217,10 @@ def _stack(arrays: list[np.ndarray], where: str) -> np.ndarray:
     sizes = {a.shape[:2] for a in arrays}
     if len(sizes) > 1:
         shown = ", ".join(f"{h}x{w}" for h, w in sorted(sizes)[:4])
-        raise DataError(f"images in {where} have different sizes ({shown}); pass image_size=(H, W) to resize them")
+        raise DataError(
+            f"images in {where} have different sizes ({shown}); resize them with --image-size PIXELS "
+            "(image_size= in Python)"
+        )
     if all(a.ndim == 2 for a in arrays):
         return np.stack(arrays)[:, None]
     rgb = [np.repeat(a[:, :, None], 3, axis=2) if a.ndim == 2 else a for a in arrays]
@@ -236,7 +239,7 @@ def _decode_files(
         check_memory(
             len(files) * 3 * image_size[0] * image_size[1],
             f"{len(files):,} images of {image_size[0]}x{image_size[1]} pixels",
-            "choose a smaller image_size",
+            "choose a smaller --image-size",
         )
     sources = read(files)  # type: ignore[operator]
     with decode_progress(len(sources), where, progress) as tick:
@@ -275,7 +278,7 @@ def _check_split_sizes(good: list[tuple[ImageFile, np.ndarray]], where: str) -> 
         (train_h, train_w), (test_h, test_w) = sizes["train"].pop(), sizes["test"].pop()
         raise DataError(
             f"{where}: training images are {train_h}x{train_w} but test images are {test_h}x{test_w} (HxW); "
-            "a model sees one size, so resize them to match or pass image_size=(H, W)"
+            "a model sees one size, so resize them to match or give --image-size PIXELS (image_size= in Python)"
         )
 
 
@@ -285,8 +288,8 @@ def check_bad_count(bad: int, total: int, max_bad: int | None, where: str, examp
     if bad > limit:
         shown = "; ".join(examples[:3])
         raise DataError(
-            f"{bad} of {total} images in {where} are unreadable (more than the {limit} tolerated; set "
-            f"max_bad_files to change that), e.g. {shown}"
+            f"{bad} of {total} images in {where} are unreadable (more than the {limit} tolerated; "
+            f"--set max_bad_files=N to change that), e.g. {shown}"
         )
 
 

@@ -66,7 +66,9 @@ class BatchLoader:
         channels = dataset.inputs.shape[1]
         pad = augment.pad if augment is not None else 0
         shape = [channels, *(side + 2 * pad for side in dataset.inputs.shape[2:])]
-        check_batch(min(batch_size, len(dataset)), shape, "a batch", "lower the batch size, image size or crop_padding")
+        check_batch(
+            min(batch_size, len(dataset)), shape, "a batch", "lower --batch-size, --image-size or --crop-padding"
+        )
         if len(mean) != channels or len(std) != channels:
             raise ConfigError(
                 f"mean and std need {channels} values (one per channel/feature), got {len(mean)}, {len(std)}"

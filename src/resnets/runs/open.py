@@ -284,7 +284,7 @@ def _open_directory(
     which = which or record.default_checkpoint
     if which.startswith("step-") and int(which[5:]) not in snapshot_steps(path / "checkpoints"):
         kept = ", ".join(f"step-{k}" for k in sorted(snapshot_steps(path / "checkpoints"))) or "none"
-        raise CheckpointError(f"{str(path)!r} kept no snapshot {which} (snapshots: {kept}); train with snapshot_steps")
+        raise CheckpointError(f"{str(path)!r} kept no snapshot {which} (snapshots: {kept}); train with --snapshot-every N")
     if which == "best" and record.selection != "val":
         raise ConfigError(
             f"{str(path)!r} has no best checkpoint: it was trained without a validation split, and choosing on the "

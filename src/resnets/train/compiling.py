@@ -46,12 +46,12 @@ def check_compile(device: torch.device) -> None:
         raise ConfigError(
             f"--compile on CPU needs a C++ compiler ({compiler}) to build inductor's kernels, and none was found; "
             "install one (e.g. `apt-get install g++`, or set CXX) or train without --compile "
-            "(a resumed run: --set compile=false)"
+            "(a resumed run: --no-compile)"
         )
     if device.type == "cuda" and not has_triton():
         raise ConfigError(
             "--compile on CUDA needs Triton to build inductor's kernels, and it cannot be imported; "
-            "install it (`pip install triton`) or train without --compile (a resumed run: --set compile=false)"
+            "install it (`pip install triton`) or train without --compile (a resumed run: --no-compile)"
         )
 
 

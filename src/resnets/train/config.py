@@ -19,7 +19,7 @@ from typing import Any
 import tomllib
 import yaml
 
-from resnets.errors import ConfigError
+from resnets.errors import ConfigError, closest
 from resnets.io.schema import MAX_FEATURES, MAX_SIDE, SchemaError, between, read_text
 from resnets.train.recipes import (
     COUNT,
@@ -180,7 +180,9 @@ def apply_overrides(
             overrides["model"] = recipe.default_model
     unknown = sorted(set(overrides) - set(valid_keys()))
     if unknown:
-        raise ConfigError(f"unknown key {unknown[0]!r} in {where(unknown[0])}; valid keys: {', '.join(valid_keys())}")
+        close = closest(unknown[0], valid_keys())
+        known = f"did you mean {' or '.join(close)}?" if close else f"valid keys: {', '.join(valid_keys())}"
+        raise ConfigError(f"unknown key {unknown[0]!r} in {where(unknown[0])}; {known}")
     recipe_hints = typing.get_type_hints(Recipe)
     run_hints = typing.get_type_hints(TrainConfig)
     changes = {k: _coerce(k, v, recipe_hints.get(k) or run_hints[k], where(k)) for k, v in overrides.items()}
@@ -188,7 +190,11 @@ def apply_overrides(
         recipe = dataclasses.replace(recipe, **{k: v for k, v in changes.items() if k in recipe_hints})
         return dataclasses.replace(config, recipe=recipe, **{k: v for k, v in changes.items() if k not in recipe_hints})
     except FieldError as error:
-        raise ConfigError(f"in {where(error.key)}: {error}") from None
+        origin = where(error.key)
+        if origin.startswith("--") and origin != "--set":  # the flag the user typed, in its own words
+            expected = error.expected.replace(", or null", ", or none")
+            raise ConfigError(f"{origin} must be {expected}, got {error.value!r}") from None
+        raise ConfigError(f"in {origin}: {error}") from None
 
 
 #: Strings that mean "no value" for an optional field: YAML's null words (which ``--set`` and YAML files already

@@ -32,7 +32,7 @@ def prepare_whitening(model: nn.Module, loader, images: int, seed: int, *, fit: 
     if not layers:
         raise ConfigError(
             f"whiten_images={images} fits a patch-whitening first conv, and {type(model).__name__} has none; "
-            "set whiten_images 0, or train a model that has one (speedrun, speedrun_plain)"
+            "set --whiten-images 0, or train a model that has one (speedrun, speedrun_plain)"
         )
     if fit:
         from resnets.data.loader import derive_seed  # the loader's own seeding: the same draw on every machine

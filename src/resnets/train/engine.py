@@ -96,8 +96,9 @@ def resume_config(run_dir: str | Path, overrides: dict[str, Any] | None = None) 
         if key in ("data", "data_dir") and given is not None:
             given, old = resolved_path(str(given)), resolved_path(old)  # the same folder, however it is named
         if given is not None and given != old:
+            flag = "--model-option" if key == "model_options" else "--" + key.replace("_", "-")  # as the user typed it
             raise ConfigError(
-                f"cannot change {key} when resuming {str(run.path)!r} (saved {old!r}, given {given!r}); "
+                f"cannot change {flag} when resuming {str(run.path)!r} (saved {old!r}, given {given!r}); "
                 f"start a new run with --out instead"
             )
         overrides.pop(key, None)
@@ -403,7 +404,7 @@ class Trainer:
         epoch = (step - 1) // self.steps_per_epoch + 1
         return TrainingDivergedError(
             f"the loss became {loss_value} at step {step} (epoch {epoch}, lr {lr:g}); "
-            f"{kept}; lower the learning rate (--lr) or add a warm-up (--set warmup_epochs=1)",
+            f"{kept}; lower the learning rate (--lr) or add a warm-up (--warmup-epochs 1)",
             step=step,
         )
 
@@ -422,7 +423,7 @@ class Trainer:
             raise TrainingDivergedError(
                 f"{len(bad)} of {len(tensors)} weight and buffer tensors are not finite at step {self.state.step} "
                 f"(first: {bad[0]}); {kept}; lower the learning rate (--lr) or add a warm-up "
-                "(--set warmup_epochs=1)",
+                "(--warmup-epochs 1)",
                 step=self.state.step,
             )
 

@@ -102,6 +102,6 @@ def make_mixing(recipe: Recipe, layout: str) -> BatchMixing | None:
     if recipe.cutmix_alpha > 0 and layout != "image":
         raise ConfigError(
             f"cutmix_alpha={recipe.cutmix_alpha:g} pastes image boxes, but this run feeds the model {layout} "
-            "inputs; set cutmix_alpha 0 (mixup_alpha works on any input)"
+            "inputs; set --cutmix-alpha 0 (--mixup-alpha works on any input)"
         )
     return BatchMixing(recipe.mixup_alpha, recipe.cutmix_alpha)

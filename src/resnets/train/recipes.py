@@ -156,7 +156,9 @@ class Recipe:
                     key, getattr(self, key), f"at most {FLOAT32_MAX:.4g}, the largest float32 a step can use"
                 )
         if self.epochs is None and self.max_steps is None:
-            raise FieldError("epochs", None, "a finite number > 0 (or give max_steps): a recipe needs one to stop")
+            raise FieldError(
+                "epochs", None, "a finite number > 0, or give --max-steps (max_steps): a recipe needs one to stop"
+            )
         if self.nesterov and self.optimizer == "sgd" and self.momentum == 0:
             raise FieldError("momentum", self.momentum, "> 0 with nesterov true (Nesterov needs momentum)")
 

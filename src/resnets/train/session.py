@@ -80,7 +80,7 @@ class Session:
             raise ConfigError(
                 f"random_erasing={config.recipe.random_erasing:g} erases boxes of augmented images, but this run "
                 f"has no batch augmentation ({bundle.kind} data, {layout} layout, augment "
-                f"{str(config.recipe.augment).lower()}); set random_erasing 0"
+                f"{str(config.recipe.augment).lower()}); set --random-erasing 0"
             )
         r = config.recipe
         augment = None
