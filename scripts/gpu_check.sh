@@ -17,7 +17,7 @@
 #   bench-speedrun
 #             resnets bench --device cuda --cases train/speedrun infer/speedrun: full batches, with torch.compile,
 #             the speedrun net's share of the GPU's peak
-# Then a summary of every stage's status and headline figure.
+# Then a summary of every stage's status and headline figure. Exit status 0 when every stage passed, else 1.
 #
 # Environment: OUT (default /tmp/gpu_check): every log, the runs' JSON and CSV files, bench.json/md, summary.txt.
 #   PYTHON (default python3): a Python with torch; the package itself comes from src/ (no install, no network).
@@ -129,7 +129,7 @@ setup() {
 }
 
 data() {
-  "$PYTHON" - "$DATA" <<'EOF'
+  exec "$PYTHON" - "$DATA" <<'EOF'
 import sys, time
 from resnets.data import load_data
 
@@ -146,7 +146,7 @@ gpu() {
   else
     echo "nvidia-smi: not found"
   fi
-  "$PYTHON" - "$DEVICE" "$OUT/gpu.json" <<'EOF'
+  exec "$PYTHON" - "$DEVICE" "$OUT/gpu.json" <<'EOF'
 import json, sys, time
 import torch
 from resnets.compute import PEAK_SIZE, measure_peak
@@ -175,22 +175,23 @@ json.dump(info, open(path, "w"), indent=2)
 EOF
 }
 
-train_run() { # NAME ARGS...: one resnets train run in $RUNS/NAME
+train_run() { # NAME ARGS...: one resnets train run in $RUNS/NAME (the process `timeout` watches)
   local name=$1
   shift
-  "$PYTHON" -m resnets train --data "$DATA" --device "$DEVICE" --out "$RUNS/$name" "$@" ${SHORT[@]+"${SHORT[@]}"}
-  local rc=$?
-  keep_run "$name"
-  return $rc
+  exec "$PYTHON" -m resnets train --data "$DATA" --device "$DEVICE" --out "$RUNS/$name" "$@" ${SHORT[@]+"${SHORT[@]}"}
 }
 
-if ((STAGE_MODE)); then
-  "$@"
-  exit
+if ((STAGE_MODE)); then # a function of this file, or a command run in this process's place
+  if declare -F "$1" >/dev/null; then
+    "$@"
+    exit
+  fi
+  exec "$@"
 fi
 
 mkdir -p "$OUT"
 exec > >(tee "$OUT/gpu_check.log") 2>&1
+TEE_PID=$!
 START=$(date +%s)
 DEADLINE=$((START + BUDGET))
 : >"$OUT/stages.tsv"
@@ -203,12 +204,15 @@ run_stage data 120 data
 run_stage gpu 45 gpu
 run_stage tests 150 "$PYTHON" -m pytest -q -p no:cacheprovider -m gpu tests/gpu -rs
 run_stage speedrun 120 train_run speedrun --recipe cifar10-speedrun --seed 0
+keep_run speedrun
 # he2015-cifar's step schedule is fixed in iterations (lr 0.1 until 32k): --max-steps 2000 stops on that curve.
 run_stage resnet20-2k 60 train_run resnet20-2k --recipe he2015-cifar --model resnet20 --max-steps 2000
+keep_run resnet20-2k
 run_stage plain20-2k 60 train_run plain20-2k --recipe he2015-cifar --model plain20 --max-steps 2000
+keep_run plain20-2k
 run_stage bench 75 "$PYTHON" -m resnets bench --device "$DEVICE" --quick --no-compile --out "$OUT/bench" \
   ${BENCH_QUICK[@]+"${BENCH_QUICK[@]}"}
-run_stage bench-speedrun 100 "$PYTHON" -m resnets bench --device "$DEVICE" --out "$OUT/bench-speedrun" \
+run_stage bench-speedrun 150 "$PYTHON" -m resnets bench --device "$DEVICE" --out "$OUT/bench-speedrun" \
   "${BENCH_SPEEDRUN[@]}"
 
 echo
@@ -295,3 +299,7 @@ if final:
     print(f"speedrun final line: {final}")
 print("=" * 100)
 EOF
+NOT_OK=$(awk -F'\t' '$2 != "ok"' "$OUT/stages.tsv" | wc -l)
+exec >&- 2>&-
+wait "$TEE_PID" 2>/dev/null || sleep 1 # let tee finish gpu_check.log before the machine is handed back
+exit $((NOT_OK > 0))                   # 1 where a stage failed, timed out or was skipped
