@@ -2,11 +2,13 @@
 
 The names below load on first use (PEP 562), so ``import resnets`` (and the ``resnets`` command's start) does not
 import torch before it needs it: the command installs its signal handlers first, and Ctrl-C during the import of
-torch is then one line, not a traceback.
+torch is then one line, not a traceback. The subpackages load on first use too: after ``import resnets``,
+``resnets.runs.open_run(...)`` works as it reads.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -22,6 +24,8 @@ __all__ = [
     "get_model_entry",
     "list_models",
 ]
+#: Subpackages and modules reached as ``resnets.NAME`` without importing them first.
+SUBMODULES = ("bench", "data", "io", "layers", "models", "reports", "runs", "studies", "train", "evaluation", "export")
 
 
 def __getattr__(name: str) -> Any:
@@ -29,8 +33,10 @@ def __getattr__(name: str) -> Any:
         import resnets.models
 
         return getattr(resnets.models, name)
+    if name in SUBMODULES:
+        return importlib.import_module(f"resnets.{name}")
     raise AttributeError(f"module 'resnets' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+    return sorted({*globals(), *__all__, *SUBMODULES})
