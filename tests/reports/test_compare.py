@@ -139,7 +139,8 @@ def test_an_unfinished_run_shows_its_metrics_so_far(runs):
     run = runs / "seed-b"
     (run / "summary.json").unlink()
     rows = RunDir(run).read_metrics()
-    RunDir(run).write_metrics(rows[:1])  # stopped after the first epoch's evaluation
+    with RunLock.acquire(run):  # a run's files are written by the holder of its lock (resnets.io.guard)
+        RunDir(run).write_metrics(rows[:1])  # stopped after the first epoch's evaluation
     entry = read_run(run)
     assert entry.status == "stopped"  # no summary, and no live process holds it
     assert entry.epochs == 1 and entry.steps == 8  # steps.csv is written with each checkpoint, ahead of the rows

@@ -559,3 +559,14 @@ def test_an_exception_that_escapes_is_a_bug_with_its_traceback_in_a_file(tmp_pat
     (saved,) = tmp_path.glob("resnets-internal-error-*.txt")
     assert str(saved) in err and "Traceback (most recent call last)" in saved.read_text()
     assert "raise KeyError" in saved.read_text()
+
+
+def test_a_path_the_system_refuses_is_one_line(run_dir: Path, tmp_path: Path, capsys) -> None:
+    long = "a/" * 3000  # longer than PATH_MAX: the first stat fails with ENAMETOOLONG
+    one_line(["eval", long], capsys, "cannot use 'a/a/", "...", "File name too long")
+    one_line(["export", str(run_dir), "--format", "safetensors", "--out", "c" * 300], capsys, "File name too long")
+    config = tmp_path / "nul.yaml"
+    config.write_text('data: "a\\0b"\n')  # YAML's \0: a path no system call takes
+    argv = ["train", "--config", str(config), "--out", str(tmp_path / "r"), "--max-steps", "1", "--quiet"]
+    one_line(argv, capsys, "'a\\x00b'")
+    assert not (tmp_path / "r").exists()

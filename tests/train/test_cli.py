@@ -154,7 +154,7 @@ def test_a_full_disk_mid_run_is_one_line_and_keeps_the_last_checkpoint(tmp_path,
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(checkpoint, "save_file", full)
+    monkeypatch.setattr(checkpoint, "safetensors_bytes", full)  # the weights cannot be written
     capsys.readouterr()
     assert main(["train", "--resume", str(run), "--epochs", "2", "--quiet"]) == 2
     err = capsys.readouterr().err

@@ -5,7 +5,7 @@ taking the parsed arguments and returning an exit status. How a command ends:
 
 - ``0``: done;
 - ``2``: bad input the user can act on (:class:`resnets.errors.ResnetsError`: a value, a file, a full disk, not
-  enough memory), printed as one line without a traceback;
+  enough memory; and a path the system refuses, however it was found), printed as one line without a traceback;
 - ``130``: Ctrl-C or SIGTERM at any moment, start-up included: one line (a training run first saves a checkpoint);
 - ``70``: anything else, which is a bug: one line ``internal error (a bug): TYPE: message`` and the traceback in a
   file whose path the line gives.
@@ -74,9 +74,9 @@ def main(argv: Sequence[str] | None = None, *, early: Sequence[int] = ()) -> int
             _say(command, str(stop) if str(stop) else "interrupted")
             return EXIT_INTERRUPTED
         except Exception as error:  # noqa: BLE001 - the last resort: every other exception is a bug
-            memory = _out_of_memory(error)
-            if memory is not None:
-                _say(command, f"error: {memory}")
+            refused = _out_of_memory(error) or _unusable_path(error)
+            if refused is not None:
+                _say(command, f"error: {refused}")
                 return EXIT_BAD_INPUT
             _say(command, f"internal error (a bug): {type(error).__name__}: {error} ({_save_traceback(error)})")
             return EXIT_BUG
@@ -127,6 +127,18 @@ def _out_of_memory(error: BaseException) -> str | None:
     if isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError" or "can't allocate memory" in text:
         detail = text.split(". ")[0] if text else type(error).__name__
         return f"not enough memory ({detail}); use a smaller batch, image size or model"
+    return None
+
+
+def _unusable_path(error: BaseException) -> str | None:
+    """A line for a path the system refuses (too long, no permission, a NUL byte in it), else None: what the user
+    named cannot be used, whichever check did not say so first."""
+    if isinstance(error, OSError) and error.filename is not None:
+        name = str(error.filename)
+        name = name if len(name) <= 160 else name[:80] + "..." + name[-77:]
+        return f"cannot use {name!r}: {error.strerror or error}"
+    if isinstance(error, ValueError) and "embedded null" in str(error):
+        return "a file name holds a NUL character, which no file name can; check the paths given"
     return None
 
 

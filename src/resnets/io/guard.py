@@ -103,9 +103,8 @@ def write(path: str | Path, content: bytes | Callable[[str], None], *, replace_i
 def check(path: str | Path, *, replace_in_run: bool = True) -> None:
     """Refuse now what :func:`write` would refuse, without creating anything: a refused output costs no work."""
     path = Path(path)
-    with _folder_for(path, create=False) as folder:
-        if folder.fd is not None:
-            folder.allowed(path.name, replace_in_run=replace_in_run)
+    with _folder_for(path, create=False) as folder:  # a folder still to be made holds no file: only the name counts
+        folder.allowed(path.name, replace_in_run=replace_in_run)
 
 
 def make_folder(path: str | Path) -> None:

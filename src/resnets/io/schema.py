@@ -53,12 +53,16 @@ class SchemaError(FieldError):
     def __init__(self, key: str, value: Any, expected: str, source: str | None = None) -> None:
         super().__init__(key, value, expected, source)
         where = f"{source}: " if source else ""
-        field = f"field {key!r} is" if key != WHOLE else "it holds"
-        self.args = (f"{where}{field} {shown(value)}; expected {expected}",)
+        if value is MISSING:
+            self.args = (f"{where}field {key!r} is missing; expected {expected}",)
+        else:
+            field = f"field {key!r} is" if key != WHOLE else "it holds"
+            self.args = (f"{where}{field} {shown(value)}; expected {expected}",)
 
 
-#: The field name of a whole file's content, in a SchemaError.
+#: The field name of a whole file's content, and the value of a field that is absent, in a SchemaError.
 WHOLE = "the content"
+MISSING = object()
 
 
 def shown(value: Any) -> str:
@@ -146,7 +150,8 @@ def check_object(
         raise SchemaError(prefix.rstrip(".") or WHOLE, raw, "a JSON object", source)
     missing = [key for key in required if key not in raw]
     if missing:
-        raise SchemaError(prefix + missing[0], "nothing", "present", source)
+        expected = rules[missing[0]][1] if missing[0] in rules else "present"
+        raise SchemaError(prefix + missing[0], MISSING, expected, source)
     for key, (test, expected) in rules.items():
         if key in raw and not test(raw[key]):
             raise SchemaError(prefix + key, raw[key], expected, source)
