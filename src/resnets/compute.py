@@ -99,6 +99,6 @@ def peak_share(flops_per_item: float, items_per_s: float, peak: float) -> float:
 
 
 @functools.cache
-def machine_peak(dtype: torch.dtype, threads: int) -> float:
-    """:func:`measure_peak` once per process, dtype and thread count (a run's summary asks for it)."""
-    return measure_peak(dtype)
+def machine_peak(dtype: torch.dtype, threads: int, device: str = "cpu") -> float:
+    """:func:`measure_peak` once per process, dtype, thread count and device (a run's summary asks for it)."""
+    return measure_peak(dtype, device=device)

@@ -104,10 +104,11 @@ class BatchLoader:
     def batch(self, epoch: int, index: int, order: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Batch ``index`` of ``epoch``: normalised float32 inputs in the chosen layout, int64 targets."""
         order = self.order(epoch) if order is None else order
-        picked = order[index * self.batch_size : (index + 1) * self.batch_size].to(self.device)
+        chosen = order[index * self.batch_size : (index + 1) * self.batch_size]  # on the CPU
+        picked = chosen.to(self.device)
         x, y = self.inputs[picked], self.targets[picked]
-        if self.augment is not None:
-            mirror = None if self.first_mirror is None else self.first_mirror[picked.cpu()].bool() ^ bool(epoch % 2)
+        if self.augment is not None:  # the orientations come from the CPU indices: no wait for a GPU
+            mirror = None if self.first_mirror is None else self.first_mirror[chosen].bool() ^ bool(epoch % 2)
             x = self.augment(x, _generator(self.seed, epoch, index), mirror)
         x = x.to(torch.float32) * self.scale + self.shift
         if self.layout == "vector":

@@ -27,7 +27,7 @@ from resnets.runs.checkpoint import committed_step, restore_checkpoint, save_che
 from resnets.runs.checkpoint import has_checkpoint as checkpoint_exists
 from resnets.runs.directory import RunDir, claim_run_dir, default_run_path, environment
 from resnets.runs.lock import RunLock
-from resnets.runs.memory import check_run_memory
+from resnets.runs.memory import check_model_memory, check_run_memory
 from resnets.runs.record import RECORD_FILE, read_record
 from resnets.train.banner import banner_lines, describe_device
 from resnets.train.config import TrainConfig, apply_overrides, config_from_dict
@@ -128,6 +128,7 @@ class Trainer:
         self.dist = dist = Distributed.from_env()
         device = dist.device(config.device) if dist.active else resolve_device(config.device)
         self.precision = resolve_precision(device, config.amp, config.channels_last)
+        check_model_memory(config.model, config.model_options, training=True, what="training")  # before the data
         self.session = session = Session.build(config, data, self.precision, resume=resume)
         check_run_memory(session.record, min(r.batch_size, len(session.bundle.train)), training=True, what="training")
         self.steps_per_epoch = len(session.train_loader) // dist.world_size
@@ -179,7 +180,7 @@ class Trainer:
             self.model = compile_model(self.model, self.precision.device)
         self.board = None
         if config.tensorboard and dist.is_main:
-            self.board = TensorBoard.open(self.run_dir.path / "tensorboard")
+            self.board = TensorBoard.open(self.run_dir.path / "tensorboard", after_step=self.state.step)
         quiet = config.quiet or not dist.is_main
         if not quiet:  # what will run, once, before the first step
             lines = banner_lines(
@@ -217,11 +218,13 @@ class Trainer:
             print(f"resnets train: warning: {restored.warning}", file=sys.stderr)
         self.training.load_state_dict(restored.state, str(self.run_dir.path))
         state = self.state
-        # Rows after the checkpoint (a kill between two writes) and a partial epoch's row go: they are redone.
+        # Rows after the checkpoint (a kill between two writes) and a partial epoch's row go: they are redone;
+        # unless that row chose the best checkpoint, whose figures summary.json reports.
         self.rows = [
             row
             for row in self.run_dir.read_metrics()
-            if row["step"] < state.step or (row["step"] == state.step and state.batch == 0)
+            if row["step"] < state.step
+            or (row["step"] == state.step and (state.batch == 0 or row["epoch"] == state.best_epoch))
         ]
         self.steps = [
             (row["step"], row["lr"], row["loss"], row["error"])
@@ -281,10 +284,10 @@ class Trainer:
                 self.training.end_epoch()
             self._record()
         self._clock()
-        if self.board is not None:
-            self.board.close()
         summary = run_summary(self.config, self.session, state, self.rows, self.run_dir.path, self.steps_per_epoch)
         summary["compute"] = self._compute()
+        if self.board is not None:
+            self.board.close(self.config, summary)  # with the hyperparameters and the result
         if self.dist.is_main:
             self.run_dir.write_json("summary.json", summary)
         self.dist.close()
@@ -358,12 +361,12 @@ class Trainer:
             pending.append((state.step, lr, loss.detach(), (logits.detach().argmax(1) != target).sum(), y.numel()))
             if state.step in self.config.snapshot_steps and self.dist.is_main:
                 save_snapshot(self.run_dir.checkpoints, self.dist.unwrap(self.model), self.config.model, state.step)
-            now = time.perf_counter()
-            state.epoch_time_s, tick = state.epoch_time_s + (now - tick), now
             last = state.step >= self.last_step or state.batch >= self.steps_per_epoch
             due = last or state.step % self.progress.log_every == 0  # the same steps on every rank
             if due or t.schedule.deep_warmup:  # He et al.'s deep warm-up reads every step's error
-                self._flush(pending)
+                self._flush(pending)  # waits for the device: the queued steps' time lands on the clock below
+            now = time.perf_counter()
+            state.epoch_time_s, tick = state.epoch_time_s + (now - tick), now
             self.progress.update(state, lr)
             # Ranks agree on stopping at the due steps (one tiny all-reduce per log interval); alone, at once.
             stopping = (self.dist.agree(stop.requested) if due else False) if self.dist.active else stop.requested
@@ -470,7 +473,7 @@ class Trainer:
                 self.run_dir.write_metrics(self.rows)
                 self.progress.write_epoch(row)
                 if self.board is not None:
-                    self.board.write(row)
+                    self.board.write(row, self.steps)
                 _plot(
                     self.run_dir,
                     self.rows,
@@ -502,7 +505,8 @@ class Trainer:
         trained = self.state.step * self.config.recipe.batch_size * self.dist.world_size
         train_flops = training_flops(self.macs, trained)
         eval_flops = evaluation_flops(self.macs, self.state.eval_views)
-        peak = machine_peak(self.precision.dtype if self.precision.amp else torch.float32, torch.get_num_threads())
+        dtype = self.precision.dtype if self.precision.amp else torch.float32
+        peak = machine_peak(dtype, torch.get_num_threads(), str(self.precision.device))
         seconds = self.state.wall_time_s
         return {
             "macs_per_sample": self.macs,
