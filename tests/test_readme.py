@@ -23,6 +23,23 @@ def snippets(text: str) -> list[str]:
     return [textwrap.dedent(body) for _, body in FENCE.findall(text)]
 
 
+#: What a command needs beyond the venv of the README's first command (scripts/setup.sh installs no extras), and
+#: the extra each such line must name.
+EXTRAS = {"onnx": "'.[onnx]'", "--tensorboard": "'.[tensorboard]'"}
+
+
+def test_commands_that_need_an_extra_name_it() -> None:
+    blocks = re.findall(r"^```bash\n(.*?)^```", README.read_text(), re.MULTILINE | re.DOTALL)
+    needing = 0
+    for line in (line for block in blocks for line in block.splitlines() if line.startswith("resnets ")):
+        command = line.split("#")[0]
+        for word, extra in EXTRAS.items():
+            if word in command:
+                needing += 1
+                assert extra in line, f"README: {line!r} needs {extra} and does not say so"
+    assert needing >= 3  # export --format onnx, predict FILE.onnx, train --tensorboard
+
+
 def test_the_snippets_are_found() -> None:
     found = snippets(README.read_text())
     assert len(found) >= 5 and all(code.strip() for code in found)

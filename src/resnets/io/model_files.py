@@ -34,7 +34,7 @@ RECORD_KEY = "resnets_record"  # ONNX metadata_props key of the run record (JSON
 TORCHSCRIPT_RECORD = "resnets_record.json"  # the TorchScript extra file holding the run record
 TORCHSCRIPT_SUFFIX = ".torchscript.pt"
 ONNX_SUFFIX = ".onnx"
-INSTALL_ONNX = "pip install 'resnets[onnx]'"
+INSTALL_ONNX = "pip install -e '.[onnx]' in the resnets checkout (onnx, onnxruntime, onnxscript)"
 
 
 def exported_format(path: str | Path) -> str | None:
