@@ -9,6 +9,10 @@ model saw in training, and what ``eval`` feeds it. Only regular files are opened
 until something writes to it), and an image of more than ``MAX_PIXELS`` is refused from its header, before
 it is decoded, so that a decompression bomb costs neither time nor memory.
 
+A model trained on vectors (a CSV or npz file) scores vectors instead: every row of the CSV and npz files given
+(see ``resnets.data.tabular.read_feature_rows``), each named ``file.csv:LINE`` in the output, normalised with
+the run's feature statistics.
+
 A folder stands for the image files under it, recursively, sorted by path (code-point order): files whose extension Pillow
 cannot open (notes, CSVs, ``.DS_Store``) are skipped and counted, hidden folders are not entered, and a
 folder with no image at all is an error rather than an empty result.
@@ -183,20 +187,30 @@ def classify(
             f"{str(run.checkpoint)!r} does not record the training data's sample shape and statistics; predict "
             "needs a run directory (or a safetensors, TorchScript or ONNX file exported from one)"
         )
-    if len(recorded.sample_shape) != 3:
-        raise DataError(
-            f"the model was trained on vectors of shape {tuple(recorded.sample_shape)}, not images; "
-            "predict reads images"
-        )
+    names: Sequence[str | Path] = images
+    if recorded.kind == "vector":  # a model trained on CSV or npz features scores the rows of such files
+        from resnets.data import ArrayDataset
+
+        vectors, names = _read_vectors(run, images)
+        feed = measurement_loader(
+            ArrayDataset(vectors, torch.zeros(len(vectors), dtype=torch.int64)),
+            mean=recorded.mean,
+            std=recorded.std,
+            layout=recorded.layout,
+            precision=run.precision,
+            batch_size=run.record.eval_batch_size,
+        ).epoch_batches(0)
+    else:
+        feed = _batches(run, images)
     k = min(top_k, run.record.num_classes)
-    check_run_memory(run.record, min(run.record.eval_batch_size, len(images)), training=False, what="predicting")
-    model, batches = run.inference_model(_batches(run, images), compile=compile, images=len(images))
+    check_run_memory(run.record, min(run.record.eval_batch_size, len(names)), training=False, what="predicting")
+    model, batches = run.inference_model(feed, compile=compile, images=len(names))
     values, indices = [], []
     for x, _ in batches:
         logits = model(x)
         bad = (~torch.isfinite(logits).all(dim=1)).nonzero()
         if len(bad):  # NaN weights: a "nan%" answer with exit status 0 would pass for a prediction
-            image = images[len(values) * run.record.eval_batch_size + int(bad[0])]
+            image = names[len(values) * run.record.eval_batch_size + int(bad[0])]
             raise CheckpointError(
                 f"the model's outputs for {str(image)!r} are not finite numbers; the weights of "
                 f"{str(run.checkpoint)!r} are damaged (NaN or infinite): use another checkpoint or train again"
@@ -206,8 +220,25 @@ def classify(
         indices.append(top.indices.cpu())
     return [
         Prediction(str(path), [run.classes[i] for i in rows.tolist()], probabilities.tolist())
-        for path, probabilities, rows in zip(images, torch.cat(values), torch.cat(indices))
+        for path, probabilities, rows in zip(names, torch.cat(values), torch.cat(indices))
     ]
+
+
+def _read_vectors(run: Run, files: Sequence[str | Path]) -> tuple[torch.Tensor, list[str]]:
+    """The feature rows of CSV and npz files for a model trained on vectors, each named by its file and place."""
+    from resnets.data.tabular import read_feature_rows
+
+    (width,) = (int(s) for s in run.record.data.sample_shape)
+    parts = []
+    for path in files:
+        check_regular_file(path)
+        if Path(path).suffix.lower() not in (".csv", ".npz"):
+            raise DataError(
+                f"{str(path)!r} is not a .csv or .npz file; the model was trained on vectors of {width} features "
+                "and scores the rows of CSV and npz files"
+            )
+        parts.append(read_feature_rows(Path(path), width, run.record.data.label_column))
+    return torch.cat([vectors for vectors, _ in parts]), [name for _, names in parts for name in names]
 
 
 def _batches(run: Run, images: Sequence[str | Path]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

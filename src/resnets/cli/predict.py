@@ -29,7 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="IMAGE",
         nargs="+",
         help="image files (PNG, JPEG, ...) or folders: a folder stands for the images under it, recursively, "
-        "sorted; other files in it are skipped and counted",
+        "sorted; other files in it are skipped and counted. A model trained on vectors scores the rows of CSV "
+        "and .npz files instead (the training file's feature columns, in its order)",
     )
     parser.add_argument("--top-k", type=int, default=5, help="labels per image (default: 5)")
     parser.add_argument(

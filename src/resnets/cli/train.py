@@ -55,6 +55,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--data", help="dataset name (fashion-mnist, mnist, cifar10, cifar100) or a path; default fashion-mnist"
     )
     p.add_argument("--data-dir", help="directory holding the named dataset's files")
+    p.add_argument(
+        "--label-column",
+        metavar="NAME",
+        help="a CSV file's label column (default: the one named label, target or class, any case, else the last)",
+    )
     p.add_argument("--recipe", help="named recipe (see --list-recipes); default 'default'")
     p.add_argument(
         "--config", default=None, metavar="FILE", help="YAML or TOML file of keys to override (see --print-config)"

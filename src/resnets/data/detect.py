@@ -154,6 +154,7 @@ def load_data(
     max_bad_files: int | None = None,
     test_fraction: float = HOLDOUT_FRACTION,
     progress: bool = True,
+    label_column: str | None = None,
 ) -> DataBundle:
     """Load a data set fully into memory, hold out a seeded validation split, and compute train statistics.
 
@@ -161,7 +162,8 @@ def load_data(
     He et al. (2015). ``image_size`` resizes image-folder images; ``max_bad_files`` bounds the unreadable images
     tolerated there (default max(10, 1% of the files)). Data without a test split (a CSV, an npz of x/y only, a
     tree without test/) has a seeded ``test_fraction`` held out as its test split. ``progress=False`` hides the
-    progress of a long first decode of an image folder (shown on stderr otherwise).
+    progress of a long first decode of an image folder (shown on stderr otherwise). ``label_column`` names a CSV
+    file's label column (default: ``label``, ``target`` or ``class``, else the last; see ``resnets.data.tabular``).
     """
     folder = Path(data_dir).expanduser() if data_dir is not None else None
     if str(spec) in DATASET_NAMES:
@@ -175,6 +177,10 @@ def load_data(
             )
         name = str(spec)
         fmt, path = detect_format(path)
+    if label_column is not None and fmt != "csv":
+        raise DataError(
+            f"--label-column {label_column!r} names a column of a CSV file, and {str(spec)!r} is {fmt} data"
+        )
     size = (image_size, image_size) if isinstance(image_size, int) else image_size
     split = {"val_fraction": val_fraction, "val_size": val_size, "seed": seed, "test_fraction": test_fraction}
     if fmt == "idx":
@@ -194,8 +200,8 @@ def load_data(
             name, "image", classes, train, test, flip=True, skipped_files=skipped, identity=identity, **split
         )
     if fmt == "csv":
-        classes, train = tabular.load_csv(path)
-        identity = f"CSV table of {len(classes)} classes, from its label column"
+        classes, train, label = tabular.load_csv(path, label_column)
+        identity = f"CSV table of {len(classes)} classes, labels from its column {label!r}"
         return make_bundle(name, "vector", classes, train, None, flip=False, identity=identity, **split)
     kind, classes, train, test = tabular.load_npz(path)
     identity = f"npz arrays of {kind} data, {len(classes)} classes"

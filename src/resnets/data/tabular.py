@@ -1,7 +1,7 @@
 """Vector data for MLPs: a CSV with a header row, or a numpy ``.npz``.
 
-CSV: the label column is the one named ``label``, ``target`` or ``class`` (any case), else the last column;
-every other column is a float feature. Labels that are all non-negative integers are used as class indices
+CSV: the label column is the one ``--label-column NAME`` (``label_column``) names, or by default the one named
+``label``, ``target`` or ``class`` (any case), else the last column; every other column is a float feature. Labels that are all non-negative integers are used as class indices
 (below ``MAX_CLASSES``, 100,000); otherwise the distinct label strings, sorted, become the classes. Features
 must be finite real numbers: NaN, inf and complex values are refused at load time, naming the first one,
 rather than surfacing later as a diverging loss.
@@ -9,6 +9,10 @@ rather than surfacing later as a diverging loss.
 npz (read with ``allow_pickle=False``, so it cannot run code): ``x``/``y`` or ``features``/``labels`` for one
 training split, or ``x_train``, ``y_train``, ``x_test``, ``y_test``; an optional ``classes`` string array.
 Two-dimensional ``x`` is vector data; uint8 ``x`` of dims (N, H, W) or (N, C, H, W) is image data.
+
+Scoring (``resnets predict`` with a model trained on vectors): :func:`read_feature_rows` reads the rows of a CSV
+(the training file's feature columns, in its order, with or without the label column) or the vectors of an
+npz (``x``, ``features``, ``x_test`` or ``x_train``), each named by where it came from (``file.csv:2``).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import numpy as np
 import torch
 
 from resnets.data.dataset import ArrayDataset
-from resnets.errors import DataError, first_line
+from resnets.errors import DataError, closest, first_line
 from resnets.io.resources import check_memory
 
 LABEL_COLUMNS = ("label", "target", "class")
@@ -126,8 +130,23 @@ def _vector(x: np.ndarray, where: str) -> torch.Tensor:
     return torch.from_numpy(values)
 
 
-def load_csv(path: Path) -> tuple[list[str], ArrayDataset]:
-    """Classes and the (single) training split of a CSV file."""
+def label_index(header: list[str], label_column: str | None, where: str) -> int:
+    """The label column's position: the one named ``label_column`` (exactly, else ignoring case), or by default
+    the first named ``label``, ``target`` or ``class`` (any case), else the last column."""
+    lowered = [h.lower() for h in header]
+    if label_column is None:
+        return next((lowered.index(n) for n in LABEL_COLUMNS if n in lowered), len(header) - 1)
+    if label_column in header:
+        return header.index(label_column)
+    if label_column.lower() in lowered:
+        return lowered.index(label_column.lower())
+    close = closest(label_column, header)
+    hint = f"did you mean {' or '.join(repr(c) for c in close)}?" if close else f"its columns: {', '.join(header)}"
+    raise DataError(f"--label-column {label_column!r} is not a column of {where}; {hint}")
+
+
+def load_csv(path: Path, label_column: str | None = None) -> tuple[list[str], ArrayDataset, str]:
+    """Classes, the (single) training split of a CSV file, and the name of its label column."""
     try:  # parsed rows take tens of bytes per character of the file (a str and a list slot per field)
         check_memory(path.stat().st_size * 32, f"reading {path} as CSV", "use a smaller file, or an .npz archive")
         with path.open(newline="", encoding="utf-8-sig") as handle:
@@ -138,8 +157,7 @@ def load_csv(path: Path) -> tuple[list[str], ArrayDataset]:
     if len(rows) < 2:
         raise DataError(f"{path} needs a header row and at least one data row, got {len(rows)} rows")
     header = [h.strip() for h in rows[0]]
-    lowered = [h.lower() for h in header]
-    label_col = next((lowered.index(n) for n in LABEL_COLUMNS if n in lowered), len(header) - 1)
+    label_col = label_index(header, label_column, str(path))
     feature_cols = [i for i in range(len(header)) if i != label_col]
     if not feature_cols:
         raise DataError(f"{path} has only a label column; at least one feature column is needed")
@@ -168,7 +186,7 @@ def load_csv(path: Path) -> tuple[list[str], ArrayDataset]:
             f"({len(bad)} non-finite values in all); remove or impute them before training"
         )
     targets, classes = encode_labels(np.array(labels), str(path), first_line=2)
-    return classes, ArrayDataset(torch.from_numpy(features), torch.from_numpy(targets))
+    return classes, ArrayDataset(torch.from_numpy(features), torch.from_numpy(targets)), header[label_col]
 
 
 def _npz_inputs(x: np.ndarray, where: str) -> tuple[str, torch.Tensor]:
@@ -247,3 +265,56 @@ def load_npz(path: Path) -> tuple[str, list[str], ArrayDataset, ArrayDataset | N
     if len(kinds) > 1 or (len(datasets) == 2 and datasets[0].inputs.shape[1:] != datasets[1].inputs.shape[1:]):
         raise DataError(f"{path}: x_train and x_test have different shapes or kinds")
     return kinds.pop(), classes, datasets[0], datasets[1] if len(datasets) > 1 else None
+
+
+#: npz arrays that ``read_feature_rows`` scores, in the order looked for.
+_SCORED_ARRAYS = ("x", "features", "x_test", "x_train")
+
+
+def read_feature_rows(path: Path, width: int, label_column: str | None = None) -> tuple[torch.Tensor, list[str]]:
+    """The vectors of a CSV or .npz file to score with a model trained on ``width`` features, and each one's
+    place (``file.csv:LINE``, ``file.npz:x[i]``). A CSV row holds the features in the training file's order,
+    alone or with its label column (``label_column``, or found as in training), which is left out."""
+    if path.suffix.lower() == ".npz":
+        return _npz_rows(path, width)
+    try:
+        check_memory(path.stat().st_size * 32, f"reading {path} as CSV", "score a smaller file")
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            rows = [row for row in csv.reader(handle) if row]
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise DataError(f"cannot read {path} as CSV text: {first_line(err)}") from None
+    if len(rows) < 2:
+        raise DataError(f"{path} needs a header row and at least one row to score, got {len(rows)} rows")
+    header = [h.strip() for h in rows[0]]
+    if len(header) not in (width, width + 1):
+        raise DataError(
+            f"{path} has {len(header)} columns; the model takes {width} features (the training file's feature "
+            f"columns, in its order, with or without its label column)"
+        )
+    label = label_index(header, label_column, str(path)) if len(header) > width else None
+    keep = [i for i in range(len(header)) if i != label]
+    features = np.empty((len(rows) - 1, width), dtype=np.float64)
+    for line, row in enumerate(rows[1:], start=2):
+        if len(row) != len(header):
+            raise DataError(f"{path}:{line} has {len(row)} fields but the header has {len(header)}")
+        try:
+            features[line - 2] = [float(row[i]) for i in keep]
+        except ValueError:
+            raise DataError(f"{path}:{line}: a feature is not a number ({', '.join(row[i] for i in keep)})") from None
+    names = [f"{path}:{line}" for line in range(2, len(rows) + 1)]
+    return _vector(features, str(path)), names
+
+
+def _npz_rows(path: Path, width: int) -> tuple[torch.Tensor, list[str]]:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            _check_npz_memory(archive, path)
+            key = next((k for k in _SCORED_ARRAYS if k in archive.files), None)
+            if key is None:
+                raise DataError(f"{path} holds arrays {sorted(archive.files)}; expected one of {list(_SCORED_ARRAYS)}")
+            x = archive[key]
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError) as err:
+        raise DataError(f"cannot read {path} as .npz without pickles: {first_line(err)}") from None
+    if x.ndim != 2 or x.shape[1] != width:
+        raise DataError(f"{path}:{key} has shape {x.shape}; the model takes vectors of {width} features: (N, {width})")
+    return _vector(x, f"{path}:{key}"), [f"{path}:{key}[{i}]" for i in range(len(x))]

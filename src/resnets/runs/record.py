@@ -71,6 +71,7 @@ class DataRecord:
     layout: str  # what the model reads: image (B, C, H, W) | vector (B, D) | sequence (B, H, C*W)
     flip: bool = False  # horizontal flips keep the label
     data_dir: str | None = None
+    label_column: str | None = None  # a CSV file's label column, when given (load_data's default otherwise)
     val_size: int | None = None  # the seeded validation split, as load_data takes it
     val_fraction: float = 0.0
     image_size: int | None = None
@@ -88,6 +89,7 @@ class DataRecord:
             "seed": seed,
             "image_size": self.image_size,
             "max_bad_files": self.max_bad_files,
+            "label_column": self.label_column,
         }
 
 
@@ -104,6 +106,7 @@ DATA_RULES: dict[str, Rule] = {
     "layout": one_of(("image", "vector", "sequence")),
     "flip": FLAG,
     "data_dir": optional(text()),
+    "label_column": optional(text()),
     "val_size": optional(NATURAL),
     "val_fraction": between(0, 1, open_high=True),
     "image_size": optional(between(1, MAX_SIDE, integer=True)),

@@ -63,6 +63,7 @@ class TrainConfig:
     model_options: dict[str, Any] = field(default_factory=dict)  # fields of the model's config (create_model)
     data: str = "fashion-mnist"  # dataset name or path (see resnets.data.load_data)
     data_dir: str | None = None
+    label_column: str | None = None  # a CSV file's label column (default: label, target or class, else the last)
     val_size: int | None = None  # images held out of train for validation (seeded)
     val_fraction: float = 0.0  # or a fraction of train, in [0, 1)
     image_size: int | None = None  # resize image folders to this side (pixels)

@@ -50,6 +50,7 @@ FROZEN_ON_RESUME = (
     "model_options",
     "data",
     "data_dir",
+    "label_column",
     "val_size",
     "val_fraction",
     "image_size",

@@ -53,6 +53,7 @@ class Session:
                 image_size=config.image_size,
                 max_bad_files=config.max_bad_files,
                 progress=not config.quiet,  # a long first decode of an image folder
+                label_column=config.label_column,
             )
         layout, in_channels = input_layout(config.model, bundle.kind, bundle.sample_shape)
         check_channels(config.model, config.in_channels, in_channels, bundle.name, bundle.sample_shape)
@@ -157,6 +158,7 @@ def make_record(config: TrainConfig, bundle: Any, layout: str, in_channels: int,
         layout=layout,
         flip=bool(bundle.flip),
         data_dir=resolved_path(config.data_dir),
+        label_column=config.label_column,
         val_size=config.val_size,
         val_fraction=config.val_fraction,
         image_size=config.image_size,
