@@ -5,6 +5,8 @@ or a silent kill. Before anything else is imported, both are only remembered her
 remembered one into its usual line and status 130 (:func:`resnets.cli.main`).
 """
 
+import contextlib
+import os
 import signal
 import sys
 from types import FrameType
@@ -25,7 +27,15 @@ for _sig in (signal.SIGINT, signal.SIGTERM):
 def run() -> int:
     from resnets.cli import main
 
-    return main(early=EARLY)
+    code = main(early=EARLY)
+    if code == 130:
+        # A signal that lands while a C extension runs Python code (importing torch does) leaves CPython marked as
+        # interrupted, and it would then end by SIGINT whatever the status: an interrupted command ends here.
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
+        os._exit(code)
+    return code
 
 
 if __name__ == "__main__":

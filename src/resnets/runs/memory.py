@@ -70,3 +70,31 @@ def activation_bytes(record: Any, shape: tuple[int, ...]) -> tuple[int, int] | N
     except Exception:  # noqa: BLE001 - an operation without a meta kernel: no measurement, no refusal
         return None
     return (max(sizes), sum(sizes)) if sizes else None
+
+
+def check_model_memory(
+    name: str,
+    options: dict[str, Any],
+    *,
+    num_classes: int | None = None,
+    in_channels: int | None = None,
+    training: bool,
+    what: str,
+) -> None:
+    """Refuse a model whose weights (with, for training, their gradients and two optimiser states) do not fit in
+    the memory left: counted on the meta device before the model is built (``widths=[20000, ...]`` in a record or
+    a flag would otherwise be the out-of-memory killer)."""
+    from resnets.models import create_model
+
+    sizes = {k: v for k, v in (("num_classes", num_classes), ("in_channels", in_channels)) if v is not None}
+    try:
+        with torch.device("meta"):
+            model = create_model(name, **sizes, **options)
+    except Exception:  # noqa: BLE001 - a name or option the real build refuses, with its own message
+        return
+    weights = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
+    resources.check_memory(
+        weights * (4 if training else 1),
+        f"{what} ({name}: {weights / 4:,.0f} weights)",
+        "choose a smaller model or model options",
+    )

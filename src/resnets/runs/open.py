@@ -32,7 +32,7 @@ from resnets.io.weight_files import infer_sizes, load_weights, read_safetensors_
 from resnets.metrics import EvalResult, evaluate
 from resnets.models import SkipNetwork, create_model, get_model_entry
 from resnets.runs.checkpoint import check_file, snapshot_steps
-from resnets.runs.memory import check_run_memory
+from resnets.runs.memory import check_model_memory, check_run_memory
 from resnets.runs.record import EVAL_BATCH, RECORD_FILE, RunRecord, read_record, record_from_text
 
 #: What the metadata of a safetensors file exported by ``resnets export`` holds (values are strings).
@@ -284,7 +284,9 @@ def _open_directory(
     which = which or record.default_checkpoint
     if which.startswith("step-") and int(which[5:]) not in snapshot_steps(path / "checkpoints"):
         kept = ", ".join(f"step-{k}" for k in sorted(snapshot_steps(path / "checkpoints"))) or "none"
-        raise CheckpointError(f"{str(path)!r} kept no snapshot {which} (snapshots: {kept}); train with --snapshot-every N")
+        raise CheckpointError(
+            f"{str(path)!r} kept no snapshot {which} (snapshots: {kept}); train with --snapshot-every N"
+        )
     if which == "best" and record.selection != "val":
         raise ConfigError(
             f"{str(path)!r} has no best checkpoint: it was trained without a validation split, and choosing on the "
@@ -350,6 +352,14 @@ def _ready(
     record: RunRecord, weights: Path, run_dir: Path | None, device: torch.device, state: dict | None = None
 ) -> Run:
     """Build the recorded model, load its weights, and put it on ``device`` in the run's memory format."""
+    check_model_memory(
+        record.model,
+        record.model_options,
+        num_classes=record.num_classes,
+        in_channels=record.in_channels,
+        training=False,
+        what="building the model",
+    )
     net = create_model(
         record.model, num_classes=record.num_classes, in_channels=record.in_channels, **record.model_options
     )
