@@ -31,7 +31,8 @@ ROWS = [
 
 
 def _lines(axes):
-    return {line.get_label(): line for line in axes.get_lines()}
+    """The labelled lines of a panel (matplotlib names unlabelled ones ``_childN``)."""
+    return {line.get_label(): line for line in axes.get_lines() if not line.get_label().startswith("_")}
 
 
 def test_moving_average_is_the_centred_mean_cut_at_the_ends():
@@ -59,8 +60,8 @@ def test_errors_are_per_epoch_in_distinct_colours():
     figure = curves_figure(ROWS, STEPS, per_epoch=4, model="resnet20", data="cifar10", run="run-7")
     errors = figure.axes[0]
     lines = _lines(errors)
-    assert set(lines) == {"train error", "test error", "val error"}
-    colours = {label: to_rgba(line.get_color()) for label, line in lines.items()}
+    assert set(lines) == {"train error", "test error", "val error", "best checkpoint (epoch 2, chosen on val)"}
+    colours = {label: to_rgba(line.get_color()) for label, line in lines.items() if label.endswith("error")}
     assert len(set(colours.values())) == 3  # train, test and val are told apart by colour
     assert list(lines["train error"].get_xdata()) == [1, 2]
     assert list(lines["train error"].get_ydata()) == [40.0, 30.0]
@@ -84,7 +85,8 @@ def test_the_loss_panel_holds_raw_and_smoothed_per_step_loss_on_the_epoch_axis()
 def test_the_lr_panel_shows_each_steps_learning_rate_below_the_others():
     figure = curves_figure(ROWS, STEPS, per_epoch=4)
     errors, losses, rates = figure.axes
-    (line,) = rates.get_lines()
+    line, best = rates.get_lines()  # the lr, and the best checkpoint's line across every panel
+    assert list(best.get_xdata()) == [2, 2]
     assert list(line.get_ydata()) == LRS
     assert list(line.get_xdata()) == [s / 4 for s in range(1, 9)]
     assert rates.get_ylabel() == "lr" and rates.get_xlabel() == "epoch"
@@ -96,6 +98,7 @@ def test_the_lr_panel_shows_each_steps_learning_rate_below_the_others():
 def test_the_steps_per_epoch_default_to_the_rows():
     figure = curves_figure(ROWS, STEPS)
     assert list(figure.axes[2].get_lines()[0].get_xdata()) == [s / 4 for s in range(1, 9)]
+    assert figure.axes[2].get_xlabel() == "epoch"
 
 
 def test_the_title_names_the_model_the_data_and_the_run():
@@ -106,7 +109,7 @@ def test_the_title_names_the_model_the_data_and_the_run():
 
 
 def test_without_steps_the_panels_show_the_rows_per_epoch_values():
-    figure = curves_figure(ROWS)
+    figure = curves_figure([{**row, "val_error": None} for row in ROWS])  # no validation split: no best marker
     (loss,) = figure.axes[1].get_lines()
     (lr,) = figure.axes[2].get_lines()
     assert list(loss.get_ydata()) == [2.5, 2.25] and list(lr.get_ydata()) == [0.4, 0.1]
@@ -125,6 +128,34 @@ def test_long_runs_are_thinned_after_smoothing():
     full = moving_average([float(i % 7) for i in range(n)], smoothing_half_width(n))
     assert series.smooth.tolist() == full[::3].tolist()  # smoothed over every step, then thinned
     assert series.x[:2].tolist() == [0.01, 0.04]
+
+
+def test_the_best_checkpoint_is_marked_where_the_validation_split_chose_it():
+    rows = [{**row, "val_error": val} for row, val in zip(ROWS, (35.0, 39.0))]  # epoch 1 was best on val
+    assert curves.best_row(rows) is rows[0]
+    assert curves.best_row([{**ROWS[0], "val_error": 5.0}, {**ROWS[1], "val_error": 5.0}])["epoch"] == 1  # the first
+    assert curves.best_row([{**row, "val_error": math.nan} for row in ROWS]) is None
+    errors, losses, rates = curves_figure(rows, STEPS, per_epoch=4).axes
+    marker = _lines(errors)["best checkpoint (epoch 1, chosen on val)"]
+    assert list(marker.get_xdata()) == [1, 1]  # a vertical line at epoch 1 ...
+    star = next(line for line in errors.get_lines() if line.get_marker() == "*")
+    assert (list(star.get_xdata()), list(star.get_ydata())) == ([1], [35.0])  # ... and a star on its val error
+    for axes in (losses, rates):  # across the other panels too
+        assert any(list(line.get_xdata()) == [1, 1] for line in axes.get_lines())
+    assert not any(line.get_marker() == "*" for line in curves_figure(ROWS[:1], STEPS[:4]).axes[1].get_lines())
+
+
+def test_a_run_shorter_than_an_epoch_is_drawn_per_step_not_as_a_dot():
+    """50 steps of a 468-step epoch: one evaluation, so the error panel draws each step's training error."""
+    steps = [(s, 0.1, 2.0 - s / 50, 90.0 - s) for s in range(1, 51)]
+    row = {"epoch": 0.1068, "step": 50, "lr": 0.1, "train_loss": 1.5, "train_error": 65.0, "test_error": 60.0}
+    errors, losses, rates = curves_figure([row], steps, per_epoch=468).axes
+    lines = _lines(errors)
+    assert list(lines["train error per step"].get_ydata()) == [90.0 - s for s in range(1, 51)]
+    assert list(lines["train error per step"].get_xdata()) == list(range(1, 51))  # on the step axis
+    assert lines["mean of 3 steps"].get_ydata()[10] == pytest.approx(79.0)  # the steps 10-12 averaged
+    assert list(lines["test error"].get_xdata()) == [50]  # the one evaluation, at its step
+    assert list(losses.get_lines()[0].get_xdata()) == list(range(1, 51)) and rates.get_xlabel() == "step"
 
 
 def test_plot_curves_writes_a_png_of_the_figure_size(tmp_path):
