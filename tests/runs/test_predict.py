@@ -124,7 +124,7 @@ def test_predictions_as_csv_json_and_jsonl_say_the_same(
     assert [[r[0], r[1], r[2], float(r[3])] for r in rows[1:]] == from_jsonl  # the same numbers, to the last bit
     out = tmp_path / "out" / "predictions.json"
     assert main(["predict", str(run_dir), *map(str, paths), "--top-k", "2", "--output", str(out)]) == 0
-    assert capsys.readouterr().out == f"wrote {out} (2 images, json)\n"
+    assert capsys.readouterr().out == f"wrote {out} (2 predictions, json)\n"
     assert json.loads(out.read_text()) == lines  # --format from the extension: one JSON array
     assert [p.name for p in out.parent.iterdir()] == ["predictions.json"]  # no temporary file left
 

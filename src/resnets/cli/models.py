@@ -9,6 +9,7 @@ from resnets.errors import ConfigError, InputShapeError, UnknownNameError
 from resnets.models.base import INPUT_RANKS, SkipNetwork
 from resnets.models.profile import build_meta, count_parameters, default_input, format_count, registry_counts, summarize
 from resnets.models.registry import get_model_entry, list_models
+from resnets.words import counted
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -121,22 +122,18 @@ def check_input_size(model: SkipNetwork, name: str, size: tuple[int, ...]) -> No
     default = _spelled(default_input(model, name))
     if len(size) != rank:
         raise InputShapeError(
-            f"--input-size {_spelled(size)} has {_count(len(size), 'number')}, but {name} takes {expected}: "
-            f"give the {_count(rank, 'size')} after the batch, e.g. --input-size {default}"
+            f"--input-size {_spelled(size)} has {counted(len(size), 'number')}, but {name} takes {expected}: "
+            f"give the {counted(rank, 'size')} after the batch, e.g. --input-size {default}"
         )
     channels = size[0] if model.input_kind == "image" else size[-1]
     if channels != model.in_channels:
         what = "channel" if model.input_kind == "image" else "feature"
         raise InputShapeError(
-            f"--input-size {_spelled(size)} has {_count(channels, what)}, but {name} is built for "
+            f"--input-size {_spelled(size)} has {counted(channels, what)}, but {name} is built for "
             f"{model.in_channels} (it takes {expected}); add --in-channels {channels} to build it for "
-            f"{_count(channels, what)}"
+            f"{counted(channels, what)}"
         )
 
 
 def _spelled(size: tuple[int, ...]) -> str:
     return " ".join(map(str, size))
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

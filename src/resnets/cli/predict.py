@@ -9,6 +9,7 @@ from resnets.cli.options import add_compile_flag, add_threads_flag, use_threads
 from resnets.io.predictions import FORMATS, SUFFIXES, check_output, choose_format, render, write_predictions
 from resnets.predict import check_top_k, classify, expand_images
 from resnets.runs.exported import open_source
+from resnets.words import counted
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -67,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"skipped {images.skipped} {files}", file=sys.stderr)
     if args.output:
         write_predictions(predictions, args.output, format)
-        print(f"wrote {args.output} ({len(predictions)} images, {format})")
+        print(f"wrote {args.output} ({counted(len(predictions), 'prediction')}, {format})")
     else:
         print(render(predictions, format), end="")
     return 0
