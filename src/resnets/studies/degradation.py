@@ -54,20 +54,24 @@ THRESHOLDS = {
         0.0,
         above=True,
         unit="points",
-        paper="on CIFAR-10 plain-56 ends with a higher training error than plain-20 throughout training (and "
-        "test error), while the deeper ResNets end lower: ResNet-20 8.75%, ResNet-56 6.97% test error",
-        source=f"{HE}, Sec. 4.2, Fig. 6 (left), Table 6",
-        why="final training error of the deepest plain net minus the shallowest's, per training seed",
+        paper="'The deep plain nets suffer from increased depth, and exhibit higher training error when going "
+        "deeper'; read off Fig. 6 (left): at 64k iterations plain-56's training error is about 6% and "
+        "plain-20's about 1% (test error about 13% against 10%), plain-56 above plain-20 all along; Table 6 "
+        "lists no plain net",
+        source=f"{HE}, Sec. 4.2, Fig. 6 (left)",
+        why="our line: final training error of the deepest plain net minus the shallowest's above 0, per training seed",
     ),
     "residual_no_worse": Threshold(
         RESIDUAL_TOLERANCE,
         above=False,
         unit="points",
-        paper="deeper ResNets train to a lower error: the training curves of ResNet-110, 56, 44, 32, 20 lie in "
-        "that order",
+        paper="the ResNets 'manage to overcome the optimization difficulty and demonstrate accuracy gains when "
+        "the depth increases'; Table 6 test error: ResNet-20 8.75%, 32 7.51%, 44 7.17%, 56 6.97%, 110 6.43%; "
+        "read off Fig. 6 (middle): at 64k iterations ResNet-20's training error is about 0.5-1%, the deeper "
+        "ResNets' nearer 0",
         source=f"{HE}, Sec. 4.2, Fig. 6 (middle), Table 6",
-        why="final training error of the deepest residual net minus the shallowest's: within 1 point counts as "
-        "no worse on a short run",
+        why="our line: final training error of the deepest residual net minus the shallowest's below 1 point, "
+        "'no worse' on a short run (the paper's deeper nets end lower, by under 1 point of training error)",
     ),
 }
 

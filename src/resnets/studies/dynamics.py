@@ -1,7 +1,8 @@
 """``resnets study dynamics``: how a residual network's units and paths change over training.
 
 Veit, Wilber & Belongie 2016 read a trained ResNet as an ensemble of paths, most of its gradient carried by short
-ones. Read over training, that ensemble is dynamic: a unit whose branch F(x) is small next to its shortcut is
+ones. Read over training, that ensemble is dynamic (Littwin & Wolf 2016, "The Loss Surface of Residual Networks:
+Ensembles and the Role of Batch Normalization"): a unit whose branch F(x) is small next to its shortcut is
 nearly skipped, so a net whose branches start small uses few layers at first and brings the skipped ones in as
 their branches grow. In a BN ResNet the branch's size is set by the scale (gamma) of the branch's last
 normalisation layer, which is why zero-initialising it (Goyal et al. 2017) starts a ResNet as a shallow net,
@@ -47,28 +48,34 @@ CLAIM = (
     "A residual network is a dynamic ensemble: early in training it relies on short paths, its branches small "
     "next to its shortcuts, and as training goes on the branches grow and the gradient-weighted path length "
     "increases, bringing the nearly skipped layers back in; the branches' size is governed by the scale of their "
-    "last BN layer (Veit, Wilber & Belongie 2016, 'Residual Networks Behave Like Ensembles of Relatively Shallow "
-    "Networks'; De & Smith 2020, 'Batch Normalization Biases Residual Blocks Towards the Identity Function in "
-    "Deep Networks')."
+    "last BN layer (Littwin & Wolf 2016, 'The Loss Surface of Residual Networks: Ensembles and the Role of Batch "
+    "Normalization', arXiv:1611.02525; after Veit, Wilber & Belongie 2016, 'Residual Networks Behave Like "
+    "Ensembles of Relatively Shallow Networks'; De & Smith 2020, 'Batch Normalization Biases Residual Blocks "
+    "Towards the Identity Function in Deep Networks')."
 )
 THRESHOLDS = {
     "deeper": Threshold(
         0.0,
         above=True,
         unit="units",
-        paper="a trained ResNet-110 gets its gradient from paths 5-17 units long (Veit et al. 2016, Sec. 5, "
-        "Fig. 6); neither paper gives the length over training: the rise is this instrument's reading",
-        source="Veit, Wilber & Belongie 2016, Sec. 5; De & Smith 2020, Sec. 2-3",
-        why="the gradient-weighted path length at the last snapshot minus at the first, per path batch",
+        paper="Littwin & Wolf (abstract): the ensembles are dynamic, 'while initially the virtual ensemble is "
+        "mostly at depths lower than half the network's depth, as training progresses, it becomes deeper and "
+        "deeper', driven by the scaling that e.g. BN introduces; no number. A trained ResNet-110 gets almost "
+        "all of its gradient from paths 5-17 modules long (Veit et al. 2016, Sec. 5, Fig. 6)",
+        source="Littwin & Wolf 2016, abstract; Veit, Wilber & Belongie 2016, Sec. 5, Fig. 6",
+        why="our line: the gradient-weighted path length at the last snapshot minus at the first above 0, per "
+        "path batch",
     ),
     "branches_grow": Threshold(
         0.0,
         above=True,
         unit="",
-        paper="at initialisation BN shrinks a deep residual branch next to its skip (by about 1/sqrt(depth)), so "
-        "a deep normalised ResNet starts close to the identity",
-        source="De & Smith 2020, Sec. 2-3",
-        why="the mean branch/shortcut ratio at the last snapshot minus at the first",
+        paper="De & Smith (abstract): at initialisation 'batch normalization downscales the residual branch "
+        "relative to the skip connection, by a normalizing factor on the order of the square root of the "
+        "network depth', so a deep normalised ResNet starts close to the identity; that the branches then grow "
+        "is not theirs: Littwin & Wolf name BN's scaling as what deepens the ensemble; no number",
+        source="De & Smith 2020, abstract and Sec. 2-3; Littwin & Wolf 2016, abstract",
+        why="our line: the mean branch/shortcut ratio at the last snapshot minus at the first above 0",
     ),
 }
 PATH_SAMPLES = 32  # training images per path-gradient batch, as in the paths instrument

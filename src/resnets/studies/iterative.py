@@ -59,10 +59,11 @@ THRESHOLDS = {
         0.0,
         above=True,
         unit="",
-        paper="within a stage each unit refines the estimate of the same features, so consecutive representations "
-        "stay alike, unlike a plain net's layers, each computing a new representation (no number given)",
+        paper="'a group of successive layers iteratively refine their estimates of the same features instead of "
+        "computing an entirely new representation' (abstract), so consecutive representations of a stage stay "
+        "alike, unlike a plain net's layers; no number given",
         source=f"{GREFF}, Sec. 3 (unrolled iterative estimation)",
-        why="the cosine of consecutive units' outputs minus the plain twin's",
+        why="our line: the cosine of consecutive units' outputs minus the plain twin's above 0",
     ),
     "small_update": Threshold(
         1.0,
@@ -71,7 +72,7 @@ THRESHOLDS = {
         paper="each unit adds a correction to its input's estimate; the paper gives no size, so an update smaller "
         "than its input (ratio 1) is the line",
         source=f"{GREFF}, Sec. 3",
-        why="||F(x)|| / ||x|| averaged over the shape-preserving units",
+        why="our line: ||F(x)|| / ||x|| averaged over the shape-preserving units below 1",
     ),
     "shuffle_gentle": Threshold(
         0.0,
@@ -80,7 +81,7 @@ THRESHOLDS = {
         paper="shuffling or dropping layers within a stage of a trained Highway or Residual net costs little, "
         "as the iterative view predicts (their lesion and reordering experiments, after Veit et al. 2016)",
         source=f"{GREFF}, Sec. 4",
-        why="the error rise of a within-stage shuffle minus the plain twin's",
+        why="our line: the error rise of a within-stage shuffle minus the plain twin's below 0",
     ),
 }
 DRAWS = 1  # draws per seed, stage and kind (3 seeds: 3 draws per stage)
