@@ -123,7 +123,7 @@ def test_flags_left_out_keep_the_config_file_and_given_ones_beat_it(tmp_path):
     path.write_text("weight_decay: -1\n")
     with pytest.raises(ConfigError, match=re.escape(f"in {path}: weight_decay must be a finite number >= 0")):
         _config("--config", str(path), "--lr", "0.5")
-    with pytest.raises(ConfigError, match="in the command line: weight_decay must be .* got -2.0"):
+    with pytest.raises(ConfigError, match="^--weight-decay must be .* got -2.0$"):  # the flag that gave it
         _config("--config", str(path), "--weight-decay", "-2")
 
 
@@ -154,7 +154,7 @@ def test_help_for_an_unknown_recipe_is_a_usage_error(capsys):
     ("argv", "text", "where"),
     [
         (("--sched", "onecycle"), "", "(--schedule)"),
-        (("--set", "schedule=onecycle"), "", "(the command line)"),
+        (("--set", "schedule=onecycle"), "", "(--set)"),
         (("--config", "{path}"), "schedule: onecycle\n", "({path})"),
         (("--config", "{path}"), "recipe: {name: fast, schedule: onecycle}\n", "({path})"),
     ],
