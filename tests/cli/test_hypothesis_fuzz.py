@@ -450,8 +450,13 @@ def test_generated_npz_files(shared, x, y, names, keys) -> None:
 FLAG_KEYS = sorted({*RECIPE_RULES, *RUN_RULES} - {"threads"})  # threads: a valid count only slows the case down
 
 
+#: The words some fields take (optimisers, schedules, padding modes), so their combinations with numbers are tried.
+WORDS = ["reflect", "zeros", "adamw", "sgd", "cosine", "linear", "step", "constant", "true", "false"]
+
+
 def _flag_value() -> st.SearchStrategy:
-    return st.one_of(numbers.map(str), texts, st.sampled_from(["none", "null", "[1, 2]", "{a: 1}", "true", "1e3"]))
+    others = ["none", "null", "[1, 2]", "{a: 1}", "true", "1e3"]
+    return st.one_of(st.sampled_from(WORDS), EDGES.map(str), numbers.map(str), texts, st.sampled_from(others))
 
 
 @FUZZ

@@ -187,6 +187,7 @@ def test_a_batch_that_does_not_fit_in_memory_is_refused_before_it_is_allocated(
             marks=pytest.mark.slow,  # the tree is decoded at 4096 x 4096 first: 5 s
         ),
         (["--threads", "100000"], "threads must be an integer in [1, "),
+        (["--set", "pad_mode=reflect", "--crop-padding", "8"], "mirrors more than the 8x8 images hold"),  # torch's
     ],
 )
 def test_flags_that_ask_for_more_than_the_machine_has_are_refused(

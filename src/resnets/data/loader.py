@@ -69,6 +69,12 @@ class BatchLoader:
         check_batch(
             min(batch_size, len(dataset)), shape, "a batch", "lower --batch-size, --image-size or --crop-padding"
         )
+        if augment is not None and augment.pad_mode == "reflect" and pad >= min(dataset.inputs.shape[2:]):
+            height, width = dataset.inputs.shape[2:]  # a mirror reaches one side's width at most (torch refuses more)
+            raise ConfigError(
+                f"--crop-padding {pad} with --pad-mode reflect mirrors more than the {height}x{width} images hold; "
+                f"use a padding below {min(height, width)}, or --pad-mode zeros"
+            )
         if len(mean) != channels or len(std) != channels:
             raise ConfigError(
                 f"mean and std need {channels} values (one per channel/feature), got {len(mean)}, {len(std)}"
