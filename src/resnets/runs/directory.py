@@ -9,8 +9,10 @@ Its layout is a contract read by resume, ``resnets eval/predict/export`` and the
     metrics.csv      the same rows as CSV
     steps.csv        one row per optimiser step (STEP_COLUMNS): the learning rate, the batch's training loss
                      and error (%), as the step saw them; written with each checkpoint
-    summary.json     test_accuracy, test_error (percent), epochs, steps, wall_time_s; with a validation
-                     split also the validation-selected epoch and its errors (never a test-selected figure)
+    summary.json     the figures of the checkpoint eval reads (checkpoint, checkpoint_epoch, test_accuracy,
+                     test_error in percent), epochs, steps, wall_time_s; with a validation split that checkpoint
+                     is the validation-selected one (never a test-selected figure), and "last" holds the last
+                     epoch's figures (resnets.train.summary)
     curves.png       train/test/val error (%) per epoch, the smoothed per-step loss, and the learning rate
     checkpoints/     see resnets.runs.checkpoint
     .lock            held (flock) by the process training the run; names it (resnets.runs.lock)
