@@ -96,7 +96,10 @@ def test_a_missing_onnxruntime_is_one_line_naming_the_extra(
     image = Path(json.loads((run_dir / "config.json").read_text())["data"]["spec"]) / "test" / "ant" / "0.png"
     assert main(["predict", str(tmp_path / "model.onnx"), str(image)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "onnxruntime, which is not installed: pip install -e '.[onnx]' in the resnets checkout" in err[0]
+    assert (
+        len(err) == 1
+        and "onnxruntime, which is not installed: pip install -e '.[onnx]' in the resnets checkout" in err[0]
+    )
 
 
 def test_quiet_swallows_prints_warnings_and_log_records(
