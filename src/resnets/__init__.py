@@ -12,7 +12,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from resnets.models import BlockInfo, SkipNetwork, capture_units, create_model, get_model_entry, list_models
+    from resnets.api import create_model
+    from resnets.models import BlockInfo, SkipNetwork, capture_units, get_model_entry, list_models
 
 __version__ = "0.1.0"
 __all__ = [
@@ -29,6 +30,10 @@ SUBMODULES = ("bench", "data", "io", "layers", "models", "reports", "runs", "stu
 
 
 def __getattr__(name: str) -> Any:
+    if name == "create_model":  # the registry's, with pretrained=True (resnets.api: it joins models and io)
+        from resnets.api import create_model
+
+        return create_model
     if name in __all__:
         import resnets.models
 

@@ -42,6 +42,6 @@ class PatchWhitening(nn.Conv2d):
 def patch_rows(images: torch.Tensor, kernel: int) -> torch.Tensor:
     """Every ``kernel`` x ``kernel`` patch of ``images`` (N, C, H, W) as one row, ordered as a conv weight's
     (C, k, k) flattens: (N * (H-k+1) * (W-k+1), C * k * k)."""
-    n, c = images.shape[:2]
+    c = images.shape[1]
     windows = images.unfold(2, kernel, 1).unfold(3, kernel, 1)  # (N, C, H', W', k, k)
     return windows.permute(0, 2, 3, 1, 4, 5).reshape(-1, c * kernel * kernel)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,15 +89,15 @@ def create_model(
     in_channels: int | None = None,
     features_only: bool = False,
     out_indices: Indices = None,
-    pretrained: bool = False,
+    prepare: Callable[[SkipNetwork], Any] | None = None,
     **options: Any,
 ) -> SkipNetwork | FeatureListNet:
     """Build the model ``name``; ``options`` replace fields of its config (see ``ModelEntry.options``).
 
     ``features_only=True`` returns a :class:`~resnets.models.features.FeatureListNet` without classifier, whose
     forward gives the feature maps at ``out_indices`` (indices into ``model.feature_info``; all by default).
-    ``pretrained=True`` starts from the ImageNet weights that torchvision or timm keep in their local caches
-    (never downloaded; see :mod:`resnets.io.pretrained`); a classifier of another size stays as built, new.
+    ``prepare`` is called with the network before any such wrapper: ``resnets.create_model`` loads cached
+    ImageNet weights with it (``pretrained=True``, see :mod:`resnets.api`).
     """
     entry = get_model_entry(name)
     valid = entry.options()
@@ -118,13 +119,8 @@ def create_model(
         num_classes=0 if features_only else entry.num_classes if num_classes is None else num_classes,
         in_channels=default_channels if in_channels is None else in_channels,
     )
-    if pretrained:
-        # Reading weight files is the io floor's job (one reader and loader for every command). This is the one
-        # import from the models floor up to it: timm's create_model(pretrained=True) asks for both at once, and
-        # it runs only then, so building a model never loads the file readers.
-        from resnets.io.pretrained import load_pretrained
-
-        load_pretrained(model, name)
+    if prepare is not None:
+        prepare(model)
     # timm's features_only: the list of feature maps at out_indices (all by default); see models/features.py.
     return FeatureListNet(model, out_indices) if features_only else model
 
