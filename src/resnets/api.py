@@ -11,8 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 from resnets.models.registry import create_model as build
+from resnets.models.registry import document_options
 
 
+@document_options
 def create_model(name: str, *, pretrained: bool = False, **kwargs: Any) -> Any:
     """Build the registered model ``name``, taking every argument of :func:`resnets.models.create_model`.
 

@@ -123,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
     if args.name is None:
         args.study_parser.print_help()
         if args.help:
-            return 0
+            args.study_parser.exit()  # as argparse's own --help: SystemExit(0), like every other command
         raise ConfigError("name an instrument (" + ", ".join(STUDIES) + ") or all; resnets study --help lists them")
     if args.name != "all":
         get_study(args.name)  # an unknown name is one line, before any parsing

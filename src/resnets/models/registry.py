@@ -127,7 +127,9 @@ def create_model(
 
 # -- help(create_model): the options of each family, written from the registry so it never goes stale ----------
 
-_CREATE_MODEL_DOC = inspect.cleandoc(create_model.__doc__ or "")
+#: Functions whose ``help`` lists every family's options (``create_model``, and the package's own, see
+#: :func:`document_options`), with each one's own docstring first.
+_DOCUMENTED: dict[Callable[..., Any], str] = {}
 
 
 def options_doc() -> str:
@@ -157,6 +159,19 @@ def _type_name(annotation: Any) -> str:
     return annotation if isinstance(annotation, str) else getattr(annotation, "__name__", repr(annotation))
 
 
+def document_options(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Have ``function``'s docstring (what ``help`` shows) end with the options of every registered model, now
+    and after each registration; returns the function (a decorator)."""
+    _DOCUMENTED[function] = inspect.cleandoc(function.__doc__ or "")
+    _document_options()
+    return function
+
+
 def _document_options() -> None:
-    """Rewrite ``create_model.__doc__`` (what ``help`` shows) with the options of every model registered so far."""
-    create_model.__doc__ = f"{_CREATE_MODEL_DOC}\n\n{options_doc()}"
+    """Rewrite the documented functions' ``__doc__`` with the options of every model registered so far."""
+    options = options_doc()
+    for function, doc in _DOCUMENTED.items():
+        function.__doc__ = f"{doc}\n\n{options}"
+
+
+document_options(create_model)
