@@ -23,7 +23,7 @@ from resnets.train.progress import (
     format_duration,
     run_eta_s,
 )
-from resnets.train.state import TrainState
+from resnets.train.state import RunCounters
 
 from .conftest import TINY, tiny_bundle, tiny_config
 
@@ -249,7 +249,7 @@ class _FakeClock:
         return self.now
 
 
-def _step(progress: Progress, state: TrainState, clock: _FakeClock, seconds: float) -> None:
+def _step(progress: Progress, state: RunCounters, clock: _FakeClock, seconds: float) -> None:
     clock.now += seconds
     state.step, state.batch = state.step + 1, state.batch + 1
     state.seen += 10
@@ -262,7 +262,7 @@ def _step(progress: Progress, state: TrainState, clock: _FakeClock, seconds: flo
 def test_log_lines_carry_the_measured_whole_run_eta(capsys: pytest.CaptureFixture[str]) -> None:
     progress = Progress(False, steps_per_epoch=10, last_step=40, log_every=5)
     clock = progress.clock.clock = _FakeClock()
-    state = TrainState()
+    state = RunCounters()
     progress.start_epoch(0, 0)
     for _ in range(10):
         _step(progress, state, clock, 0.5)  # 0.5 s per step
@@ -294,7 +294,7 @@ def test_a_terminal_gets_a_bar_with_the_run_eta_and_no_log_lines(monkeypatch: py
     monkeypatch.setattr(sys, "stderr", terminal)
     progress = Progress(False, steps_per_epoch=20, last_step=40, log_every=1)
     clock = progress.clock.clock = _FakeClock()
-    state = TrainState()
+    state = RunCounters()
     progress.start_epoch(0, 0)
     for _ in range(REFRESH_STEPS):
         _step(progress, state, clock, 0.25)

@@ -39,7 +39,7 @@ from resnets.train.progress import Progress
 from resnets.train.resume import refuse_record_edits
 from resnets.train.session import Session, resolved_path
 from resnets.train.signals import StopRequests, TrainingInterrupted
-from resnets.train.state import TrainState
+from resnets.train.state import RunCounters
 from resnets.train.summary import run_summary
 from resnets.train.tensorboard import TensorBoard
 from resnets.train.training_state import TrainingState
@@ -209,7 +209,7 @@ class Trainer:
         self.session_start = time.perf_counter()
 
     @property
-    def state(self) -> TrainState:
+    def state(self) -> RunCounters:
         """Where the run stands: the training state's counters."""
         return self.training.counters
 

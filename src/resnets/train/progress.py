@@ -19,7 +19,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from resnets.train.state import TrainState
+from resnets.train.state import RunCounters
 
 REFRESH_STEPS = 10  # steps between postfix updates of the bar (formatting costs time on 2 cores)
 LINES_PER_EPOCH = 20  # log_every=None: about this many plain lines per epoch ...
@@ -133,7 +133,7 @@ class Progress:
             dynamic_ncols=True,
         )
 
-    def update(self, state: TrainState, lr: float) -> None:
+    def update(self, state: RunCounters, lr: float) -> None:
         self.clock.steps += 1
         if self.bar is not None:
             self.bar.update(1)
@@ -147,7 +147,7 @@ class Progress:
                 flush=True,
             )
 
-    def _figures(self, state: TrainState, lr: float) -> str:
+    def _figures(self, state: RunCounters, lr: float) -> str:
         rate = state.seen / max(state.epoch_time_s, 1e-9)
         return f"loss {state.train_loss:.3f} err {state.train_error:.1f}% lr {lr:.3g} {rate:.0f} img/s"
 

@@ -12,7 +12,9 @@ import torch
 
 
 @dataclass
-class TrainState:
+class RunCounters:
+    """The counters of :class:`~resnets.train.training_state.TrainingState`: where the run stands."""
+
     step: int = 0  # optimiser steps taken
     epoch: int = 0  # completed epochs
     batch: int = 0  # batches of the current epoch already trained

@@ -21,7 +21,7 @@ ROW_FIGURES = ("test_error", "test_loss", "train_error")
 def run_summary(
     config: Any,  # resnets.train.TrainConfig
     session: Any,  # resnets.train.session.Session
-    state: Any,  # resnets.train.state.TrainState
+    state: Any,  # resnets.train.state.RunCounters
     rows: list[dict[str, Any]],
     run_path: Any,
     steps_per_epoch: int,

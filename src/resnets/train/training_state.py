@@ -1,7 +1,7 @@
 """Everything a run changes as it trains, as one object saved and restored as one (flax's ``TrainState``).
 
 The model being trained, the optimiser, the learning-rate schedule, the grad scaler, the weight EMA, the lookahead
-average, the counters of :class:`~resnets.train.state.TrainState` and the random generators: ``state_dict()`` is
+average, the counters of :class:`~resnets.train.state.RunCounters` and the random generators: ``state_dict()`` is
 what ``last.state.pt`` holds beside the weight file, and ``load_state_dict()`` puts a resumed run exactly where the
 checkpoint left it, or says in one line why it cannot. The weight file itself holds :attr:`weights_model`: the
 EMA where there is one (the weights being trained then travel in the state as ``raw_weights``), else the model.
@@ -21,7 +21,7 @@ from resnets.train.lookahead import Lookahead
 from resnets.train.optim import make_optimizer
 from resnets.train.recipes import Recipe
 from resnets.train.schedule import LRSchedule, weighted_depth
-from resnets.train.state import TrainState, rng_state, set_rng_state
+from resnets.train.state import RunCounters, rng_state, set_rng_state
 
 
 class TrainingState:
@@ -50,7 +50,7 @@ class TrainingState:
             self.lookahead = Lookahead(
                 recipe.lookahead_every, recipe.lookahead_decay, recipe.lookahead_power, start, self.schedule.horizon
             )
-        self.counters = TrainState()
+        self.counters = RunCounters()
         self.world_size = world_size  # the global batch is the recipe's times this
 
     @property
@@ -122,5 +122,5 @@ class TrainingState:
             self.scaler.load_state_dict(saved["scaler"])
         if self.lookahead is not None and "lookahead" in saved:
             self.lookahead.load_state_dict(saved["lookahead"])
-        self.counters = TrainState(**saved["train"])
+        self.counters = RunCounters(**saved["train"])
         set_rng_state(saved["rng"])
