@@ -31,15 +31,49 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 
 
-#: Test folders whose files train, evaluate, predict, export or run torchrun (relative to tests/).
-PRECISION_SENSITIVE = ("train/", "runs/", "studies/test_precision.py")
+#: Test files (relative to tests/) whose numbers depend on the precision decision: they train, evaluate, predict,
+#: export or run torchrun and compare what comes out. scripts/test.sh runs them as both kinds of CPU.
+PRECISION_SENSITIVE = (
+    "runs/test_checkpoint_safety.py",
+    "runs/test_evaluation.py",
+    "runs/test_export.py",
+    "runs/test_exported.py",
+    "runs/test_inference.py",
+    "runs/test_open_run.py",
+    "runs/test_predict.py",
+    "studies/test_precision.py",
+    "train/test_checkpoint.py",
+    "train/test_checkpoint_story.py",
+    "train/test_cli.py",
+    "train/test_conveniences.py",
+    "train/test_distributed.py",
+    "train/test_distributed_stop.py",
+    "train/test_engine.py",
+    "train/test_finetune.py",
+    "train/test_short_runs.py",
+    "train/test_speedrun_training.py",
+    "train/test_train_options.py",
+    "train/test_vector_training.py",
+)
+#: Files of tests/train and tests/runs whose assertions do not depend on it, and why (each file of those two
+#: folders is in one list or the other: tests/test_floors.py... see test_every_training_test_file_is_classified).
+PRECISION_INDEPENDENT = {
+    "runs/test_file_modes.py": "file permissions",
+    "runs/test_lifecycle.py": "plays both kinds of CPU itself",
+    "runs/test_reliability_safety.py": "inputs refused before any number is computed",
+    "runs/test_run_directory_safety.py": "locks and folders",
+    "train/test_recipes.py": "recipe values and their checks",
+    "train/test_run_output.py": "the banner and progress text, with the CPU played explicitly",
+    "train/test_schedule.py": "the lr curve, a pure function",
+    "train/test_tensorboard.py": "which scalars and tags are written",
+    "train/test_train_flags.py": "flag parsing",
+}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     tests = Path(__file__).parent
     for item in items:
-        where = item.path.relative_to(tests).as_posix()
-        if where.startswith(PRECISION_SENSITIVE):
+        if item.path.relative_to(tests).as_posix() in PRECISION_SENSITIVE:
             item.add_marker(pytest.mark.precision)
 
 
