@@ -25,12 +25,18 @@ def randomize_bn(module: nn.Module) -> nn.Module:
 
 @functools.cache
 def model_size(name: str) -> tuple[int, int]:
-    """(parameters, residual units) of a registered model, built once per process on the meta device: the tests
-    that put big models under the slow marker decide from it at collection time."""
-    from resnets.models.profile import build_meta, count_parameters
+    """(parameters, residual units) of a registered model: the tests that put big models under the slow marker
+    decide from it at collection time. Counted on the meta device once per process for every model, through the
+    package's count cache, so that later processes (the other xdist worker, the second CI pass) read them."""
+    from resnets.models import list_models
+    from resnets.models.profile import registry_counts
 
-    model = build_meta(name)
-    return count_parameters(model), len(model.residual_blocks())
+    if name not in _SIZES:  # the first call counts every model registered by then (one cache write)
+        _SIZES.update({n: (c.params, c.units) for n, c in registry_counts([*list_models(), name]).items()})
+    return _SIZES[name]
+
+
+_SIZES: dict[str, tuple[int, int]] = {}
 
 
 def torchrun(script: Path, *args: str, processes: int = 2, timeout: float = 300) -> subprocess.CompletedProcess:

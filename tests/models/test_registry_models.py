@@ -10,6 +10,7 @@ import torch
 
 from resnets import create_model, get_model_entry, list_models
 from resnets.models.profile import build_meta, count_parameters
+from tests.helpers import model_size
 
 #: Parameter counts at the model's default number of classes (torchvision, He et al. 2015/2016, WRN, DenseNet).
 EXPECTED_PARAMS = {
@@ -51,11 +52,8 @@ def _test_input(name: str) -> tuple[int, ...]:
 
 
 def _params(name: str) -> list:
-    marks = []
-    model = build_meta(name)
-    if count_parameters(model) > 30e6 or len(model.residual_blocks()) > 150:
-        marks.append(pytest.mark.slow)
-    return [pytest.param(name, marks=marks)]
+    params, units = model_size(name)
+    return [pytest.param(name, marks=[pytest.mark.slow] if params > 30e6 or units > 150 else [])]
 
 
 ALL_MODELS = [p for name in list_models() for p in _params(name)]

@@ -20,7 +20,7 @@ from resnets import create_model, get_model_entry, list_models
 from resnets.errors import InputShapeError, LesionError
 from resnets.layers.skip_unit import UnitCapture
 from resnets.models import BlockInfo, SkipNetwork, capture_units
-from resnets.models.profile import build_meta, count_parameters
+from tests.helpers import model_size
 
 MAX_ALL_UNITS = 40  # models with more units test a deterministic sample of about SAMPLE_SIZE
 SAMPLE_SIZE = 16
@@ -73,9 +73,8 @@ def _input(name: str, model: SkipNetwork) -> torch.Tensor:
 
 
 def _params(name: str) -> list[Any]:
-    model = build_meta(name)
-    heavy = count_parameters(model) > 30e6 or len(model.residual_blocks()) > 150
-    return [pytest.param(name, marks=[pytest.mark.slow] if heavy else [])]
+    params, units = model_size(name)
+    return [pytest.param(name, marks=[pytest.mark.slow] if params > 30e6 or units > 150 else [])]
 
 
 @dataclass

@@ -52,6 +52,7 @@ class ModelCounts:
 
     params: int
     macs: int | None  # multiply-adds of one sample; None where they were not asked for
+    units: int = 0  # skip-connection units (residual_blocks())
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -205,13 +206,13 @@ def registry_counts(names: Sequence[str], *, macs: bool = False, use_cache: bool
         row = stored.get(name)
         if row is None or row.get("signature") != _signature(entry):
             row = {"signature": _signature(entry)}
-        if "params" not in row or (macs and row.get("macs") is None):
+        if "params" not in row or "units" not in row or (macs and row.get("macs") is None):
             model = build_meta(name)
-            row["params"] = count_parameters(model)
+            row["params"], row["units"] = count_parameters(model), len(model.residual_blocks())
             if macs:
                 row["macs"] = count_macs(model, default_input(model, name))
             stored[name], changed = row, True
-        counts[name] = ModelCounts(int(row["params"]), int(row["macs"]) if macs else None)
+        counts[name] = ModelCounts(int(row["params"]), int(row["macs"]) if macs else None, int(row["units"]))
     if changed and use_cache:
         _write_counts(path, key, stored)
     return counts
