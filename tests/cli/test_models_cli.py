@@ -64,11 +64,11 @@ def test_counts_are_read_back_from_the_cache_until_the_code_changes(
     monkeypatch: pytest.MonkeyPatch, _private_cache: Path
 ) -> None:
     first = profile.registry_counts(["resnet20", "resnet32"], macs=True)
-    assert first["resnet20"] == profile.ModelCounts(269_722, 40_551_040)
+    assert first["resnet20"] == profile.ModelCounts(269_722, 40_551_040, units=9)
     assert json.loads((_private_cache / "model-counts.json").read_text())["models"]["resnet32"]["params"] == 464_154
     monkeypatch.setattr(profile, "build_meta", _refuse)  # nothing is built a second time
     assert profile.registry_counts(["resnet20", "resnet32"], macs=True) == first
-    assert profile.registry_counts(["resnet20"])["resnet20"] == profile.ModelCounts(269_722, None)
+    assert profile.registry_counts(["resnet20"])["resnet20"] == profile.ModelCounts(269_722, None, units=9)
     monkeypatch.setattr(profile, "_code_key", lambda: "other sources")  # an edited block: count again
     with pytest.raises(AssertionError, match="must not be"):
         profile.registry_counts(["resnet20"])

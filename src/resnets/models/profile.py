@@ -32,7 +32,7 @@ from resnets.models.base import SkipNetwork
 from resnets.models.registry import ModelEntry, create_model, get_model_entry
 
 log = logging.getLogger("resnets.models")
-COUNTS_FORMAT = 1  # bump when the cached figures change meaning
+COUNTS_FORMAT = 2  # bump when the cached figures change meaning (2: units counted too)
 
 
 @dataclass(frozen=True)
