@@ -59,13 +59,13 @@ def test_an_instruments_help_shows_its_own_options_and_defaults(capsys: pytest.C
     assert "usage: resnets study landscape" in out and "landscape options:" in out
     assert "--grid GRID points per axis of the 2-D surface (9 divides the 1-D line's spacing) (default: 9)" in out
     assert "--samples SAMPLES training images per evaluation" in out and "(default: 1000)" in out
-    assert "(default: cpu: resnet20 plain20)" in out  # --model: the default runs' models, from DEFAULT_RUNS
+    assert "(default: cpu: speedrun_plain-w16-d56 speedrun-w16-d56)" in out  # --model: DEFAULT_RUNS' runs
     assert "--precision {fp32,fast}" in out and "--out OUT" in out and "(default: studies)" in out
     assert "--depths" not in out  # another instrument's option
     with pytest.raises(SystemExit):
         main(["study", "degradation", "--help"])
     out = " ".join(capsys.readouterr().out.split())
-    assert "(default: cpu: 400; paper: 64000)" in out and "--depths DEPTHS" in out
+    assert "(default: cpu: 936; paper: 64000)" in out and "(default: cpu: 20,56; paper: 20,32,44,56,110)" in out
 
 
 def test_unknown_study_and_bad_options_are_one_line_errors(capsys: pytest.CaptureFixture) -> None:

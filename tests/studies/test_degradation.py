@@ -14,6 +14,7 @@ from resnets.cli import main
 from resnets.errors import ConfigError
 from resnets.runs import open_run
 from resnets.studies import Context, degradation
+from resnets.studies.plans import RunSpec, at_depth
 from resnets.studies.trained import open_trained, train_run
 
 
@@ -21,7 +22,7 @@ from resnets.studies.trained import open_trained, train_run
 def test_plain_and_residual_twins_differ_only_in_the_shortcut(depth: int) -> None:
     plain, residual = degradation.twins(("resnet20", "plain20"))
     assert (plain, residual) == ("plain20", "resnet20")
-    (pm, po, _), (rm, ro, _) = degradation.at_depth(plain, depth), degradation.at_depth(residual, depth)
+    (pm, po, _), (rm, ro, _) = at_depth(plain, depth), at_depth(residual, depth)
     a = dataclasses.asdict(create_model(pm, **po).config)
     b = dataclasses.asdict(create_model(rm, **ro).config)
     assert {k for k in a if a[k] != b[k]} == {"shortcut"} and (a["shortcut"], b["shortcut"]) == ("none", "A")
@@ -31,9 +32,9 @@ def test_plain_and_residual_twins_differ_only_in_the_shortcut(depth: int) -> Non
 
 
 def test_a_depth_without_a_registered_model_is_built_with_options() -> None:
-    assert degradation.at_depth("resnet20", 8) == ("resnet20", {"layers": (1, 1, 1)}, "resnet20-d8")
+    assert at_depth("resnet20", 8) == ("resnet20", {"layers": (1, 1, 1)}, "resnet20-d8")
     with pytest.raises(ConfigError, match="6n\\+2"):
-        degradation.at_depth("resnet20", 21)
+        at_depth("resnet20", 21)
 
 
 def test_the_twins_must_be_one_plain_and_one_residual_model() -> None:
@@ -62,27 +63,25 @@ def test_the_comparison_separates_seeds_and_reads_the_trend() -> None:
 
 def test_runs_that_differ_in_more_than_the_shortcut_are_refused(batch_bars: Path, tmp_path: Path) -> None:
     context = Context(data=str(batch_bars), out=str(tmp_path), quiet=True)
-    plain = train_run(context, "plain20", steps=1, snapshots=0, model_options={"layers": (1, 1, 1)}, label="p")
-    residual = train_run(context, "resnet20", steps=1, snapshots=0, model_options={"layers": (1, 1, 1)}, label="r")
+    one = {"layers": (1, 1, 1)}
+    plain = train_run(context, RunSpec("plain20", "p", 1, snapshots=0, model_options=one))
+    residual = train_run(context, RunSpec("resnet20", "r", 1, snapshots=0, model_options=one))
     degradation.check_twins(open_run(plain), open_run(residual))  # twins: accepted
-    other = train_run(context, "resnet20", steps=1, snapshots=0, model_options={"layers": (1, 1, 1)}, seed=1)
+    other = train_run(context, RunSpec("resnet20", "r", 1, seed=1, snapshots=0, model_options=one))
     with pytest.raises(ConfigError, match="not twins: they differ in seed"):
         degradation.check_twins(open_run(plain), open_run(other))
-    wide = train_run(
-        context,
-        "resnet20",
-        steps=1,
-        snapshots=0,
-        model_options={"layers": (1, 1, 1), "widths": (16, 32, 32)},
-        label="w",
-    )
+    wide = train_run(context, RunSpec("resnet20", "w", 1, snapshots=0, model_options={**one, "widths": (16, 32, 32)}))
     with pytest.raises(ConfigError, match="differ in widths"):
         degradation.check_twins(open_run(plain), open_run(wide))
 
 
 def test_runs_with_per_epoch_rows_take_their_test_curve_from_them(batch_bars: Path, tmp_path: Path) -> None:
     context = Context(data=str(batch_bars), out=str(tmp_path), quiet=True)
-    path = train_run(context, "resnet20", steps=4, snapshots=0, model_options={"layers": (1, 1, 1)}, label="r")
+    one_batch = {"batch_size": 256}  # the bars' 258 training images: one batch an epoch
+    spec = RunSpec(
+        "resnet20", "r", 4, recipe="default", snapshots=0, model_options={"layers": (1, 1, 1)}, changes=one_batch
+    )
+    path = train_run(context, spec)  # the default recipe evaluates every epoch
     rows = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 4  # one batch per epoch
     measured = degradation.measure_run(open_trained(context, path, "r"), curve=[])
@@ -91,6 +90,7 @@ def test_runs_with_per_epoch_rows_take_their_test_curve_from_them(batch_bars: Pa
 
 def test_cli_trains_every_twin_and_reports_their_own_numbers(batch_bars: Path, tmp_path: Path) -> None:
     argv = ["study", "degradation", "--data", str(batch_bars), "--depths", "8,14", "--steps", "3", "--samples", "24"]
+    argv += ["--model", "plain20", "--model", "resnet20"]
     assert main([*argv, "--quiet", "--out", str(tmp_path)]) == 0
     saved = json.loads((tmp_path / "degradation.json").read_text())
     assert saved["settings"]["seeds"] == 2 and saved["settings"]["depths"] == [8, 14]

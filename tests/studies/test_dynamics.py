@@ -15,6 +15,7 @@ from resnets.errors import ConfigError
 from resnets.runs import open_run
 from resnets.studies import Context, dynamics
 from resnets.studies.common import subset_batches
+from resnets.studies.plans import RunSpec
 from resnets.studies.trained import open_trained, train_run
 
 
@@ -28,7 +29,7 @@ def test_the_branch_norm_is_the_last_norm_of_the_branch_not_of_the_shortcut() ->
 @pytest.fixture
 def tiny_run(batch_bars: Path, tmp_path: Path) -> Path:
     context = Context(data=str(batch_bars), out=str(tmp_path), quiet=True)
-    return train_run(context, "resnet20", steps=2, snapshots=3, model_options={"layers": (1, 1, 1)}, label="r")
+    return train_run(context, RunSpec("resnet20", "r", 2, snapshots=3, model_options={"layers": (1, 1, 1)}))
 
 
 def test_ratios_follow_the_branch_bn_scale_exactly(tiny_run: Path) -> None:
@@ -53,16 +54,17 @@ def test_ratios_follow_the_branch_bn_scale_exactly(tiny_run: Path) -> None:
 
 def test_runs_without_snapshots_or_shortcuts_are_refused(batch_bars: Path, tmp_path: Path) -> None:
     context = Context(data=str(batch_bars), out=str(tmp_path), quiet=True)
-    bare = train_run(context, "resnet20", steps=1, snapshots=0, model_options={"layers": (1, 1, 1)}, label="b")
+    bare = train_run(context, RunSpec("resnet20", "b", 1, snapshots=0, model_options={"layers": (1, 1, 1)}))
     with pytest.raises(ConfigError, match="--snapshot-every"):
         dynamics.measure_run(open_trained(context, bare, "bare"), dynamics.Options(), context)
-    plain = train_run(context, "plain20", steps=1, snapshots=2, model_options={"layers": (1, 1, 1)}, label="p")
+    plain = train_run(context, RunSpec("plain20", "p", 1, snapshots=2, model_options={"layers": (1, 1, 1)}))
     with pytest.raises(ConfigError, match="without shortcuts"):
         dynamics.measure_run(open_trained(context, plain, "plain"), dynamics.Options(), context)
 
 
 def test_cli_follows_every_snapshot(batch_bars: Path, tmp_path: Path) -> None:
     argv = ["study", "dynamics", "--data", str(batch_bars), "--steps", "4", "--samples", "24", "--seeds", "1"]
+    argv += ["--model", "resnet20"]
     assert main([*argv, "--quiet", "--out", str(tmp_path)]) == 0
     saved = json.loads((tmp_path / "dynamics.json").read_text())
     measured = saved["numbers"]["runs"]["resnet20"]

@@ -71,6 +71,7 @@ def test_a_net_without_transform_gates_is_refused_in_one_line() -> None:
 
 def test_cli_measures_every_snapshot_of_a_2_step_highway_run(batch_bars: Path, tmp_path: Path) -> None:
     argv = ["study", "gates", "--data", str(batch_bars), "--seeds", "2", "--samples", "12", "--steps", "2"]
+    argv += ["--model", "highway_cifar19"]
     assert main([*argv, "--quiet", "--out", str(tmp_path)]) == 0
     saved = json.loads((tmp_path / "gates.json").read_text())
     assert set(saved) >= {"claim", "verdict", "supported", "settings", "numbers", "table", "figures"}
@@ -80,11 +81,11 @@ def test_cli_measures_every_snapshot_of_a_2_step_highway_run(batch_bars: Path, t
     assert len(start["layers"]) == 15 and start["mean_t"]["n"] == 2
     # At initialisation every gate has bias -2 and small weights: T close to sigmoid(-2) = 0.119, all carry.
     assert start["mean_t"]["mean"] == pytest.approx(_sigmoid(-2.0), abs=0.03)
-    assert start["carry_fraction"]["mean"] == 1.0
+    assert start["carry_fraction"]["mean"] == 1.0 and start["closed_per_input"]["mean"] == 1.0
     for point in result["checkpoints"]:
         assert all(0 < layer["mean_t"]["mean"] < 1 for layer in point["layers"])
     assert len(result["change"]["mean_t"]) == 15 and math.isfinite(result["change"]["mean_abs_change_t"])
     text = (tmp_path / "gates.md").read_text()
     assert gates.CLAIM in text and saved["verdict"] in text
-    assert saved["figures"] == ["gates-mean-t.png", "gates-carry.png"]
+    assert saved["figures"] == ["gates-mean-t.png", "gates-closed.png", "gates-carry.png"]
     assert all((tmp_path / name).read_bytes()[:4] == b"\x89PNG" for name in saved["figures"])

@@ -83,6 +83,7 @@ def test_build_near_picks_the_nearest_depth_the_family_has(name: str, depth: int
 def test_gradients_study_end_to_end(batch_bars: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     argv = ["study", "gradients", "--data", str(batch_bars), "--depths", "8,14", "--seeds", "2", "--samples", "6"]
+    argv += ["--model", "resnet20", "--model", "plain20", "--model", "highway_cifar19"]
     assert main([*argv, "--steps", "2", "--out", str(out), "--quiet"]) == 0
     payload = json.loads((out / "gradients.json").read_text())
     assert payload["claim"] == CLAIM and payload["supported"] in (True, False, None)

@@ -146,6 +146,7 @@ def test_growth_is_deepest_over_shallowest() -> None:
 
 def test_cli_writes_json_markdown_and_figures(batch_bars: Path, tmp_path: Path) -> None:
     argv = ["study", "hessian", "--data", str(batch_bars), "--steps", "2", "--depths", "2,3,4,6", "--seeds", "1"]
+    argv += ["--model", "resnet20", "--model", "plain20"]
     assert main([*argv, "--samples", "16", "--quiet", "--out", str(tmp_path)]) == 0
     saved = json.loads((tmp_path / "hessian.json").read_text())
     linear = saved["numbers"]["linear"]
@@ -161,7 +162,7 @@ def test_cli_writes_json_markdown_and_figures(batch_bars: Path, tmp_path: Path) 
     assert list(nets) == ["resnet20", "plain20"] and [n["kind"] for n in nets.values()] == ["residual", "plain"]
     for net in nets.values():
         assert all(math.isfinite(m["top"]) and m["samples"] == 16 for m in net["per_seed"])
-        assert net["per_seed"][0]["label_smoothing"] == pytest.approx(0.1)  # the default recipe's
+        assert net["per_seed"][0]["label_smoothing"] == pytest.approx(0.1)  # the study-fm recipe's
     ratio = saved["numbers"]["trained"]["pairs"][0]["ratio"]
     assert ratio == pytest.approx(nets["plain20"]["top"]["mean"] / nets["resnet20"]["top"]["mean"])
     assert hessian.CLAIM in (tmp_path / "hessian.md").read_text()

@@ -129,6 +129,7 @@ def test_rearranged_refuses_units_of_other_shapes() -> None:
 def test_cli_writes_json_markdown_and_figures(batch_bars: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     argv = ["study", "lesion", "--data", str(batch_bars), "--seeds", "1", "--samples", "12", "--steps", "4"]
+    argv += ["--model", "resnet20", "--model", "plain20"]
     assert main([*argv, "--out", str(out), "--quiet"]) == 0
     payload = json.loads((out / "lesion.json").read_text())
     assert {"claim", "verdict", "supported", "settings", "numbers", "table", "figures"} <= set(payload)

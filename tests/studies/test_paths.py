@@ -18,7 +18,10 @@ import resnets
 from resnets.cli import main
 from resnets.errors import ConfigError
 from resnets.models import create_at_depth
+from resnets.studies import Context, paths
 from resnets.studies.paths import PathTrace, path_length_counts, shortest_range
+from resnets.studies.plans import RunSpec
+from resnets.studies.trained import open_trained, train_run
 from tests.helpers import randomize_bn
 
 
@@ -132,6 +135,7 @@ def test_plain_nets_are_refused() -> None:
 def test_cli_end_to_end(batch_bars: Path, tmp_path: Path) -> None:
     out = tmp_path / "study"
     argv = ["study", "paths", "--data", str(batch_bars), "--seeds", "2", "--samples", "4", "--steps", "4"]
+    argv += ["--model", "resnet20"]
     assert main([*argv, "--out", str(out), "--quiet"]) == 0
     payload = json.loads((out / "paths.json").read_text())
     assert set(payload) >= {"name", "claim", "verdict", "supported", "settings", "numbers", "table", "figures"}
@@ -143,3 +147,13 @@ def test_cli_end_to_end(batch_bars: Path, tmp_path: Path) -> None:
     text = (out / "paths.md").read_text()
     assert "Veit" in text and "Verdict" in text
     assert list(out.glob("paths-*.png"))
+
+
+def test_a_dead_net_is_one_clear_error(batch_bars: Path, tmp_path: Path) -> None:
+    context = Context(data=str(batch_bars), out=str(tmp_path), quiet=True)
+    path = train_run(context, RunSpec("resnet20", "r", 1, snapshots=0, model_options={"layers": (1, 1, 1)}))
+    run = open_trained(context, path, "r").run
+    with torch.no_grad():
+        run.model.fc.weight.zero_()  # nothing reaches the units from the loss: every path's gradient is 0
+    with pytest.raises(ConfigError, match="dead net"):
+        paths.measure_run(run, batch=4, seeds=1, context=context, label="r", show=False)

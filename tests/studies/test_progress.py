@@ -42,6 +42,7 @@ def test_a_study_writes_lines_into_a_log_as_train_does(
     batch_bars: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     argv = ["study", "responses", "--data", str(batch_bars), "--seeds", "2", "--samples", "12", "--steps", "2"]
+    argv += ["--model", "resnet20", "--model", "plain20"]
     assert main([*argv, "--out", str(tmp_path)]) == 0  # stderr is captured: not a terminal
     err = capsys.readouterr().err
     assert "\r" not in err

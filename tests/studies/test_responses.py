@@ -99,6 +99,7 @@ def test_cli_writes_json_markdown_and_figure(batch_bars: Path, tmp_path: Path, m
     titles: list[tuple[str, str]] = []
     monkeypatch.setattr(responses, "titled", lambda figure, what, training: titles.append((what, training)))
     argv = ["study", "responses", "--data", str(batch_bars), "--seeds", "2", "--samples", "12", "--steps", "1"]
+    argv += ["--model", "resnet20", "--model", "plain20"]
     assert main([*argv, "--quiet", "--out", str(tmp_path)]) == 0
     # the figure's title says what it shows and how long the nets were trained
     assert titles == [

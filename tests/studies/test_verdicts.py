@@ -175,8 +175,9 @@ def _gates(carry: Sequence[float]) -> dict[str, Any]:
             "checkpoint": f"step-{step}",
             "step": step,
             "mean_t": _spread([0.2]),
-            "carry_fraction": _spread(carries),
-            "by_seed": {"carry_fraction": list(carries), "layer_range": [0.2, 0.3]},
+            "closed_per_input": _spread(carries),
+            "carry_fraction": _spread([0.2]),  # on average over inputs most gates are open, as in the paper
+            "by_seed": {"closed_per_input": list(carries), "layer_range": [0.2, 0.3]},
         }
 
     result = {
@@ -282,10 +283,10 @@ CANNED: dict[str, tuple[Callable[[Sequence[Any]], dict[str, Any]], Sequence[Any]
     # name: (numbers(x), x supported, x not supported, x straddling the threshold)
     "gradients": (_gradients, [0.1, -0.2], [-2.0, -3.0], [-0.5, -1.5]),
     "responses": (_responses, [0.8, 0.9], [1.2, 1.3], [0.9, 1.1]),
-    "lesion": (_lesion, [1.0, 2.0], [8.0, 12.0], [3.0, 7.0]),
+    "lesion": (_lesion, [0.5, 1.5], [8.0, 12.0], [1.0, 3.0]),
     "paths": (_paths, [0.4, 0.5], [0.95, 1.0], [0.7, 0.9]),
     "shattered": (_shattered, [1.0, 0.9999], [0.5, 0.6], [0.998, 1.0]),
-    "iterative": (_iterative, [0.3, 0.5], [1.2, 1.4], [0.9, 1.1]),
+    "iterative": (_iterative, [0.3, 0.5], [1.8, 2.1], [1.2, 1.8]),  # update ratios against the plain twin's 1.5
     "signal": (_signal, [100.0, 1000.0], [2.0, 3.0], [5.0, 50.0]),
     "gates": (_gates, [0.8, 0.9], [0.1, 0.2], [0.4, 0.6]),
     "degradation": (_degradation, [2.0, 3.0], [-1.0, -0.5], [-1.0, 2.0]),
@@ -314,18 +315,18 @@ def test_every_judge_says_supported_not_supported_and_undecided_from_canned_numb
 
 
 def test_a_net_that_did_not_learn_leaves_the_lesion_undecided() -> None:
-    numbers = _lesion([1.0, 2.0])
+    numbers = _lesion([0.5, 1.5])
     numbers["models"]["resnet20"]["baseline_error"] = _spread([0.88])  # chance is 0.9
     verdict = get_study("lesion").judge(numbers)
     assert verdict.status == UNDECIDED and verdict.checks == () and "resnet20 did not learn" in verdict.text
 
 
 def test_an_unsettled_headline_moving_toward_the_threshold_is_named_in_the_verdict() -> None:
-    numbers = _lesion([1.0, 2.0])
-    numbers["models"]["resnet20"]["over_training"] = {"steps": [0, 200, 400], "values": [0.5, 1.5, 3.0]}
+    numbers = _lesion([0.5, 1.5])
+    numbers["models"]["resnet20"]["over_training"] = {"steps": [0, 200, 400], "values": [0.2, 0.9, 1.8]}
     verdict = get_study("lesion").judge(numbers)
     assert verdict.status == SUPPORTED and verdict.settling["resnet20"]["settled"] is False
-    assert "resnet20's median rise for one deleted unit (points) had not settled: it moved from 1.5 (step 200)" in (
+    assert "resnet20's median rise for one deleted unit (points) had not settled: it moved from 0.9 (step 200)" in (
         verdict.text
     )
     assert "longer training could change this verdict" in verdict.text

@@ -5,6 +5,8 @@ as ``resnets train`` makes its recipe flags), so ``resnets study NAME --help`` l
 options with their defaults, then the flags every instrument shares (the study's :class:`Context`). The
 instrument's parser is built only when it is named. ``resnets study all --out DIR`` runs every instrument on its
 defaults into DIR, then writes the report (``resnets report DIR``): the one command that makes the whole report.
+Both plan their work first (:mod:`resnets.studies.job`) and print a line with the job's ETA whenever a run or an
+instrument starts; ``study all`` ends with its wall time and compute, also written to DIR/study-all.json.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import shlex
-import sys
 from typing import Any
 
 from resnets.cli.dataclass_flags import add_dataclass_flags, shown_value
@@ -52,7 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def instrument_parser(name: str) -> argparse.ArgumentParser:
     """The parser of ``resnets study NAME``: NAME's options, then the shared ones, each with its default."""
     from resnets.studies import STUDIES, Context, get_study
-    from resnets.studies.trained import defaults_text
+    from resnets.studies.plans import defaults_text
 
     parser = argparse.ArgumentParser(
         prog=f"resnets study {name}",
@@ -117,8 +118,11 @@ def command_line(name: str, options: Any, context: Any) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from resnets.device import resolve_device
     from resnets.studies import STUDIES, Context, get_study
+    from resnets.studies.job import Job, initial_rate, plan, running, write_job_record
 
     if args.name is None:
         args.study_parser.print_help()
@@ -141,15 +145,24 @@ def run(args: argparse.Namespace) -> int:
     context = Context(**{k: v for k, v in given.items() if k in shared})
     resolve_device(context.device)  # one clear line for a missing GPU, before any work
     names = list(STUDIES) if args.name == "all" else [args.name]
-    for i, name in enumerate(names, 1):
+    chosen = {}
+    for name in names:
         fields = {f.name for f in dataclasses.fields(get_study(name).Options)}
-        chosen = {k: v for k, v in given.items() if k in fields}
-        if args.name == "all" and not context.quiet:
-            print(f"[{i}/{len(names)}] study {name}", file=sys.stderr, flush=True)
-        _study(name, get_study(name).Options(**chosen), context)
+        chosen[name] = get_study(name).Options(**{k: v for k, v in given.items() if k in fields})
+    job = Job(
+        plan(names, chosen, context),
+        title=f"study {args.name}",
+        quiet=context.quiet,
+        rate=initial_rate(context.device, torch.get_num_threads()),
+    )
+    with running(job):
+        for name in names:
+            _study(name, chosen[name], context)
     if args.name == "all":
         from resnets.studies.report import write_report
 
+        record = write_job_record(job, context, shlex.join(["resnets", "study", "all", *args.arguments]))
+        print(record["line"])
         report = write_report(context.out)
         print(f"wrote {report.html}, {report.markdown}")
     return 0

@@ -7,6 +7,8 @@ a named model at another depth. How a family counts its layers belongs with the 
   three stages of n blocks of two convs, the classifier);
 - looks-linear plain nets: 6n+2 layers with 2n single-conv units per stage;
 - convolutional Highway nets: 3n+4 (n highway layers per stage; a stem, two transitions and the classifier);
+- speedrun nets and their plain twins: 3n+5 (the whitening conv, three stage entries, n single-conv units per
+  stage, the classifier);
 - models whose config has a ``depth`` field (fully connected Highway nets, residual MLPs, Transformers): that.
 """
 
@@ -39,9 +41,12 @@ def depth_options(name: str, depth: int) -> dict[str, Any]:
     if entry.family == "highway" and layers is not None and len(layers) == 3:
         n = _per_stage(name, depth, 4, 3)
         return {"layers": (n, n, n)}
+    if entry.family == "speedrun" and layers is not None and len(layers) == 3:
+        n = _per_stage(name, depth, 5, 3)
+        return {"layers": (n, n, n)}
     raise NoDepthSweep(
         f"model {name!r} has no depth sweep; use a CIFAR ResNet or plain net (resnet20, plain20), a Highway net, "
-        "a residual MLP, a looks-linear net or a Transformer"
+        "a residual MLP, a looks-linear net, a speedrun net or a Transformer"
     )
 
 

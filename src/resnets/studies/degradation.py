@@ -14,9 +14,10 @@ training engine, and:
   run's own on the whole test split; mean and spread over seeds.
 
 Twins share every setting except the shortcut: the study checks it through the runs' records and model configs
-before it compares them. The runs are those of ``DEFAULT_RUNS["degradation"]`` (resnets.studies.trained): on
-the cpu budget 400 steps per run and 2 seeds; ``--budget paper`` runs the paper's schedule (he2015-cifar: 64k
-iterations, lr /10 at 32k and 48k, a 45k/5k train/validation split) on CIFAR-10, for a GPU.
+before it compares them. The runs are those of ``DEFAULT_RUNS["degradation"]`` (resnets.studies.plans): on
+the cpu budget the speedrun twins at 20 and 56 layers, the study-fm recipe to its end, 2 seeds; ``--budget
+paper`` runs the paper's schedule (he2015-cifar: 64k iterations, lr /10 at 32k and 48k, a 45k/5k
+train/validation split) on CIFAR-10 at 20, 32, 44, 56 and 110 layers, for a GPU.
 """
 
 from __future__ import annotations
@@ -30,13 +31,14 @@ from pathlib import Path
 from typing import Any
 
 from resnets.errors import ConfigError
-from resnets.models import create_model, depth_options, list_models
+from resnets.models import create_model
 from resnets.runs import Run
 from resnets.studies.common import error_rate, number, spread, subset_batches
 from resnets.studies.contract import INTS, Context, InstrumentOptions, models_option, option
 from resnets.studies.figures import legend_outside, new_figure, run_length, save_figure, titled
+from resnets.studies.plans import DefaultRuns, RunSpec, default_runs
 from resnets.studies.reorder import is_plain
-from resnets.studies.trained import TrainedRun, default_runs, open_trained, train_run
+from resnets.studies.trained import TrainedRun, open_trained, train_run
 from resnets.studies.verdict import Check, Threshold, Verdict, judged, settling
 
 NAME = "degradation"
@@ -93,16 +95,6 @@ def twins(names: Sequence[str]) -> tuple[str, str]:
     if len(plain) != 1:
         raise ConfigError(f"give one plain model (no shortcuts) and one residual twin; got {', '.join(names)}")
     return plain[0], next(name for name in names if name != plain[0])
-
-
-def at_depth(name: str, depth: int) -> tuple[str, dict[str, Any], str]:
-    """(model, options, run label) of ``name`` with ``depth`` layers: the registered name where one matches
-    (plain56, resnet56), so that runs are shared with other instruments, else ``name`` with options."""
-    options = depth_options(name, depth)
-    candidate = name.rstrip("0123456789") + str(depth)
-    if candidate in list_models() and create_model(candidate).config == create_model(name, **options).config:
-        return candidate, {}, candidate
-    return name, options, f"{name}-d{depth}"
 
 
 def check_twins(plain: Run, residual: Run) -> None:
@@ -175,35 +167,45 @@ def compare(finals: dict[int, list[float]]) -> dict[str, Any]:
     }
 
 
-def measure(options: Options, context: Context) -> dict[str, Any]:
-    """Train the twins at every depth and seed (or reuse them in OUT/runs), then measure and compare them."""
-    plan = default_runs(NAME, context.budget)
-    plain_name, residual_name = twins(options.models or plan.models)
-    depths = tuple(sorted(options.depths or plan.depths))
+def planned_runs(options: Options, context: Context) -> list[RunSpec]:
+    """Every run the study trains: both twins at every depth and seed, by seed, then depth, plain first."""
+    group, plain_name, residual_name, depths = _sweep(options, context)
+    return [
+        group.spec(name, depth=depth, seed=seed, steps=options.steps)
+        for seed in range(options.seeds or group.seeds)
+        for depth in depths
+        for name in (plain_name, residual_name)
+    ]
+
+
+def _sweep(options: Options, context: Context) -> tuple[DefaultRuns, str, str, tuple[int, ...]]:
+    """The group of default runs (its options dropped where --model names other twins), the twins and depths."""
+    group = default_runs(NAME, context.budget)[0]
+    if options.models:
+        group = dataclasses.replace(group, models=tuple(options.models), model_options={}, tag="")
+    plain_name, residual_name = twins(group.models)
+    depths = tuple(sorted(options.depths or group.depths))
     if len(depths) < 2:
         raise ConfigError(f"degradation compares depths; give at least two (--depths 20,56), got {depths}")
-    steps = options.steps or plan.steps
-    paper = context.budget == "paper"
-    draws = list(range(options.seeds or plan.seeds))
+    return group, plain_name, residual_name, depths
+
+
+def measure(options: Options, context: Context) -> dict[str, Any]:
+    """Train the twins at every depth and seed (or reuse them in OUT/runs), then measure and compare them."""
+    group, plain_name, residual_name, depths = _sweep(options, context)
+    specs = planned_runs(options, context)
+    steps = specs[0].steps
     measured: dict[str, dict[int, list[dict[str, Any]]]] = {plain_name: {}, residual_name: {}}
     described: list[dict[str, Any]] = []
     curve: list | None = None
-    pairs = [(d, s) for s in draws for d in depths]
-    for depth, seed in context.progress(pairs, "degradation"):
-        opened = {}
-        for name in (plain_name, residual_name):
-            model, model_options, label = at_depth(name, depth)
-            path = train_run(
-                context,
-                model,
-                steps=steps,
-                seed=seed,
-                snapshots=plan.snapshots,
-                plan=plan,
-                model_options=model_options,
-                label=f"{label}-paper" if paper else label,
-            )
-            opened[name] = open_trained(context, path, f"{label} s{seed}")
+    pairs = [(specs[i], specs[i + 1]) for i in range(0, len(specs), 2)]
+    for (depth, seed), (plain_spec, residual_spec) in zip(
+        [(d, s) for s in range(options.seeds or group.seeds) for d in depths], context.progress(pairs, "degradation")
+    ):
+        opened = {
+            name: open_trained(context, train_run(context, spec), f"{spec.label} s{seed}")
+            for name, spec in ((plain_name, plain_spec), (residual_name, residual_spec))
+        }
         check_twins(opened[plain_name].run, opened[residual_name].run)  # before anything is compared
         if curve is None:
             curve = subset_batches(opened[plain_name].run, options.samples, 0)
@@ -216,9 +218,9 @@ def measure(options: Options, context: Context) -> dict[str, Any]:
             "plain": plain_name,
             "residual": residual_name,
             "depths": list(depths),
-            "seeds": len(draws),
+            "seeds": options.seeds or group.seeds,
             "steps": steps,
-            "recipe": plan.recipe + (f" with {plan.changes}" if plan.changes else ""),
+            "recipe": group.recipe + (f" with {dict(group.changes)}" if group.changes else ""),
             "train_error": f"mean batch error (with augmentation) over the last {TAIL:.0%} of the steps",
             "test_error": "the run's own error on the whole test split",
             "curve_test_samples": len(curve[0][1]) * len(curve) if curve else 0,
@@ -304,7 +306,7 @@ def judge(numbers: dict[str, Any]) -> Verdict:
         moving[name] = settling(
             steps, values, quantity=f"training-error gap ({hi} - {lo} layers)", threshold=THRESHOLDS[key].value
         )
-    return judged(checks, found=found, settling=moving)
+    return judged(checks, found=found, settling=moving, trained=numbers.get("trained", ()))
 
 
 def render(numbers: dict[str, Any], out: Path) -> tuple[str, list[Path]]:
@@ -317,13 +319,14 @@ def _table(numbers: dict[str, Any], families: dict[str, str], depths: Sequence[i
         "| net | layers | params | final training error (%) | final test error (%) |",
         "|---|---:|---:|---:|---:|",
     ]
-    for family, name in families.items():
+    for family in families:
         for d in depths:
             row = numbers["final"][family][str(d)]
             label = f"{'plain' if family == 'plain' else 'ResNet'}-{d}"
             train, test = row["train_error"], row["test_error"]
             lines.append(
-                f"| {label} ({at_depth(name, d)[2]}) | {d} | {row['params'] / 1e6:.2f}M | "
+                f"| {label} ({numbers['runs'][family][str(d)][0]['label'].rsplit(' s', 1)[0]}) | {d} | "
+                f"{row['params'] / 1e6:.2f}M | "
                 f"{number(train['mean']):.1f} ± {number(train['std']):.1f} | "
                 f"{number(test['mean']):.1f} ± {number(test['std']):.1f} |"
             )

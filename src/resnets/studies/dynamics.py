@@ -233,7 +233,7 @@ def judge(numbers: dict[str, Any]) -> Verdict:
         )
         steps = [s["step"] for s in numbers["runs"][label]["snapshots"]]
         moving[label] = settling(steps, length["by_step"], quantity="gradient-weighted path length")
-    return judged(checks, found="; ".join(parts), settling=moving)
+    return judged(checks, found="; ".join(parts), settling=moving, trained=numbers.get("trained", ()))
 
 
 def _difference(first: float | None, last: float | None) -> float | None:

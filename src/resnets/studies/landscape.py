@@ -247,7 +247,7 @@ def snapshot_convexity(run: Run, options: Options) -> float | None:
 
 
 def measure(options: Options, context: Context) -> dict[str, Any]:
-    """Landscapes of trained runs (default: resnet20 and plain20) along seeded random directions."""
+    """Landscapes of trained runs (default: the 56-layer speedrun twins) along seeded random directions."""
     runs = trained_runs(NAME, options, context)
     nets = {trained.label: measure_run(trained, options, context) for trained in runs}
     return {
@@ -335,6 +335,7 @@ def judge(numbers: dict[str, Any]) -> Verdict:
         notes=notes,
         settling=moving,
         missing="no residual net was measured against a plain net with as many units",
+        trained=numbers.get("trained", ()),
     )
 
 

@@ -259,6 +259,11 @@ def measure_run(run: Run, *, batch: int, seeds: int, context: Context, label: st
                 row.append(sum(norms) / len(norms))
         per_seed.append(row)
         del trace
+    if not any(full_norms):
+        raise ConfigError(
+            f"{run.path}: the loss has no gradient at these weights (a dead net: every path's gradient is 0), so "
+            "gradient shares by path length are undefined; train it at a lower lr"
+        )
     counts = path_length_counts(n)
     per_path = [spread(row[k] for row in per_seed) for k in range(n + 1)]
     summary = _lengths(counts, [s["mean"] for s in per_path])
@@ -374,7 +379,7 @@ def judge(numbers: dict[str, Any]) -> Verdict:
         if small
         else []
     )
-    return judged(checks, found="; ".join(parts), notes=notes, settling=moving)
+    return judged(checks, found="; ".join(parts), notes=notes, settling=moving, trained=numbers.get("trained", ()))
 
 
 def render(numbers: dict[str, Any], out: Path) -> tuple[str, list[Path]]:

@@ -32,6 +32,7 @@ import markdown
 from resnets.errors import ConfigError
 from resnets.io.atomic import atomic_write_text
 from resnets.studies import STUDIES
+from resnets.studies.job import JOB_RECORD
 from resnets.studies.runner import FORMAT, rerender
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -53,6 +54,7 @@ class Study:
     command: str
     path: Path
     precision: str = ""  # what the study measured in ("fp32", "bf16 autocast"); "" where its JSON predates it
+    data: str = ""  # the data sets its numbers came from
 
     @property
     def status(self) -> str:
@@ -109,7 +111,24 @@ def load_study(path: str | Path) -> Study:
         command=str(data.get("command") or ""),
         path=path,
         precision=precision,
+        data=data_of(data, settings),
     )
+
+
+def data_of(record: dict[str, Any], settings: dict[str, Any]) -> str:
+    """The data sets a study's numbers came from: its trained runs' (as they recorded them), else the study's
+    ``--data`` (its untrained nets' batches), else the default data set."""
+    from resnets.studies.plans import DEFAULT_DATA
+
+    numbers = record.get("numbers") if isinstance(record.get("numbers"), dict) else {}
+    found: list[str] = []
+    for key in ("trained", "trained_runs"):
+        runs = numbers.get(key)
+        if isinstance(runs, list):
+            found += [str(r["data"]) for r in runs if isinstance(r, dict) and r.get("data")]
+    if not found:
+        found = [str(settings.get("data") or DEFAULT_DATA)]
+    return ", ".join(dict.fromkeys(found))
 
 
 def find_studies(directory: str | Path) -> tuple[list[Study], list[str]]:
@@ -119,7 +138,10 @@ def find_studies(directory: str | Path) -> tuple[list[Study], list[str]]:
     if not directory.is_dir():
         raise ConfigError(f"{directory} is not a directory; run `resnets study NAME --out {directory}` first")
     order = {name: i for i, name in enumerate(STUDIES)}
-    paths = sorted(directory.glob("*.json"), key=lambda p: (order.get(p.stem, len(order)), p.stem))
+    paths = sorted(
+        (p for p in directory.glob("*.json") if p.name != JOB_RECORD),
+        key=lambda p: (order.get(p.stem, len(order)), p.stem),
+    )
     studies, skipped = [], []
     for path in paths:
         try:
@@ -142,14 +164,14 @@ def write_report(directory: str | Path, out: str | Path | None = None) -> Report
     if html_path.suffix.lower() not in (".html", ".htm"):
         raise ConfigError(f"--out must name an .html file (its Markdown twin goes beside it), got {str(html_path)!r}")
     md_path = html_path.with_suffix(".md")
-    present = {path.stem for path in directory.glob("*.json")}  # a corrupt one is skipped, not absent
+    present = {path.stem for path in directory.glob("*.json") if path.name != JOB_RECORD}  # corrupt: skipped
     if md_path.stem in present and md_path.parent.resolve() == directory.resolve():
         raise ConfigError(f"--out {html_path} would overwrite the study's own {md_path.name}; choose another name")
     not_rejudged = rejudge(directory)
     studies, skipped = find_studies(directory)
     skipped = [*not_rejudged, *skipped]
     absent = [name for name in STUDIES if name not in present]
-    made = _provenance(directory, len(studies))
+    made = " ".join(filter(None, (_provenance(directory, len(studies)), job_line(directory))))
     atomic_write_text(html_path, render_html(studies, directory, made=made, absent=absent, skipped=skipped))
     atomic_write_text(
         md_path, render_markdown(studies, directory, md_path.parent, made=made, absent=absent, skipped=skipped)
@@ -173,6 +195,16 @@ def rejudge(directory: Path) -> list[str]:
         except ConfigError as error:
             problems.append(f"not re-judged, shown as written: {error}")
     return problems
+
+
+def job_line(directory: Path) -> str:
+    """The wall time and compute of the ``resnets study all`` that filled ``directory`` ("" where none did)."""
+    try:
+        record = json.loads((directory / JOB_RECORD).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return ""
+    line = record.get("line") if isinstance(record, dict) else None
+    return f"It was made by {_one_line(line)}." if isinstance(line, str) else ""
 
 
 def _provenance(directory: Path, count: int) -> str:
@@ -240,12 +272,12 @@ def render_html(
         parts.append(f'<p class="skipped"><strong>Mixed precisions.</strong> {e(mixed)}</p>')
     parts += [
         '<div class="wrap"><table class="summary"><thead>',
-        "<tr><th>study</th><th>verdict</th><th>status</th><th>precision</th></tr></thead><tbody>",
+        "<tr><th>study</th><th>verdict</th><th>status</th><th>precision</th><th>data</th></tr></thead><tbody>",
     ]
     for s in studies:
         parts.append(
             f'<tr><td><a href="#study-{e(s.name)}">{e(s.name)}</a></td><td>{_verdict_cell(s.verdict)}</td>'
-            f"<td>{_badge(s)}</td><td>{e(s.precision_label)}</td></tr>"
+            f"<td>{_badge(s)}</td><td>{e(s.precision_label)}</td><td>{e(s.data)}</td></tr>"
         )
     parts.append("</tbody></table></div>")
     if absent:
@@ -265,7 +297,7 @@ def _section_html(s: Study, directory: Path) -> list[str]:
         f'<section id="study-{e(s.name)}"><h2>{e(s.name)} {_badge(s)}</h2>',
         f'<div class="claim"><strong>Claim.</strong> {e(s.claim)}</div>',
         f'<div class="verdict {css}"><strong>Verdict ({e(s.status)}).</strong> {e(s.verdict)}</div>',
-        f'<p class="made">Measured in {e(s.precision_label)}.</p>',
+        f'<p class="made">Measured in {e(s.precision_label)} on {e(s.data or "data not recorded")}.</p>',
     ]
     if s.table.strip():
         parts += ["<h3>Key numbers</h3>", f'<div class="numbers">{table_html(s.table)}</div>']
@@ -403,9 +435,10 @@ def render_markdown(
     mixed = mixed_precisions(studies)
     if mixed:
         lines += [f"**Mixed precisions.** {_md(mixed)}", ""]
-    lines += ["| study | verdict | status | precision |", "|---|---|---|---|"]
+    lines += ["| study | verdict | status | precision | data |", "|---|---|---|---|---|"]
     lines += [
-        f"| [{s.name}](#{s.name}) | {_cell(s.verdict, s.name)} | {s.status} | {_md(s.precision_label)} |"
+        f"| [{s.name}](#{s.name}) | {_cell(s.verdict, s.name)} | {s.status} | {_md(s.precision_label)} | "
+        f"{_md(s.data).replace('|', '')} |"
         for s in studies
     ]
     lines.append("")
@@ -420,7 +453,7 @@ def render_markdown(
             "",
             f"**Verdict ({s.status}).** {_md(s.verdict)}",
             "",
-            f"Measured in {_md(s.precision_label)}.",
+            f"Measured in {_md(s.precision_label)} on {_md(s.data or 'data not recorded')}.",
             "",
         ]
         if s.table.strip():

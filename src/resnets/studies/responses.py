@@ -179,7 +179,8 @@ def mean_response(run: Run, samples: int, seed: int) -> float:
 
 
 def measure(options: Options, context: Context) -> dict[str, Any]:
-    """The branch responses of trained runs (default: resnet20 and plain20) and of their kept snapshots."""
+    """The branch responses of trained runs (default: the 20-layer twins and the 56-layer residual net) and of
+    their kept snapshots."""
     runs = trained_runs(NAME, options, context, models=[] if options.runs else _models(options))
     nets: dict[str, dict[str, Any]] = {}
     for trained in runs:
@@ -275,6 +276,7 @@ def judge(numbers: dict[str, Any]) -> Verdict:
         found=f"mean response std {found}" if nets else "",
         missing="no residual/plain pair with equal unit counts and no two ResNet depths were measured",
         settling=moving,
+        trained=numbers.get("trained", ()),
     )
 
 

@@ -22,6 +22,7 @@ import torch
 from resnets.errors import ConfigError
 from resnets.io.atomic import atomic_write_text
 from resnets.studies.contract import Context
+from resnets.studies.job import current_job
 from resnets.studies.verdict import Verdict
 
 #: The layout of NAME.json; 1 was the layout before the instrument contract (no re-judging, no checks).
@@ -63,6 +64,8 @@ def run_study(
         )
     options = dataclasses.replace(options or instrument.Options(), **{k: v for k, v in fields.items() if k in own})
     context = dataclasses.replace(context or Context(), **{k: v for k, v in fields.items() if k in shared})
+    job = current_job()
+    job.measuring(name)
     numbers = instrument.measure(options, context)
     record = {
         "format": FORMAT,
@@ -73,7 +76,9 @@ def run_study(
         "settings": {**dataclasses.asdict(options), **context.described(), **numbers.get("settings", {})},
         "numbers": numbers,
     }
-    return save(instrument, record, context.out)
+    saved = save(instrument, record, context.out)
+    job.measured(name)
+    return saved
 
 
 def save(instrument: ModuleType, record: dict[str, Any], out: str | Path) -> Saved:
@@ -94,6 +99,7 @@ def save(instrument: ModuleType, record: dict[str, Any], out: str | Path) -> Sav
         "status": verdict.status,
         "checks": [c.to_dict() for c in verdict.checks],
         "settling": verdict.settling,
+        "convergence": verdict.convergence,
         "thresholds": thresholds,
         "precision": record.get("precision", ""),
         "settings": record.get("settings", {}),

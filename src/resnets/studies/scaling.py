@@ -12,7 +12,7 @@ pre-activation obeys E|a^{l-2} + s z^l|^2 = |a^{l-2}|^2 + s^2 (|a^{l-1}|^2 + 1) 
 
 What is run: every (model, depth) net is trained WITHOUT normalisation (``norm="identity"``) at residual scales
 1, 0.3, 0.1 and 1/sqrt(L) (L: the units with a shortcut), with the same seeds and recipe (the default recipe,
-no warm-up, constant learning rate :data:`LR`: ``DEFAULT_RUNS["scaling"]`` in resnets.studies.trained), through
+no warm-up, constant learning rate :data:`LR`: ``DEFAULT_RUNS["scaling"]`` in resnets.studies.plans), through
 the one training engine, into OUT/runs (finished and diverged runs are reused). A run ends one of three ways:
 
 - ``diverged``: the loss became non-finite; the engine names the step (``TrainingDivergedError.step``);
@@ -42,7 +42,8 @@ from resnets.models import create_model, depth_options, get_model_entry
 from resnets.studies.common import error_rate, fmt, number, spread, subset_batches
 from resnets.studies.contract import INTS, Context, InstrumentOptions, models_option, option
 from resnets.studies.figures import new_figure, run_length, save_figure, titled
-from resnets.studies.trained import default_runs, open_trained, read_step_log, run_path, train_run
+from resnets.studies.plans import RunSpec, default_runs
+from resnets.studies.trained import open_trained, read_step_log, run_path, train_run
 from resnets.studies.verdict import Check, Threshold, Verdict, judged, settling
 
 NAME = "scaling"
@@ -86,8 +87,9 @@ THRESHOLDS = {
         unit="",
         paper="'scaling down the residuals before adding them to the previous layer activation seemed to "
         "stabilize the training', with factors 'between 0.1 and 0.3' (Szegedy et al. 2016, Sec. 3.3); a ReLU "
-        "ResNet starts training when its residual modules are scaled so that the summed scales stay bounded "
-        "in depth, as 1/sqrt(L) per unit does (Hanin & Rolnick 2018, Sec. 4)",
+        "ResNet starts training when its residual modules are correctly scaled (Hanin & Rolnick 2018, abstract); "
+        "by the variance sum the second moment grows as prod (1 + s^2), bounded in depth at 1/sqrt(L) per unit, "
+        "whose summed squares are 1",
         source="Szegedy et al. 2016, Sec. 3.3; Hanin & Rolnick 2018, Sec. 4",
         why="our line: the share of the down-scaled nets (0.3, 0.1, 1/sqrt(L)) that trained, per training "
         "seed, above one half",
@@ -162,7 +164,7 @@ def scaling_label(net: Net, scale: float | str, lr: float = LR) -> str:
 
 def plan(options: Options, context: Context) -> list[Net]:
     """The nets to train: each ``--model`` (default: the residual MLP) at each depth, built once to check them."""
-    row = default_runs(NAME, context.budget)
+    row = default_runs(NAME, context.budget)[0]
     nets = []
     for name in options.models or row.models:
         missing = [k for k in ("norm", "residual_scale") if k not in get_model_entry(name).options()]
@@ -176,27 +178,39 @@ def plan(options: Options, context: Context) -> list[Net]:
     return nets
 
 
+def scaled_spec(context: Context, net: Net, scale: float | str, seed: int, steps: int, lr: float = LR) -> RunSpec:
+    """The run of ``net`` without normalisation at residual ``scale`` with ``seed`` (its label names all three)."""
+    row = default_runs(NAME, context.budget)[0]
+    return RunSpec(
+        net.model,
+        scaling_label(net, scale, lr),
+        steps,
+        seed,
+        row.recipe,
+        0,
+        row.data,
+        {**net.options, "norm": "identity", "residual_scale": scale_value(scale, net.units)},
+        {**row.changes, "lr": lr},
+    )
+
+
+def planned_runs(options: Options, context: Context) -> list[RunSpec]:
+    """Every run of the study: each net at every scale and seed."""
+    row = default_runs(NAME, context.budget)[0]
+    steps, seeds = options.steps or row.steps, options.seeds or row.seeds
+    nets = plan(options, context)
+    return [scaled_spec(context, net, scale, seed, steps) for net in nets for scale in SCALES for seed in range(seeds)]
+
+
 def train_scaled(
     context: Context, net: Net, scale: float | str, seed: int, steps: int, lr: float = LR
 ) -> tuple[Path, int | None]:
     """Train one run (or reuse the finished or diverged one in OUT/runs); returns its path and divergence step."""
-    label = scaling_label(net, scale, lr)
-    row = default_runs(NAME, context.budget)
+    spec = scaled_spec(context, net, scale, seed, steps, lr)
     try:
-        path = train_run(
-            context,
-            net.model,
-            steps=steps,
-            seed=seed,
-            snapshots=0,
-            plan=row,
-            model_options={**net.options, "norm": "identity", "residual_scale": scale_value(scale, net.units)},
-            label=label,
-            changes={"lr": lr},
-        )
+        return train_run(context, spec), None
     except TrainingDivergedError as error:
-        return run_path(context, label, steps=steps, seed=seed), error.step
-    return path, None
+        return run_path(context, spec), error.step
 
 
 def measure_run(path: Path, diverged_at: int | None, samples: int, context: Context | None = None) -> dict[str, Any]:
@@ -227,7 +241,7 @@ def measure_run(path: Path, diverged_at: int | None, samples: int, context: Cont
 
 def measure(options: Options, context: Context) -> dict[str, Any]:
     """Train every net at every scale and seed, classify each run, and count the outcomes."""
-    row = default_runs(NAME, context.budget)
+    row = default_runs(NAME, context.budget)[0]
     nets = plan(options, context)
     steps = options.steps or row.steps
     seeds = options.seeds or row.seeds

@@ -40,7 +40,7 @@ from resnets.models import create_at_depth
 from resnets.studies.common import number, spread
 from resnets.studies.contract import INTS, Context, InstrumentOptions, option
 from resnets.studies.figures import UNTRAINED, legend_outside, new_figure, save_figure, titled
-from resnets.studies.trained import DEFAULT_DATA
+from resnets.studies.plans import DEFAULT_DATA
 from resnets.studies.verdict import Check, Threshold, Verdict, judged
 
 NAME = "shattered"

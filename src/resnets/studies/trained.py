@@ -1,23 +1,21 @@
-"""The trained runs an instrument measures: the one reader of a run directory, and the default runs.
+"""The trained runs an instrument measures: the one reader of a run directory, and the one way to train them.
 
 :class:`TrainedRun` is how every instrument reads a run: the model opened on the study's device in the study's
 precision (fp32 unless ``--precision fast``, whatever the run trained in), its kept weight snapshots, its
-per-step log and what ``summary.json`` says of its training (steps, epochs, test error). No instrument reads a
-run's files itself.
+per-step log and what ``summary.json`` says of its training (steps, epochs, test error), and how far its test
+error is from what its net and recipe reach at convergence (:mod:`resnets.studies.plans`). No instrument reads
+a run's files itself.
 
-Runs given with ``--run`` are measured as they are. Otherwise an instrument trains its default runs, listed in
-one table, :data:`DEFAULT_RUNS` (model, data, recipe, length, depths, seeds, snapshots per instrument and
-budget), once into ``OUT/runs/MODEL-DATA-sSEED-STEPS``, keeping weight snapshots along the way, and every
-instrument pointed at the same ``--out`` reuses them. The ``cpu`` rows are short runs (minutes on two
-cores, far from convergence: the JSON says how long they trained); ``--budget paper`` uses the paper's
-schedule where a row exists and the ``cpu`` row elsewhere.
+Runs given with ``--run`` are measured as they are. Otherwise an instrument trains its default runs (the
+table :data:`resnets.studies.plans.DEFAULT_RUNS`) once into ``OUT/runs/LABEL-DATA-RECIPE-sSEED-STEPS``,
+keeping weight snapshots along the way, and every instrument pointed at the same ``--out`` reuses them.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -27,94 +25,8 @@ from resnets.runs import Run, RunDir, open_run
 from resnets.runs.checkpoint import has_checkpoint
 from resnets.runs.record import RECORD_FILE
 from resnets.studies.contract import Context, TrainedOptions
-
-DEFAULT_DATA = "fashion-mnist"
-CPU_STEPS = 400  # optimiser steps of a cpu-budget run: about 2 minutes of resnet20 on 2 CPU cores
-RESIDUAL, PLAIN, HIGHWAY = "resnet20", "plain20", "highway_cifar19"
-
-
-@dataclass(frozen=True)
-class DefaultRuns:
-    """What an instrument trains when given no ``--run``: one row of :data:`DEFAULT_RUNS`."""
-
-    models: tuple[str, ...]
-    steps: int  # optimiser steps per run
-    snapshots: int = 4  # weight snapshots kept, evenly spaced, step 0 included (0: none)
-    recipe: str = "default"
-    data: str | None = None  # None: the study's --data, else fashion-mnist
-    depths: tuple[int, ...] = ()  # the depth sweep of instruments that train each model at several depths
-    seeds: int = 1  # training seeds of instruments that repeat training
-    changes: dict[str, Any] = field(default_factory=dict)  # training settings changed from the recipe's
-
-
-#: instrument -> budget -> its default runs; the one place to change what the instruments train.
-DEFAULT_RUNS: dict[str, dict[str, DefaultRuns]] = {
-    "gradients": {"cpu": DefaultRuns((RESIDUAL, PLAIN, HIGHWAY), CPU_STEPS)},
-    "responses": {"cpu": DefaultRuns((RESIDUAL, PLAIN), CPU_STEPS)},
-    "lesion": {"cpu": DefaultRuns((RESIDUAL, PLAIN), CPU_STEPS)},
-    "paths": {"cpu": DefaultRuns((RESIDUAL,), CPU_STEPS)},
-    "iterative": {"cpu": DefaultRuns((RESIDUAL, HIGHWAY, PLAIN), CPU_STEPS)},
-    "gates": {"cpu": DefaultRuns((HIGHWAY,), CPU_STEPS)},
-    "landscape": {"cpu": DefaultRuns((RESIDUAL, PLAIN), CPU_STEPS)},
-    "hessian": {"cpu": DefaultRuns((RESIDUAL, PLAIN), CPU_STEPS)},
-    "dynamics": {"cpu": DefaultRuns((RESIDUAL,), CPU_STEPS, snapshots=9)},
-    "degradation": {
-        "cpu": DefaultRuns((PLAIN, RESIDUAL), CPU_STEPS, snapshots=9, depths=(20, 32, 44, 56), seeds=2),
-        # He et al. 2015, Sec. 4.2: 64k iterations, lr /10 at 32k and 48k, a 45k/5k train/validation split
-        "paper": DefaultRuns(
-            (PLAIN, RESIDUAL),
-            64000,
-            snapshots=0,
-            recipe="he2015-cifar",
-            data="cifar10",
-            depths=(20, 32, 44, 56),
-            seeds=2,
-            changes={"val_size": 5000},
-        ),
-    },
-    "scaling": {
-        # no warm-up and a constant lr of 0.1 (He et al. 2015's), high enough to expose an exploding start
-        "cpu": DefaultRuns(
-            ("resmlp_identity_20",),
-            200,
-            snapshots=0,
-            depths=(30, 100, 200),
-            seeds=2,
-            changes={"lr": 0.1, "warmup_epochs": 0.0, "schedule": "constant"},
-        ),
-        "paper": DefaultRuns(  # 10 epochs of Fashion-MNIST at batch 128
-            ("resmlp_identity_20",),
-            4690,
-            snapshots=0,
-            depths=(30, 100, 300, 1000),
-            seeds=2,
-            changes={"lr": 0.1, "warmup_epochs": 0.0, "schedule": "constant"},
-        ),
-    },
-}
-
-
-def default_runs(name: str, budget: str) -> DefaultRuns:
-    """The default runs of instrument ``name`` on ``budget`` (the cpu row where there is no paper row)."""
-    rows = DEFAULT_RUNS[name]
-    return rows.get(budget, rows["cpu"])
-
-
-def defaults_text(name: str) -> dict[str, str]:
-    """What ``--model``, ``--steps`` (and, where the table sweeps depth, ``--depths`` and ``--seeds``) default to,
-    per budget, for ``resnets study NAME --help``."""
-    rows = DEFAULT_RUNS.get(name)
-    if not rows:
-        return {}
-
-    def per_budget(value: Callable[[DefaultRuns], str]) -> str:
-        return "; ".join(f"{budget}: {value(row)}" for budget, row in rows.items())
-
-    shown = {"models": per_budget(lambda r: " ".join(r.models)), "steps": per_budget(lambda r: str(r.steps))}
-    if any(row.depths for row in rows.values()):
-        shown["depths"] = per_budget(lambda r: ",".join(map(str, r.depths)))
-        shown["seeds"] = per_budget(lambda r: str(r.seeds))
-    return shown
+from resnets.studies.job import current_job
+from resnets.studies.plans import CONVERGED_WITHIN, DEFAULT_DATA, RunSpec, default_runs, find_reference
 
 
 @dataclass
@@ -198,6 +110,28 @@ class TrainedRun:
             "epochs": self.epochs,
             "test_error": self.test_error,
             "seed": self.run.record.seed,
+            "convergence": self.convergence(),
+        }
+
+    def convergence(self) -> dict[str, Any] | None:
+        """How far the run's test error is from what its net and recipe reach at convergence on its data (None
+        where no reference is known: a run of another net, recipe or data set)."""
+        record = self.run.record
+        found = find_reference(
+            record.model, record.model_options, record.recipe, record.data.name if record.data else ""
+        )
+        if found is None or self.test_error is None:
+            return None
+        label, reference = found
+        gap = float(self.test_error) - reference.test_error
+        return {
+            "reference_error": reference.test_error,
+            "reference_steps": reference.steps,
+            "reference": reference.how,
+            "net": label,
+            "gap": gap,
+            "within": CONVERGED_WITHIN,
+            "converged": gap <= CONVERGED_WITHIN,
         }
 
 
@@ -211,18 +145,30 @@ def open_trained(context: Context, path: str | Path, label: str, checkpoint: str
 
 
 def trained_runs(name: str, options: TrainedOptions, context: Context, models: Sequence[str] = ()) -> list[TrainedRun]:
-    """The ``--run`` directories, opened; else a default run of each model (``models``, ``--model``, else the
-    table's), trained into OUT/runs if missing. Labels are model names, made unique."""
+    """The ``--run`` directories, opened; else the runs of :func:`default_specs`, trained into OUT/runs if
+    missing. Labels are the specs' (default runs) or the model names (``--run``), made unique."""
     if options.runs:
-        paths = [Path(p) for p in options.runs]
-    else:
-        plan = default_runs(name, context.budget)
-        steps = options.steps or plan.steps
-        chosen = models or options.models or plan.models
-        paths = [train_run(context, m, steps=steps, snapshots=plan.snapshots, plan=plan) for m in chosen]
-    opened = [open_measured(context, p) for p in paths]
-    labels = unique_labels([run.record.model for run in opened])
-    return [TrainedRun(run, label, context) for run, label in zip(opened, labels)]
+        opened = [open_measured(context, p) for p in options.runs]
+        labels = unique_labels([run.record.model for run in opened])
+        return [TrainedRun(run, label, context) for run, label in zip(opened, labels)]
+    specs = default_specs(name, options, context, models)
+    paths = [train_run(context, spec) for spec in specs]
+    labels = unique_labels([spec.label for spec in specs])
+    return [TrainedRun(open_measured(context, p), label, context) for p, label in zip(paths, labels)]
+
+
+def default_specs(name: str, options: Any, context: Context, models: Sequence[str] = ()) -> list[RunSpec]:
+    """The runs instrument ``name`` trains without ``--run``: ``models`` or ``--model`` names as registered
+    (with the first group's recipe and length), else its groups of :data:`DEFAULT_RUNS`, at ``--steps`` where
+    given."""
+    groups = default_runs(name, context.budget)
+    if not groups:
+        return []
+    steps = getattr(options, "steps", None)
+    chosen = list(models or getattr(options, "models", ()) or ())
+    if chosen:
+        return groups[0].as_registered(chosen, steps)
+    return [spec for group in groups for spec in group.specs(steps=steps)]
 
 
 def unique_labels(names: Sequence[str]) -> list[str]:
@@ -243,11 +189,16 @@ def over_snapshots(run: TrainedRun, headline: Callable[[Run], float | None], des
     return {"steps": steps, "values": values}
 
 
-def run_path(context: Context, label: str, *, steps: int, seed: int, data: str | None = None) -> Path:
-    """OUT/runs/LABEL-DATA-sSEED-STEPS: where a study keeps a run it trains (and finds it next time)."""
-    name = Path((data or context.data or DEFAULT_DATA).rstrip("/")).name.replace(".", "_")
+def run_path(context: Context, spec: RunSpec) -> Path:
+    """OUT/runs/LABEL-DATA-RECIPE-sSEED-STEPS: where a study keeps a run it trains (and finds it next time)."""
+    name = Path(data_of(context, spec).rstrip("/")).name.replace(".", "_")
     precision = "-bf16" if context.measuring_precision().amp else ""  # fp32 and bf16 runs never stand in for each other
-    return Path(context.out) / "runs" / f"{label}-{name}-s{seed}-{steps}{precision}"
+    return Path(context.out) / "runs" / f"{spec.label}-{name}-{spec.recipe}-s{spec.seed}-{spec.steps}{precision}"
+
+
+def data_of(context: Context, spec: RunSpec) -> str:
+    """The data set a run trains on: the study's ``--data``, else the spec's, else Fashion-MNIST."""
+    return context.data or spec.data or DEFAULT_DATA
 
 
 def read_step_log(path: str | Path) -> list[dict[str, float]]:
@@ -262,56 +213,64 @@ def diverged_step(path: str | Path) -> int | None:
     return rows[-1]["step"] if rows and not math.isfinite(rows[-1]["loss"]) else None
 
 
-def train_run(
-    context: Context,
-    model: str,
-    *,
-    steps: int,
-    seed: int = 0,
-    snapshots: int = 4,
-    plan: DefaultRuns | None = None,
-    model_options: dict[str, Any] | None = None,
-    label: str | None = None,
-    changes: dict[str, Any] | None = None,
-) -> Path:
-    """Train ``model`` for ``steps`` steps on the study's data into OUT/runs (or reuse the finished run there).
+def snapshot_steps(steps: int, snapshots: int) -> tuple[int, ...]:
+    """The steps at which ``snapshots`` evenly spaced weight snapshots are kept, step 0 and the last included."""
+    return tuple(sorted({round(i * steps / max(1, snapshots - 1)) for i in range(snapshots)})) if snapshots else ()
 
-    ``plan`` gives the recipe, data and changes of a row of :data:`DEFAULT_RUNS`; ``changes`` change further
-    training settings. ``model_options`` change the registered model: ``label`` then names the run in place of
-    the model, so that such runs never mix with the default ones. A run that diverged raises
-    :class:`TrainingDivergedError` with its step, the first time and every time it is asked for again.
+
+def is_trained(path: Path) -> bool:
+    """Whether OUT/runs holds the finished run at ``path``."""
+    return (path / RECORD_FILE).exists() and (path / "summary.json").exists()
+
+
+def train_run(context: Context, spec: RunSpec) -> Path:
+    """Train the run ``spec`` on the study's data into OUT/runs (or reuse the finished run there) to the end of
+    its schedule: ``--max-steps`` alone, so that its length is the schedule's horizon.
+
+    A run that diverged raises :class:`TrainingDivergedError` with its step, the first time and every time it is
+    asked for again.
     """
     from resnets.train import TrainConfig, apply_overrides, resume_config, train
 
-    plan = plan or DefaultRuns((model,), steps, snapshots)
-    settings = {"recipe": plan.recipe, **plan.changes, **(changes or {})}
-    data = context.data or plan.data or DEFAULT_DATA
-    out = run_path(context, label or model, steps=steps, seed=seed, data=data)
-    if (out / RECORD_FILE).exists() and (out / "summary.json").exists():
+    out = run_path(context, spec)
+    if is_trained(out):
         return out
     diverged = diverged_step(out)
     if diverged is not None:
         raise TrainingDivergedError(
             f"{out} diverged at step {diverged} (its steps.csv says so); delete it to train it again", step=diverged
         )
-    if has_checkpoint(out):  # interrupted after a checkpoint: continue it
-        train(resume_config(out, {"max_steps": steps, "quiet": context.quiet}), resume=True)
-        return out
-    kept = tuple(sorted({round(i * steps / max(1, snapshots - 1)) for i in range(snapshots)})) if snapshots else ()
-    overrides = {
-        **settings,
-        "model": model,
-        "model_options": dict(model_options or {}),
-        "data": data,
-        "data_dir": context.data_dir,
-        "seed": seed,
-        "out": str(out),
-        "device": context.device,
-        "quiet": context.quiet,
-        "max_steps": steps,
-        "epochs": None,
-        "snapshot_steps": kept,
-        "amp": context.measuring_precision().amp,  # fp32 by default: the same run on every CPU
-    }
-    train(apply_overrides(TrainConfig(), overrides, "the study's default run"))
+    job = current_job()
+    job.training(str(out), f"training {spec.label} (seed {spec.seed}, {spec.steps} steps)")
+    try:
+        if has_checkpoint(out):  # interrupted after a checkpoint: continue it
+            train(resume_config(out, {"max_steps": spec.steps, "quiet": context.quiet}), resume=True)
+        else:
+            overrides = {
+                "recipe": spec.recipe,
+                **spec.changes,
+                "model": spec.model,
+                "model_options": dict(spec.model_options),
+                "data": data_of(context, spec),
+                "data_dir": context.data_dir,
+                "seed": spec.seed,
+                "out": str(out),
+                "device": context.device,
+                "quiet": context.quiet,
+                "max_steps": spec.steps,
+                "epochs": None,
+                "snapshot_steps": snapshot_steps(spec.steps, spec.snapshots),
+                "amp": context.measuring_precision().amp,  # fp32 by default: the same run on every CPU
+            }
+            train(apply_overrides(TrainConfig(), overrides, "the study's default run"))
+    finally:
+        job.trained(str(out), read_compute(out))
     return out
+
+
+def read_compute(path: Path) -> float | None:
+    """The FLOPs a finished run counted in its summary.json (None where it has none)."""
+    if not (path / "summary.json").is_file():
+        return None
+    found = RunDir(path).read_json("summary.json").get("compute") or {}
+    return float(found["pflop"]) * 1e15 if found.get("pflop") is not None else None

@@ -17,7 +17,7 @@ from torch import nn
 from resnets.errors import ConfigError, DataError
 from resnets.models import NoDepthSweep, SkipNetwork, create_at_depth, get_model_entry
 from resnets.studies.contract import Context
-from resnets.studies.trained import DEFAULT_DATA
+from resnets.studies.plans import DEFAULT_DATA
 
 BN_BATCH = "batch statistics in BN (train-mode BN), every other module in eval mode (no dropout or drop path)"
 

@@ -11,6 +11,11 @@ Trained nets change while they train, so a trained-net instrument also follows i
 run's kept snapshots (:func:`settling`): settled when the last stretch of training moved it by at most
 :data:`SETTLED_WITHIN` of its value; the verdict says when an unsettled quantity was still moving towards the
 threshold, i.e. when a longer run could change it.
+
+A claim about trained nets is judged on nets trained to convergence: where a net's test error is known to be
+more than its reference's tolerance above what its net and recipe reach at convergence (``convergence`` in
+each trained run's description, :mod:`resnets.studies.plans`), the verdict is undecided, whatever the checks
+say, and says how far the net is (:func:`unconverged`).
 """
 
 from __future__ import annotations
@@ -113,6 +118,7 @@ class Verdict:
     text: str
     checks: tuple[Check, ...] = ()
     settling: dict[str, dict[str, Any]] = field(default_factory=dict)
+    convergence: dict[str, dict[str, Any] | None] = field(default_factory=dict)  # per judged net, as described
 
     @property
     def supported(self) -> bool | None:
@@ -125,6 +131,7 @@ class Verdict:
             "text": self.text,
             "checks": [c.to_dict() for c in self.checks],
             "settling": self.settling,
+            "convergence": self.convergence,
         }
 
 
@@ -144,14 +151,19 @@ def judged(
     settling: dict[str, dict[str, Any]] | None = None,
     missing: str = "",
     status: str | None = None,
+    trained: Sequence[dict[str, Any]] = (),
 ) -> Verdict:
     """The verdict of ``checks``: its status, then ``found`` (what was measured, in a sentence), every check
     with its interval, threshold and source, the settling of each run's headline, and ``notes``.
 
     ``missing`` explains an undecided verdict without checks; ``status`` replaces the combined one where an
-    instrument knows better (a net that did not learn decides nothing).
+    instrument knows better (a net that did not learn decides nothing). ``trained`` are the descriptions of the
+    trained nets the verdict rests on: one known to be short of convergence makes it undecided.
     """
     status = status or combine(c.status for c in checks)
+    short, far = unconverged(trained)
+    if far:
+        status = UNDECIDED
     parts = [found.rstrip(".")] if found else []
     parts += [missing.rstrip(".")] if missing and not checks else []
     cited: list[Threshold] = []  # each threshold's paper is quoted once, at its first check
@@ -161,10 +173,28 @@ def judged(
     text = f"{status[0].upper()}{status[1:]}: " + "; ".join(parts) + "."
     settling = settling or {}
     moving = [settling_sentence(label, s) for label, s in settling.items() if s.get("settled") is False]
-    extra = [*moving, *notes]
+    extra = [*short, *moving, *notes]
     if extra:
         text += " " + " ".join(sentence.rstrip(".") + "." for sentence in extra)
-    return Verdict(status, text, tuple(checks), settling)
+    convergence = {str(run.get("label")): run.get("convergence") for run in trained}
+    return Verdict(status, text, tuple(checks), settling, convergence)
+
+
+def unconverged(trained: Sequence[dict[str, Any]]) -> tuple[list[str], bool]:
+    """Sentences for the nets known to be short of convergence, and whether there is one; nets without a
+    reference (a run of another net, recipe or data set) are not judged on it."""
+    sentences = []
+    for run in trained:
+        found = run.get("convergence")
+        if not found or found.get("converged") is not False:
+            continue
+        sentences.append(
+            f"{run.get('label')} is {found['gap']:.1f} points short of convergence: test error "
+            f"{_g(run.get('test_error'))}% after {run.get('steps')} steps against {_g(found['reference_error'])}% for "
+            f"its recipe at convergence ({found['reference']}), more than the {_g(found['within'])} point allowed, "
+            "so this budget cannot decide the claim"
+        )
+    return sentences, bool(sentences)
 
 
 def settling(
