@@ -25,8 +25,9 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from types import FrameType
+from typing import Any
 
 from resnets import __version__
 from resnets.cli.suggest import parse_arguments
@@ -95,11 +96,34 @@ def terminations_interrupt() -> Iterator[None]:
         # an ignored signal (nohup, a scheduler) stays ignored; resnets.__main__'s early handler is replaced
         if handler in (signal.SIG_DFL, signal.default_int_handler) or getattr(handler, "replaceable", False):
             signal.signal(sig, _interrupt)
+    hook, sys.unraisablehook = sys.unraisablehook, _interrupt_again(sys.unraisablehook)
     try:
         yield
     finally:
+        sys.unraisablehook = hook
         for sig, handler in previous.items():
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+
+def _interrupt_again(hook: Callable[[Any], None]) -> Callable[[Any], None]:
+    """An unraisable-exception hook for the interrupt: where our KeyboardInterrupt lands in code whose exceptions
+    Python ignores (a weakref callback of the import machinery, a ``__del__``), it would print "Exception ignored"
+    and be lost; the signal is raised again instead, to interrupt the command a moment later."""
+
+    def handle(unraisable: Any) -> None:
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            import _thread
+            import threading
+
+            # any line run here would meet the tripped flag inside this hook (whose exceptions are ignored too),
+            # so another thread trips it a moment after the hook has returned
+            again = threading.Timer(0.05, _thread.interrupt_main, (_received[-1] if _received else signal.SIGINT,))
+            again.daemon = True
+            again.start()
+            return
+        hook(unraisable)
+
+    return handle
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:

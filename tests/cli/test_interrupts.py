@@ -1,0 +1,42 @@
+"""An interrupt that lands where Python ignores exceptions (a weakref callback, a ``__del__``) is not lost."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+
+from resnets.cli import terminations_interrupt
+
+
+class RaisesWhenCollected:
+    def __del__(self) -> None:
+        raise KeyboardInterrupt("stopped by signal 15")  # what the handler raises, landing in a finaliser
+
+
+def test_an_interrupt_raised_in_a_finaliser_interrupts_the_command_at_its_next_line() -> None:
+    reached = []
+    with pytest.raises(KeyboardInterrupt), terminations_interrupt():
+        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+            pytest.skip("this process ignores SIGINT")
+        RaisesWhenCollected()  # collected at once: Python would print "Exception ignored" and go on
+        for _ in range(200):  # the re-raised signal lands in ordinary code within a second
+            time.sleep(0.01)
+        reached.append("after")
+    assert "after" not in reached
+
+
+def test_other_unraisable_exceptions_reach_the_previous_hook(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    seen = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: seen.append(type(u.exc_value)))
+
+    class RaisesValueError:
+        def __del__(self) -> None:
+            raise ValueError("not an interrupt")
+
+    with terminations_interrupt():
+        RaisesValueError()
+    assert seen == [ValueError]
