@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from torch import nn
 
@@ -37,6 +38,14 @@ def model_size(name: str) -> tuple[int, int]:
 
 
 _SIZES: dict[str, tuple[int, int]] = {}
+
+
+def big_twin_marks(name: str, *, params: float, units: int) -> list[pytest.MarkDecorator]:
+    """The marks of a registry-wide test's case for model ``name``: slow and big_twin over ``params`` parameters or
+    ``units`` residual units (a deeper or wider twin of a model the same test checks at a smaller size, so CI
+    leaves it to ``TESTS=all bash scripts/test.sh``), none otherwise."""
+    have_params, have_units = model_size(name)
+    return [pytest.mark.slow, pytest.mark.big_twin] if have_params > params or have_units > units else []
 
 
 def torchrun(script: Path, *args: str, processes: int = 2, timeout: float = 300) -> subprocess.CompletedProcess:

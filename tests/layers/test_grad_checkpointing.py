@@ -20,7 +20,7 @@ from resnets import create_model, get_model_entry, list_models
 from resnets.bench.memory import saved_bytes
 from resnets.layers.checkpointing import checkpoint_module, frozen_running_stats
 from resnets.models.base import SkipNetwork
-from tests.helpers import model_size
+from tests.helpers import big_twin_marks
 
 
 @pytest.fixture(autouse=True)
@@ -85,9 +85,7 @@ def _assert_same_step(name: str, options: dict, batch: int = 2) -> None:
 
 
 def _marks(name: str) -> list:
-    params, units = model_size(name)
-    heavy = params > SLOW_PARAMS or units > SLOW_UNITS
-    return [pytest.mark.slow] if heavy else []
+    return big_twin_marks(name, params=SLOW_PARAMS, units=SLOW_UNITS)
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=_marks(n)) for n in list_models()])

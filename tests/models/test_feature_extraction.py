@@ -14,7 +14,7 @@ from resnets import SkipNetwork, create_model, get_model_entry, list_models
 from resnets.errors import ConfigError, InputShapeError
 from resnets.models.features import FeatureListNet
 from resnets.models.profile import build_meta
-from tests.helpers import model_size, randomize_bn
+from tests.helpers import big_twin_marks, randomize_bn
 
 
 def _test_input(name: str) -> tuple[int, ...]:
@@ -28,9 +28,7 @@ def _test_input(name: str) -> tuple[int, ...]:
 def _params(name: str) -> list:
     """Models over 10M parameters or 60 units run under the slow marker (deeper and wider twins of the default
     ones); the ImageNet ResNets' features are checked by default through resnet50's dedicated tests below."""
-    params, units = model_size(name)
-    heavy = params > 10e6 or units > 60
-    return [pytest.param(name, marks=[pytest.mark.slow] if heavy else [])]
+    return [pytest.param(name, marks=big_twin_marks(name, params=10e6, units=60))]
 
 
 @pytest.fixture(scope="module", params=[p for name in list_models() for p in _params(name)])

@@ -10,7 +10,7 @@ import torch
 
 from resnets import create_model, get_model_entry, list_models
 from resnets.models.profile import build_meta, count_parameters
-from tests.helpers import model_size
+from tests.helpers import big_twin_marks
 
 #: Parameter counts at the model's default number of classes (torchvision, He et al. 2015/2016, WRN, DenseNet).
 EXPECTED_PARAMS = {
@@ -52,8 +52,7 @@ def _test_input(name: str) -> tuple[int, ...]:
 
 
 def _params(name: str) -> list:
-    params, units = model_size(name)
-    return [pytest.param(name, marks=[pytest.mark.slow] if params > 30e6 or units > 150 else [])]
+    return [pytest.param(name, marks=big_twin_marks(name, params=30e6, units=150))]
 
 
 ALL_MODELS = [p for name in list_models() for p in _params(name)]

@@ -20,7 +20,7 @@ from resnets import create_model, get_model_entry, list_models
 from resnets.errors import InputShapeError, LesionError
 from resnets.layers.skip_unit import UnitCapture
 from resnets.models import BlockInfo, SkipNetwork, capture_units
-from tests.helpers import model_size
+from tests.helpers import big_twin_marks
 
 MAX_ALL_UNITS = 40  # models with more units test a deterministic sample of about SAMPLE_SIZE
 SAMPLE_SIZE = 16
@@ -73,8 +73,7 @@ def _input(name: str, model: SkipNetwork) -> torch.Tensor:
 
 
 def _params(name: str) -> list[Any]:
-    params, units = model_size(name)
-    return [pytest.param(name, marks=[pytest.mark.slow] if params > 30e6 or units > 150 else [])]
+    return [pytest.param(name, marks=big_twin_marks(name, params=30e6, units=150))]
 
 
 @dataclass
