@@ -40,3 +40,20 @@ def test_other_unraisable_exceptions_reach_the_previous_hook(monkeypatch: pytest
     with terminations_interrupt():
         RaisesValueError()
     assert seen == [ValueError]
+
+
+def test_a_command_that_swallowed_a_signals_interrupt_still_ends_as_interrupted(monkeypatch, capsys) -> None:
+    from resnets import cli
+
+    def swallowing(args) -> int:  # a library's catch-all around an import that the signal interrupted
+        try:
+            signal.raise_signal(signal.SIGTERM)
+        except BaseException:  # noqa: BLE001, S110
+            pass
+        raise cli.ResnetsError("the training split has 12 samples")  # what the command met next
+
+    from resnets.cli import models
+
+    monkeypatch.setattr(models, "run_models", swallowing)
+    assert cli.main(["models"]) == 130
+    assert capsys.readouterr().err.strip().splitlines() == ["resnets models: stopped by signal 15"]

@@ -67,8 +67,14 @@ def main(argv: Sequence[str] | None = None, *, early: Sequence[int] = ()) -> int
                 _interrupt(_received[0], None)
             args = parse_arguments(parser, words)  # an unknown flag: the command's usage and "did you mean"
             command = args.command
-            return int(args.func(args) or 0)
+            code = int(args.func(args) or 0)
+            if _received and code != EXIT_INTERRUPTED:  # something swallowed the interrupt of a signal
+                _interrupt(_received[0], None)
+            return code
         except ResnetsError as error:
+            if _received:  # the error came after a swallowed interrupt: the interrupt is what the user did
+                _say(command, _stopped(_received[0]))
+                return EXIT_INTERRUPTED
             _say(command, f"error: {error}")
             return EXIT_BAD_INPUT
         except KeyboardInterrupt as stop:
@@ -129,7 +135,11 @@ def _interrupt_again(hook: Callable[[Any], None]) -> Callable[[Any], None]:
 def _interrupt(signum: int, frame: FrameType | None) -> None:
     if frame is not None:
         _received.append(signum)
-    raise KeyboardInterrupt("interrupted" if signum == signal.SIGINT else f"stopped by signal {signum}")
+    raise KeyboardInterrupt(_stopped(signum))
+
+
+def _stopped(signum: int) -> str:
+    return "interrupted" if signum == signal.SIGINT else f"stopped by signal {signum}"
 
 
 def _in_main_thread() -> bool:
