@@ -6,6 +6,7 @@ import csv
 import dataclasses
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -14,7 +15,7 @@ from resnets.cli import main
 from resnets.errors import ConfigError
 from resnets.runs import open_run
 from resnets.studies import Context, degradation
-from resnets.studies.plans import RunSpec, at_depth
+from resnets.studies.plans import RunSpec, at_depth, default_runs
 from resnets.studies.trained import open_trained, train_run
 
 
@@ -123,3 +124,20 @@ def test_cli_trains_every_twin_and_reports_their_own_numbers(batch_bars: Path, t
     assert saved["status"] in ("supported", "not supported", "undecided")
     assert set(saved["settling"]) == {"plain20", "resnet20"} and len(saved["settling"]["plain20"]["steps"]) == 3
     assert "ResNet-14" in saved["table"] and (tmp_path / "degradation-curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def _stand_in(name: str, options: dict) -> SimpleNamespace:
+    """What check_twins reads of a run: its model's config and its record (the same training for both)."""
+    record = SimpleNamespace(model=name, to_dict=lambda: {"model": name, "model_options": options, "train": {}})
+    return SimpleNamespace(model=create_model(name, **options), record=record)
+
+
+def test_the_default_speedrun_twins_differ_in_the_residual_switch_alone() -> None:
+    (group,) = default_runs("degradation", "cpu")
+    plain_spec, residual_spec = group.specs(seeds=1)[2:]  # the 56-layer twins
+    plain, residual = (_stand_in(s.model, dict(s.model_options)) for s in (plain_spec, residual_spec))
+    assert (plain.model.config.residual, residual.model.config.residual) == (False, True)
+    degradation.check_twins(plain, residual)  # accepted
+    wider = _stand_in(residual_spec.model, {**residual_spec.model_options, "widths": (32, 64, 128)})
+    with pytest.raises(ConfigError, match="differ in widths"):
+        degradation.check_twins(plain, wider)

@@ -97,10 +97,15 @@ def twins(names: Sequence[str]) -> tuple[str, str]:
     return plain[0], next(name for name in names if name != plain[0])
 
 
+#: The config fields that are the shortcut itself: a CIFAR ResNet's ``shortcut`` option, a speedrun net's
+#: ``residual`` switch (its plain twin is the same net with it off).
+SHORTCUT_FIELDS = ("shortcut", "residual")
+
+
 def check_twins(plain: Run, residual: Run) -> None:
     """Refuse runs that differ in anything but the shortcut: their model configs and training records."""
     a, b = dataclasses.asdict(plain.model.config), dataclasses.asdict(residual.model.config)
-    differ = sorted(key for key in a.keys() | b.keys() if a.get(key) != b.get(key) and key != "shortcut")
+    differ = sorted(key for key in a.keys() | b.keys() if a.get(key) != b.get(key) and key not in SHORTCUT_FIELDS)
     record_a, record_b = plain.record.to_dict(), residual.record.to_dict()
     for record in (record_a, record_b):
         record.pop("model"), record.pop("model_options")
