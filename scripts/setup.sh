@@ -12,6 +12,6 @@ fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 # The CPU build of torch 2.13.0 first: pyproject's torch range then installs nothing more, and no
 # multi-GB CUDA build is pulled in.
-.venv/bin/python -m pip install -q --disable-pip-version-check --no-compile torch==2.13.0
-.venv/bin/python -m pip install -q --disable-pip-version-check --no-compile -e .
+.venv/bin/python -m pip install -q --disable-pip-version-check torch==2.13.0
+.venv/bin/python -m pip install -q --disable-pip-version-check -e .
 echo "resnets is installed in .venv: run .venv/bin/resnets --help"

@@ -16,7 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 [ -x .venv-test/bin/python ] || python3 -m venv .venv-test
-pip=(.venv-test/bin/python -m pip install -q --disable-pip-version-check --no-compile)  # Python compiles on import
+pip=(.venv-test/bin/python -m pip install -q --disable-pip-version-check)
 "${pip[@]}" torch==2.14.1 torchvision==0.29.1 timm==1.0.31
 "${pip[@]}" -e ".[test,onnx,torchvision,timm,tensorboard]"
 .venv-test/bin/ruff check src tests benchmarks

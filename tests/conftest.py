@@ -47,7 +47,7 @@ PRECISION_SENSITIVE = (
     "train/test_cli.py",
     "train/test_conveniences.py",
     "train/test_distributed.py",
-    "train/test_distributed_stop.py",
+    "train/test_distributed_equivalence.py",
     "train/test_engine.py",
     "train/test_finetune.py",
     "train/test_short_runs.py",
@@ -62,6 +62,9 @@ PRECISION_INDEPENDENT = {
     "runs/test_lifecycle.py": "plays both kinds of CPU itself",
     "runs/test_reliability_safety.py": "inputs refused before any number is computed",
     "runs/test_run_directory_safety.py": "locks and folders",
+    "train/test_distributed_restart.py": "a restart after a crash (bit-exact resume in bf16: test_engine.py, "
+    "test_speedrun_training.py; DDP in bf16: test_distributed_equivalence.py)",
+    "train/test_distributed_stop.py": "how ranks agree to stop and resume (the same precision cover as the restart)",
     "train/test_recipes.py": "recipe values and their checks",
     "train/test_run_output.py": "the banner and progress text, with the CPU played explicitly",
     "train/test_schedule.py": "the lr curve, a pure function",
@@ -69,24 +72,16 @@ PRECISION_INDEPENDENT = {
     "train/test_train_flags.py": "flag parsing",
 }
 
-#: Tests of a precision-sensitive file that run once (as the CPU the first pass plays), and why.
-RUN_ONCE = {
-    "train/test_distributed_stop.py::test_a_signal_to_one_rank_stops_every_rank_cleanly_and_the_run_resumes_bit_for_bit": (
-        "how ranks agree to stop and resume; bit-exact resume in bf16 is train/test_engine.py's and "
-        "train/test_speedrun_training.py's, and DDP in bf16 is this file's batch-b test, all run both ways"
-    ),
-    "train/test_distributed_stop.py::test_the_same_command_after_a_crash_resumes_to_the_same_weights": (
-        "a restart after a crash; the same precision cover as the signal test"
-    ),
-}
-
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     tests = Path(__file__).parent
     for item in items:
-        where = item.path.relative_to(tests).as_posix()
-        if where in PRECISION_SENSITIVE and f"{where}::{item.originalname}" not in RUN_ONCE:
+        if item.path.relative_to(tests).as_posix() in PRECISION_SENSITIVE:
             item.add_marker(pytest.mark.precision)
+    # The torchrun files first, then the other files with slow tests: the workers take files in this order, so
+    # the longest start early and run side by side, rather than one long file running alone at the end.
+    slow = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: (not item.path.name.startswith("test_distributed"), item.path not in slow))
 
 
 @pytest.fixture(autouse=True)

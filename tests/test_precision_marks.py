@@ -18,12 +18,3 @@ def test_every_training_test_file_is_classified_once() -> None:
     assert not sensitive & independent
     assert files <= sensitive | independent, f"classify in tests/conftest.py: {sorted(files - sensitive - independent)}"
     assert all((TESTS / name).is_file() for name in sensitive | independent)  # no stale entry
-
-
-def test_every_test_run_once_exists_in_a_precision_sensitive_file() -> None:
-    from tests.conftest import RUN_ONCE
-
-    for entry, reason in RUN_ONCE.items():
-        where, name = entry.split("::")
-        assert where in PRECISION_SENSITIVE and reason, entry
-        assert f"def {name}(" in (TESTS / where).read_text(), f"stale RUN_ONCE entry: {entry}"
