@@ -18,7 +18,7 @@ cd "$(dirname "$0")/.."
 [ -x .venv-test/bin/python ] || python3 -m venv .venv-test
 pip=(.venv-test/bin/python -m pip install -q --disable-pip-version-check)
 "${pip[@]}" torch==2.14.1 torchvision==0.29.1 timm==1.0.31
-"${pip[@]}" -e ".[test,onnx,torchvision,timm,tensorboard]"
+"${pip[@]}" --no-build-isolation -e ".[test,onnx,torchvision,timm,tensorboard]"  # torch brought setuptools
 .venv-test/bin/ruff check src tests benchmarks
 .venv-test/bin/ruff format --check src tests benchmarks
 

@@ -29,14 +29,32 @@ from resnets.compute import EVAL_FLOPS_PER_MAC, TRAIN_FLOPS_PER_MAC
 from resnets.train.progress import format_duration
 
 #: Training FLOP/s of one CPU thread on the default runs in fp32, with data, evaluation and snapshot overheads
-#: (measured on a 2-core AMD EPYC with AVX-512: the twins of DEFAULT_RUNS train at 68-77 GFLOP/s on one thread).
-CPU_RATE_PER_THREAD = 65e9
+#: (measured: ``resnets study all`` on a 2-core AMD EPYC with AVX512-BF16 trained 0.087 PFLOP of its runs in
+#: 852 s, 102 GFLOP/s on 2 threads).
+CPU_RATE_PER_THREAD = 51e9
 #: What a GPU is assumed to sustain on these small nets until the job has measured its own rate (not measured).
 GPU_RATE = 15e12
+#: The reference machine's rate with its 2 threads, as ``resnets study all`` ran there.
+REFERENCE_RATE = 2 * CPU_RATE_PER_THREAD
 #: Each instrument's own measuring (apart from training) on the cpu budget's default runs, as the FLOPs the
-#: reference machine computes in the time it took (CPU seconds on one thread x CPU_RATE_PER_THREAD); on other
-#: budgets scaled by the multiply-adds of the nets measured. Filled from a timed run of each instrument.
-MEASURING: dict[str, float] = {}
+#: reference machine computes in the wall seconds it took there (seconds x REFERENCE_RATE); on other budgets
+#: scaled by the multiply-adds of the nets measured. From OUT/study-all.json of a ``resnets study all --out OUT``
+#: in fp32 on the 2-core AMD EPYC with AVX512-BF16 (its pieces' seconds).
+MEASURING: dict[str, float] = {
+    "gradients": 15 * REFERENCE_RATE,
+    "responses": 10 * REFERENCE_RATE,
+    "lesion": 126 * REFERENCE_RATE,
+    "paths": 63 * REFERENCE_RATE,
+    "shattered": 46 * REFERENCE_RATE,
+    "iterative": 16 * REFERENCE_RATE,
+    "signal": 28 * REFERENCE_RATE,
+    "gates": 1 * REFERENCE_RATE,
+    "degradation": 21 * REFERENCE_RATE,
+    "landscape": 222 * REFERENCE_RATE,
+    "hessian": 65 * REFERENCE_RATE,
+    "scaling": 9 * REFERENCE_RATE,
+    "dynamics": 78 * REFERENCE_RATE,
+}
 #: Known data sets: (sample shape, training images, test images), for counting the compute of runs before they load.
 DATA_SIZES: dict[str, tuple[tuple[int, int, int], int, int]] = {
     "fashion-mnist": ((1, 28, 28), 60000, 10000),
