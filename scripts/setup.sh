@@ -13,5 +13,5 @@ fi
 # The CPU build of torch 2.13.0 first: pyproject's torch range then installs nothing more, and no
 # multi-GB CUDA build is pulled in.
 .venv/bin/python -m pip install -q --disable-pip-version-check torch==2.13.0
-.venv/bin/python -m pip install -q --disable-pip-version-check --no-build-isolation -e .  # torch brought setuptools
+.venv/bin/python -m pip install -q --disable-pip-version-check -e .
 echo "resnets is installed in .venv: run .venv/bin/resnets --help"
