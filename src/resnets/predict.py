@@ -189,17 +189,8 @@ def classify(
         )
     names: Sequence[str | Path] = images
     if recorded.kind == "vector":  # a model trained on CSV or npz features scores the rows of such files
-        from resnets.data import ArrayDataset
-
         vectors, names = _read_vectors(run, images)
-        feed = measurement_loader(
-            ArrayDataset(vectors, torch.zeros(len(vectors), dtype=torch.int64)),
-            mean=recorded.mean,
-            std=recorded.std,
-            layout=recorded.layout,
-            precision=run.precision,
-            batch_size=run.record.eval_batch_size,
-        ).epoch_batches(0)
+        feed = _unlabelled_loader(run, vectors).epoch_batches(0)
     else:
         feed = _batches(run, images)
     k = min(top_k, run.record.num_classes)
@@ -244,7 +235,6 @@ def _read_vectors(run: Run, files: Sequence[str | Path]) -> tuple[torch.Tensor, 
 def _batches(run: Run, images: Sequence[str | Path]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """The images read and normalised as the run's loader feeds its splits, one evaluation batch at a time,
     so that a folder of many images never sits in memory whole."""
-    from resnets.data import ArrayDataset
 
     recorded = run.record.data
     channels, height, width = (int(s) for s in recorded.sample_shape)
@@ -253,12 +243,19 @@ def _batches(run: Run, images: Sequence[str | Path]) -> Iterator[tuple[torch.Ten
     for start in range(0, len(images), size):
         chunk = images[start : start + size]
         inputs = torch.stack([read_image(path, channels, (height, width)) for path in chunk])  # (N, C, H, W) uint8
-        loader = measurement_loader(
-            ArrayDataset(inputs, torch.zeros(len(chunk), dtype=torch.int64)),
-            mean=recorded.mean,
-            std=recorded.std,
-            layout=recorded.layout,
-            precision=run.precision,
-            batch_size=size,
-        )
-        yield from loader.epoch_batches(0)
+        yield from _unlabelled_loader(run, inputs).epoch_batches(0)
+
+
+def _unlabelled_loader(run: Run, inputs: torch.Tensor) -> Any:
+    """``inputs`` (images or feature rows, without labels) batched and normalised as the run measures."""
+    from resnets.data import ArrayDataset
+
+    recorded = run.record.data
+    return measurement_loader(
+        ArrayDataset(inputs, torch.zeros(len(inputs), dtype=torch.int64)),
+        mean=recorded.mean,
+        std=recorded.std,
+        layout=recorded.layout,
+        precision=run.precision,
+        batch_size=run.record.eval_batch_size,
+    )
