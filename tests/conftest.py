@@ -11,7 +11,8 @@ Precision: every test sees the same precision decision on every CPU. ``RESNETS_N
 The processes that tests start inherit it. Tests about the bf16 branch set it themselves (``play_cpu``).
 The files whose numbers depend on that decision (those that train, evaluate, predict, export or run torchrun:
 :data:`PRECISION_SENSITIVE`) carry the ``precision`` marker, and ``scripts/test.sh`` runs them a second time
-as the other kind of CPU.
+as the other kind of CPU; a test of such a file that fixes its own precision (``--no-amp``, or it plays both kinds
+of CPU itself) says so with ``@pytest.mark.pinned_precision(reason)`` and runs once.
 """
 
 import os
@@ -41,7 +42,6 @@ PRECISION_SENSITIVE = (
     "runs/test_inference.py",
     "runs/test_open_run.py",
     "runs/test_predict.py",
-    "studies/test_precision.py",
     "train/test_checkpoint.py",
     "train/test_checkpoint_story.py",
     "train/test_cli.py",
@@ -76,7 +76,8 @@ PRECISION_INDEPENDENT = {
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     tests = Path(__file__).parent
     for item in items:
-        if item.path.relative_to(tests).as_posix() in PRECISION_SENSITIVE:
+        sensitive = item.path.relative_to(tests).as_posix() in PRECISION_SENSITIVE
+        if sensitive and not item.get_closest_marker("pinned_precision"):
             item.add_marker(pytest.mark.precision)
     # The torchrun files first, then the other files with slow tests: the workers take files in this order, so
     # the longest start early and run side by side, rather than one long file running alone at the end.

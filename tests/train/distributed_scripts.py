@@ -3,8 +3,10 @@ tests/train/conftest.py, signalled, crashed or at a batch size given on its comm
 
 from __future__ import annotations
 
+import dataclasses
 import textwrap
 from pathlib import Path
+from typing import Any
 
 PRELUDE = """
 import os, pathlib, signal, sys, torch
@@ -39,14 +41,21 @@ except TrainingInterrupted as stopped:
 """
 
 # The same run with a model without BatchNorm (DDP averages gradients; BN statistics would be per rank) and
-# no augmentation, in 2 processes at batch 16 and in 1 process at batch 32: the same samples in each step.
+# no augmentation, in 2 processes at batch 16 (this script) and in 1 process at batch 32 (the test itself, through
+# equivalence_config): the same samples in each step.
 EQUIVALENCE = """
-import dataclasses
-config = tiny_config(out, epochs=1)
-config = dataclasses.replace(config, model="resmlp_identity_20", snapshot_steps=(0,), recipe=dataclasses.replace(
-    config.recipe, batch_size=int(sys.argv[3]), augment=False, label_smoothing=0.0))
-train(config, data=tiny_bundle())
+from train.distributed_scripts import equivalence_config
+train(equivalence_config(out, int(sys.argv[3])), data=tiny_bundle())
 """
+
+
+def equivalence_config(out: str, batch_size: int) -> Any:
+    """The run of the DDP equivalence test at ``batch_size``: resmlp_identity_20, one epoch, no augmentation."""
+    from train.conftest import tiny_config  # the scripts' import path: tests/ is on sys.path there
+
+    config = tiny_config(out, epochs=1)
+    recipe = dataclasses.replace(config.recipe, batch_size=batch_size, augment=False, label_smoothing=0.0)
+    return dataclasses.replace(config, model="resmlp_identity_20", snapshot_steps=(0,), recipe=recipe)
 
 
 # Rank 1 dies (exit 1, no checkpoint) at step 5, once. What torchrun --max-restarts then does is start the same

@@ -28,6 +28,7 @@ def test_training_lowers_the_loss(tmp_path, bundle):
     assert summary["test_accuracy"] == pytest.approx(100.0 - summary["test_error"])
 
 
+@pytest.mark.pinned_precision("plays both kinds of CPU itself")
 @pytest.mark.parametrize("native_bf16", [False, True])  # both precision branches, whatever this CPU has
 def test_run_directory_holds_every_file_with_the_right_columns(tmp_path, play_cpu, native_bf16):
     play_cpu(native_bf16)

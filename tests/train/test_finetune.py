@@ -196,6 +196,7 @@ def _run(run: Path, data: Path, *extra: str) -> tuple[dict, list[float]]:
 
 
 @pytest.mark.slow
+@pytest.mark.pinned_precision("both runs train in fp32 (--no-amp)")
 def test_fine_tuning_a_1000_class_file_beats_training_from_scratch_without_diverging(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
