@@ -25,6 +25,7 @@ from resnets.studies.plans import (
     RunSpec,
     at_depth,
     default_runs,
+    reference_specs,
 )
 from resnets.train.recipes import get_recipe
 
@@ -176,3 +177,16 @@ def test_a_reference_holds_for_its_net_and_recipe_at_any_length_and_nothing_else
     assert plans.find_reference(model, options, {**recipe, "lr": 0.1}, "fashion-mnist") is None  # another recipe
     assert plans.find_reference(model, options, recipe, "cifar10") is None  # another data set
     assert plans.find_reference(model, {**options, "widths": [32, 64, 128]}, recipe, "fashion-mnist") is None
+
+
+def test_the_reference_runs_are_each_trained_net_once_at_twice_its_length() -> None:
+    specs = reference_specs()
+    assert [spec.label for spec in specs] == [
+        "speedrun_plain-w16-d56",
+        "speedrun-w16-d56",
+        "speedrun_plain-w16-d20",
+        "speedrun-w16-d20",
+        "highway_fc_20",
+    ]  # every net a claim about trained nets measures on the cpu budget; the scaling runs are not at convergence
+    assert {(spec.steps, spec.seed, spec.recipe) for spec in specs} == {(2 * CPU_STEPS, 0, STUDY_RECIPE)}
+    assert {spec.label for spec in reference_specs(factor=3) if spec.steps == 3 * CPU_STEPS} == {s.label for s in specs}

@@ -239,6 +239,20 @@ REFERENCES: dict[tuple[str, str, str], Reference] = {}
 LENGTH_FIELDS = ("name", "description", "epochs", "max_steps", "warmup_steps")
 
 
+def reference_specs(budget: str = "cpu", factor: int = 2) -> list[RunSpec]:
+    """The runs that measure :data:`REFERENCES`: every net that a claim about trained nets measures on
+    ``budget`` (seed 0), with its recipe run ``factor`` times as long. ``scripts/measure_references.py`` trains
+    them and prints the table's entries."""
+    found: dict[tuple[str, str, str | None], RunSpec] = {}
+    for name in DEFAULT_RUNS:
+        if name in NOT_AT_CONVERGENCE:
+            continue
+        for group in default_runs(name, budget):
+            for spec in group.specs(seeds=1):
+                found.setdefault((spec.label, spec.recipe, spec.data), spec.with_steps(factor * spec.steps))
+    return list(found.values())
+
+
 def find_reference(
     model: str, model_options: Mapping[str, Any], recipe: Mapping[str, Any], data: str
 ) -> tuple[str, Reference] | None:
