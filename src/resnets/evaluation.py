@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from resnets.io import guard
-from resnets.io.atomic import atomic_write, atomic_write_json
+from resnets.io.atomic import atomic_write_json
 from resnets.io.text import plot_label
 from resnets.metrics import EvalResult
 from resnets.runs.exported import open_source
@@ -94,5 +94,5 @@ def write_eval_report(result: EvalResult, described: dict[str, Any], out_dir: st
     )
     labels = [plot_label(name) for name in result.classes]  # names from files: no escapes, no mathtext
     atomic_write_json(json_path, {**result.to_dict(), **described})
-    atomic_write(png_path, lambda tmp: plot_confusion(result.confusion, labels, Path(tmp), title=title))
+    plot_confusion(result.confusion, labels, png_path, title=title)  # atomically, through the guard too
     return {"json": json_path, "png": png_path}

@@ -132,3 +132,111 @@ def test_no_json_file_written_holds_nan_or_infinity(tmp_path: Path) -> None:
     rows = [json.loads(line, parse_constant=refuse) for line in (tmp_path / "c.jsonl").read_text().splitlines()]
     assert rows == [{"a": None}, {"a": 1}] and (tmp_path / "d.txt").read_text() == "NaN stays in text"
     assert json_text({"x": (1, float("inf"))}, indent=None) == '{"x": [1, null]}\n'
+
+
+# Folders, the lock, new files and a writer's folder: the writes that cannot be a rename into place ---------
+
+
+def test_folders_are_made_only_where_a_file_could_be_written_and_nothing_is_left(run: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (run / "exports").symlink_to(outside, target_is_directory=True)
+    (tmp_path / "into").symlink_to(run / "checkpoints", target_is_directory=True)
+    refused = {
+        run / "checkpoints" / "new": "only its training writes",
+        run / "tensorboard": "only its training writes",
+        run / "metrics.csv" / "x": "only its training writes",
+        tmp_path / "into" / "new" / "deeper": "only its training writes",  # a link into a run is seen through
+        run / "exports" / "a" / "b": "symlink inside the run directory",
+    }
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    for path, message in refused.items():
+        for call in (guard.check_folder, guard.make_folder):
+            with pytest.raises(WriteRefused, match=message):
+                call(path)
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == before and list(outside.iterdir()) == []
+    guard.own(run)
+    try:
+        guard.make_folder(run / "tensorboard")  # the holder of the lock makes its own folders
+    finally:
+        guard.disown(run)
+    guard.make_folder(run / "studies" / "a")
+    assert (run / "tensorboard").is_dir() and (run / "studies" / "a").is_dir()
+    guard.make_new_folder(tmp_path / "fresh")
+    with pytest.raises(FileExistsError):
+        guard.make_new_folder(tmp_path / "fresh")
+
+
+def test_the_lock_is_opened_in_place_and_never_through_a_link(run: Path, tmp_path: Path) -> None:
+    inode = (run / ".lock").stat().st_ino
+    fd, created = guard.open_lock(run)
+    try:
+        assert not created and os.fstat(fd).st_ino == inode  # the same file: its flock is on this inode
+    finally:
+        os.close(fd)
+    victim, outside = tmp_path / "victim", tmp_path / "outside"
+    victim.write_text("keep me")
+    outside.mkdir()
+    (run / ".lock").unlink()
+    (run / ".lock").symlink_to(victim)
+    with pytest.raises(WriteRefused, match="is not a regular file \\(a symlink\\)"):
+        guard.open_lock(run)
+    (run / "nested").symlink_to(outside, target_is_directory=True)  # a run inside a run, through a link
+    with pytest.raises(WriteRefused, match="symlink inside the run directory"):
+        guard.open_lock(run / "nested")
+    assert victim.read_text() == "keep me" and list(outside.iterdir()) == []
+    fd, created = guard.open_lock(tmp_path / "outside")
+    os.close(fd)
+    assert created and (outside / ".lock").stat().st_mode & 0o777 == 0o644 & ~_umask()
+
+
+def test_a_new_file_never_replaces_or_follows_anything(tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_text("keep me")
+    (tmp_path / "link.txt").symlink_to(victim)
+    (tmp_path / "taken.txt").write_text("old")
+    for name in ("link.txt", "taken.txt"):
+        with pytest.raises(WriteFailed) as error:
+            guard.write_new(tmp_path / name, b"new")
+        assert error.value.errno == errno.EEXIST
+    guard.write_new(tmp_path / "a" / "new.txt", b"new", mode=0o600)
+    assert (tmp_path / "a" / "new.txt").read_bytes() == b"new" and (
+        tmp_path / "a" / "new.txt"
+    ).stat().st_mode & 0o777 == 0o600
+    assert victim.read_text() == "keep me" and (tmp_path / "taken.txt").read_text() == "old"
+
+
+def test_a_writer_given_an_open_folder_writes_where_the_guard_checked(tmp_path: Path) -> None:
+    folder, moved, elsewhere = tmp_path / "run" / "tensorboard", tmp_path / "moved", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    fd, reached = guard.open_folder(folder)
+    try:
+        folder.rename(moved)  # later swapped for a link: the writer still writes into the folder it was given
+        folder.symlink_to(elsewhere, target_is_directory=True)
+        Path(reached, "events").write_text("x")
+    finally:
+        os.close(fd)
+    assert reached != str(folder) and (moved / "events").read_text() == "x" and list(elsewhere.iterdir()) == []
+
+
+def test_the_caches_write_through_the_guard(run: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import numpy as np
+
+    from resnets.data import cache
+    from resnets.models import profile
+
+    before = sorted(p.name for p in (run / "checkpoints").iterdir())
+    cache.store_entry(run / "checkpoints", "image-folder", "k" * 32, {"x": np.zeros(3)}, {})
+    profile._write_counts(run / "checkpoints" / "model-counts.json", "key", {})
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == before  # refused: no file, no folder
+    assert "could not write the data cache" in caplog.text
+    cache.store_entry(run / "cache", "image-folder", "k" * 32, {"x": np.arange(3)}, {"n": 1})
+    arrays, meta = cache.load_entry(run / "cache", "image-folder", "k" * 32)
+    assert arrays["x"].tolist() == [0, 1, 2] and meta == {"n": 1, "arrays": ["x"]}
+    assert sorted(p.name for p in (run / "cache" / "image-folder" / ("k" * 32)).iterdir()) == ["meta.json", "x.npy"]
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -125,6 +125,21 @@ def test_resume_refuses_a_symlinked_checkpoints_folder(run_dir: Path, tmp_path: 
     assert not (run_dir / ".lock").read_bytes()  # and the lock was let go
 
 
+def test_resume_refuses_a_symlinked_tensorboard_folder(run_dir: Path, tmp_path: Path, capsys) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (run_dir / "tensorboard").symlink_to(outside, target_is_directory=True)
+    argv = ["train", "--resume", str(run_dir), "--max-steps", "3", "--quiet", "--tensorboard"]
+    one_line(argv, capsys, f"{str(run_dir / 'tensorboard')!r}", "symlink inside the run directory")
+    assert list(outside.iterdir()) == []  # TensorBoard made no folder and no event file through the link
+    assert not (run_dir / ".lock").read_bytes() and not guard._owns(run_dir)  # the lock was let go
+    (run_dir / "tensorboard").unlink()
+    assert main(argv) == 0
+    (events,) = (run_dir / "tensorboard").iterdir()  # in the folder the guard made, not a link
+    assert events.name.startswith("events.out.tfevents.") and events.stat().st_size > 0
+    assert not (run_dir / "tensorboard").is_symlink()
+
+
 def test_a_planted_link_under_a_report_name_is_not_followed(run_dir: Path, tmp_path: Path, capsys) -> None:
     victim = tmp_path / "victim.json"
     victim.write_text("keep me\n")
@@ -560,6 +575,27 @@ def test_an_exception_that_escapes_is_a_bug_with_its_traceback_in_a_file(tmp_pat
     (saved,) = tmp_path.glob("resnets-internal-error-*.txt")
     assert str(saved) in err and "Traceback (most recent call last)" in saved.read_text()
     assert "raise KeyError" in saved.read_text()
+
+
+def test_the_traceback_file_is_new_and_passes_over_a_taken_or_linked_name(tmp_path: Path, capsys, monkeypatch) -> None:
+    import types
+
+    from resnets import cli
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    (tmp_path / "resnets-internal-error-T-link.txt").symlink_to(victim)
+    (tmp_path / "resnets-internal-error-T-taken.txt").write_text("an earlier traceback")
+    names = iter(["link", "taken", "fresh"])
+    monkeypatch.setattr(cli, "secrets", types.SimpleNamespace(token_hex=lambda n: next(names)))
+    monkeypatch.setattr(cli, "time", types.SimpleNamespace(strftime=lambda form: "T"))
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr("tempfile.tempdir", None)
+    fresh = tmp_path / "resnets-internal-error-T-fresh.txt"
+    assert cli._save_traceback(KeyError("x")) == f"traceback in {fresh}; please report it"
+    assert "KeyError: 'x'" in fresh.read_text() and fresh.stat().st_mode & 0o777 == 0o600  # private, as mkstemp's
+    assert victim.read_text() == "keep me"
+    assert (tmp_path / "resnets-internal-error-T-taken.txt").read_text() == "an earlier traceback"
 
 
 def test_a_path_the_system_refuses_is_one_line(run_dir: Path, tmp_path: Path, capsys) -> None:

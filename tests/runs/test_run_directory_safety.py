@@ -194,3 +194,34 @@ def test_eval_on_a_full_disk_is_one_line_and_leaves_no_partial_report(run_dir, c
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "No space left on device" in err
     assert not (run_dir / "eval-test").exists() or not list((run_dir / "eval-test").iterdir())
+
+
+@pytest.mark.parametrize("out", ["checkpoints/new", "tensorboard", "linked/new"])
+def test_a_new_run_inside_a_runs_own_folders_or_through_a_link_in_it_is_refused_and_makes_nothing(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, out: str
+) -> None:
+    data = Path(json.loads((run_dir / "config.json").read_text())["data"]["spec"])
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (run_dir / "linked").symlink_to(outside, target_is_directory=True)
+    before = _contents(run_dir)
+
+    def no_lock(path: object) -> None:
+        raise AssertionError("refused while the folder is made, before a lock is taken")
+
+    monkeypatch.setattr(RunLock, "acquire", no_lock)
+    assert main(_train_args(data, run_dir / out)) == 2
+    line = _one_error_line(capsys)
+    assert ("symlink inside the run directory" if out.startswith("linked") else "only its training writes") in line
+    assert _contents(run_dir) == before and list(outside.iterdir()) == []
+
+
+def test_the_lock_is_never_taken_through_a_link(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    victim = tmp_path / "victim"
+    victim.write_text("keep me\n")
+    (run_dir / LOCK_FILE).unlink()
+    (run_dir / LOCK_FILE).symlink_to(victim)
+    assert main(["train", "--resume", str(run_dir), "--max-steps", "3", "--quiet"]) == 2
+    line = _one_error_line(capsys)
+    assert f"{str(run_dir / LOCK_FILE)!r} is not a regular file (a symlink)" in line
+    assert victim.read_text() == "keep me\n" and (run_dir / LOCK_FILE).is_symlink()

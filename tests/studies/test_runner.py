@@ -118,6 +118,31 @@ def test_rerender_refuses_a_json_it_cannot_rejudge(tmp_path: Path) -> None:
         rerender(path)
 
 
+@pytest.mark.parametrize("out", ["checkpoints", "linked/new"])
+def test_a_study_out_in_a_runs_own_folder_or_through_a_link_in_a_run_is_refused_and_makes_nothing(
+    fake: list, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, out: str
+) -> None:
+    from resnets import studies
+    from resnets.io.guard import WriteRefused
+
+    run, outside = tmp_path / "run", tmp_path / "outside"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.json").write_text("{}\n")
+    outside.mkdir()
+    (run / "linked").symlink_to(outside, target_is_directory=True)
+    before = sorted(map(str, tmp_path.rglob("*")))
+    instrument, measured = studies.get_study("fake"), []
+    monkeypatch.setattr(instrument, "measure", lambda *args, real=instrument.measure: measured.append(1) or real(*args))
+    capsys.readouterr()
+    assert main(["study", "fake", "--out", str(run / out)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert ("symlink inside the run directory" if out.startswith("linked") else "only its training writes") in line
+    assert measured == [] and fake == []  # refused before any work
+    with pytest.raises(WriteRefused):
+        run_study("fake", out=str(run / out), quiet=True)  # the runner itself makes no folder through the link
+    assert sorted(map(str, tmp_path.rglob("*"))) == before and list(outside.iterdir()) == []
+
+
 def _without_date(text: str) -> str:
     return re.sub(r"Made by .* from ", "Made by ... from ", text)
 

@@ -49,3 +49,17 @@ def test_per_step_curves_grouped_tags_and_hparams_and_a_resume_joins_up(tmp_path
     # the best checkpoint's row stays in metrics.jsonl across the resume, even when the stop inside epoch 2 chose it
     rows = {row["epoch"]: row for row in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())}
     assert summary["test_error"] == rows[summary["checkpoint_epoch"]]["test_error"]
+
+
+def test_the_writer_writes_into_the_folder_the_guard_made_even_if_it_is_swapped_for_a_link(tmp_path) -> None:
+    from resnets.train.tensorboard import TensorBoard
+
+    folder, moved, elsewhere = tmp_path / "run" / "tensorboard", tmp_path / "moved", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    board = TensorBoard.open(folder)
+    folder.rename(moved)  # the folder is swapped for a link while the run trains
+    folder.symlink_to(elsewhere, target_is_directory=True)
+    board.write({"step": 1, "test_error": 12.5}, [(1, 0.1, 2.0, 50.0)])
+    board.close()
+    assert list(elsewhere.iterdir()) == []
+    assert _scalars(_events(moved), "test/error") == {1: 12.5} and _scalars(_events(moved), "train/loss") == {1: 2.0}

@@ -18,14 +18,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import importlib
-import os
+import secrets
 import signal
 import sys
 import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -178,15 +180,21 @@ def _unusable_path(error: BaseException) -> str | None:
 
 def _save_traceback(error: BaseException) -> str:
     """Write the traceback to a new file in the temporary folder; the words that say where (or why not)."""
+    from resnets.io import guard
+
     text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    content = f"resnets {__version__}: {' '.join(sys.argv)}\n{text}".encode("utf-8", "backslashreplace")
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    try:
-        fd, path = tempfile.mkstemp(prefix=f"resnets-internal-error-{stamp}-", suffix=".txt")
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(f"resnets {__version__}: {' '.join(sys.argv)}\n{text}")
-    except OSError as failure:
-        return f"the traceback could not be saved: {failure.strerror or failure}"
-    return f"traceback in {path}; please report it"
+    for _ in range(8):  # a random name, as mkstemp's; a taken one is tried again
+        path = Path(tempfile.gettempdir()) / f"resnets-internal-error-{stamp}-{secrets.token_hex(4)}.txt"
+        try:
+            guard.write_new(path, content, mode=0o600)  # a new file, as mkstemp's: private, never replacing one
+        except (OSError, ResnetsError) as failure:
+            if getattr(failure, "errno", None) == errno.EEXIST:
+                continue
+            return f"the traceback could not be saved: {failure}"
+        return f"traceback in {path}; please report it"
+    return "the traceback could not be saved: no free file name in the temporary folder"
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from resnets.cli.dataclass_flags import add_dataclass_flags, shown_value
 from resnets.cli.options import add_threads_flag, use_threads
 from resnets.cli.suggest import refuse_unknown
 from resnets.errors import ConfigError
+from resnets.io import guard
 
 #: What ``study all`` passes on to every instrument that has the setting; the others mean different things to each.
 ALL_SHARED = ("seeds", "steps")
@@ -143,6 +144,7 @@ def run(args: argparse.Namespace) -> int:
         )
     shared = {f.name for f in dataclasses.fields(Context)}
     context = Context(**{k: v for k, v in given.items() if k in shared})
+    guard.check_folder(context.out)  # a link inside a run, or a run's own folder, is refused before any work
     resolve_device(context.device)  # one clear line for a missing GPU, before any work
     names = list(STUDIES) if args.name == "all" else [args.name]
     chosen = {}

@@ -1,22 +1,25 @@
 """A disk cache of decoded arrays, so a JPEG tree is decoded once rather than on every run.
 
 An entry is a folder of ``.npy`` arrays plus ``meta.json``, named by a hash of everything the decoded result
-depends on (the caller builds the key: absolute path, file list, sizes, mtimes, options). It is written to a
-temporary folder and renamed into place, so a crash never leaves a half-written entry that looks valid.
+depends on (the caller builds the key: absolute path, file list, sizes, mtimes, options). Each file is written
+atomically through the write guard (:mod:`resnets.io.guard`), the arrays first and ``meta.json`` last: an entry
+is read only through its ``meta.json``, so a crash never leaves a half-written entry that looks valid.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
-import shutil
-import tempfile
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from resnets.io import guard
 
 log = logging.getLogger("resnets.data")
 FORMAT_VERSION = 1
@@ -46,19 +49,27 @@ def load_entry(root: Path, kind: str, key: str) -> tuple[dict[str, np.ndarray], 
 
 
 def store_entry(root: Path, kind: str, key: str, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
-    """Write an entry atomically; a failure (read-only home, full disk) is logged and otherwise ignored."""
+    """Write an entry; a failure (read-only home, full disk, a refused folder) is logged and otherwise ignored,
+    and leaves none of this attempt's files."""
     target = root / kind / key
-    staging: Path | None = None
+    names = [f"{name}.npy" for name in arrays]
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=target.parent))
-        for name, array in arrays.items():
-            np.save(staging / f"{name}.npy", array, allow_pickle=False)
-        (staging / "meta.json").write_text(json.dumps({**meta, "arrays": sorted(arrays)}, indent=1))
-        if target.exists():
-            shutil.rmtree(target, ignore_errors=True)
-        staging.rename(target)
-    except OSError as err:
+        guard.make_folder(root / kind)
+        with guard.folder(target) as folder:
+            folder.unlink("meta.json")  # the entry is not valid again until every array is written
+            try:
+                for name, array in zip(names, arrays.values()):
+                    folder.write(name, partial(_save_array, array))
+                folder.write("meta.json", json.dumps({**meta, "arrays": sorted(arrays)}, indent=1).encode())
+            except BaseException:
+                for name in names:  # a half-written entry would otherwise stay behind as an orphan folder
+                    with contextlib.suppress(OSError):
+                        folder.unlink(name)
+                raise
+    except (OSError, guard.WriteRefused) as err:
         log.warning("could not write the data cache in %s (%s); the next run decodes again", target, err)
-        if staging is not None:  # a half-written entry would otherwise stay behind as an orphan folder
-            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _save_array(array: np.ndarray, path: str) -> None:
+    with open(path, "wb") as handle:  # a file object: np.save would add ".npy" to a name without it
+        np.save(handle, array, allow_pickle=False)

@@ -21,6 +21,13 @@ sees the old file or the new one, never half of one. A failure (a full disk, a r
 while filling it) removes the temporary file and any folder this write made, leaves the old file as it was, and
 is one :class:`WriteFailed` line, which is also an ``OSError``. New files get the mode a plain ``open`` gives
 (0666 less the umask): run directories and reports are for sharing.
+
+Folders are made the same way (:func:`make_folder`), and a run's own folders (``checkpoints/``,
+``tensorboard/``) only by the holder of its lock. Three writes cannot be a rename into place, and take the same
+walk to a descriptor of their folder instead: the run's lock (:func:`open_lock`: its ``flock`` lives on its
+inode, so it is opened in place), a new file that must not replace anything (:func:`write_new`: an internal
+error's traceback), and a folder handed to a writer that takes only a path (:func:`open_folder`: TensorBoard
+names its event files itself, and reaches them through the folder's descriptor).
 """
 
 from __future__ import annotations
@@ -108,9 +115,79 @@ def check(path: str | Path, *, replace_in_run: bool = True) -> None:
 
 
 def make_folder(path: str | Path) -> None:
-    """Create ``path`` and its missing parents, refusing links inside a run directory as :func:`write` does."""
-    with _folder(Path(path), create=True):
+    """Create ``path`` and its missing parents, refusing links inside a run directory as :func:`write` does, and
+    a run's own folders unless this process holds its lock. Nothing is made when it refuses."""
+    with _run_folder(Path(path), create=True):
         pass
+
+
+def check_folder(path: str | Path) -> None:
+    """Refuse now what :func:`make_folder` (and writing into the folder) would refuse, creating nothing."""
+    with _run_folder(Path(path), create=False):
+        pass
+
+
+def make_new_folder(path: str | Path) -> None:
+    """Create the folder ``path``, which must not exist yet (a FileExistsError), in its parent made as
+    :func:`make_folder` makes it: two processes asking for the same new folder never both get it."""
+    path = Path(path)
+    _check_name(path.parent, path.name)
+    with _run_folder(path.parent, create=True) as parent:
+        parent._not_the_runs(path.name)
+        try:
+            os.mkdir(path.name, 0o777, dir_fd=parent.fd)
+        except FileExistsError:
+            raise
+        except OSError as error:
+            raise WriteFailed(path, error) from None
+
+
+def open_folder(path: str | Path) -> tuple[int, str]:
+    """Make ``path`` as :func:`make_folder` does and keep it open, for a writer that takes only a folder's path.
+
+    Returns the folder's descriptor (the caller closes it) and a path that names that very folder through the
+    descriptor (``/proc/self/fd/N`` on Linux; elsewhere ``path`` itself): files opened under it are created in
+    the folder that was checked, whatever is later renamed or linked in its place.
+    """
+    with _run_folder(Path(path), create=True) as opened:
+        assert opened.fd is not None
+        handle = os.dup(opened.fd)
+    return handle, _fd_path(handle) or str(path)
+
+
+def open_lock(run_dir: str | Path) -> tuple[int, bool]:
+    """Open ``RUN/.lock`` for reading and writing in place, made if missing: its descriptor (the caller closes it)
+    and whether this call created it.
+
+    The lock is the one file of a run not renamed into place: its ``flock`` lives on its inode, so every writer
+    must open the same file. The run folder is reached by the checked walk and the file opened with
+    ``O_NOFOLLOW``, so a lock that is a link, or a linked folder on the way inside a run, is refused. Taking the
+    lock is how a process comes to own a run, so ownership is not asked for here.
+    """
+    target = Path(run_dir) / LOCK_FILE
+    with _folder(Path(run_dir), create=False, target=target) as opened:
+        if opened.fd is None:
+            raise WriteFailed(target, FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT)))
+        opened.regular_or_absent(LOCK_FILE)
+        flags = os.O_RDWR | _NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+        try:
+            try:  # 0644 as before: only the holder describes itself in the lock
+                return os.open(LOCK_FILE, flags | os.O_CREAT | os.O_EXCL, 0o644, dir_fd=opened.fd), True
+            except FileExistsError:
+                return os.open(LOCK_FILE, flags, dir_fd=opened.fd), False
+        except OSError as error:
+            raise WriteFailed(target, error) from None
+
+
+def write_new(path: str | Path, content: bytes, *, mode: int = 0o666) -> None:
+    """Create ``path`` as a new file and fill it, through the same walk and checks as :func:`write`; a failure
+    removes it. Anything already there (a file, a link, a folder) is a WriteFailed with ``errno`` EEXIST: the
+    file is created with ``O_EXCL``, so nothing is replaced or followed."""
+    path = Path(path)
+    with _folder_for(path, create=True) as folder:
+        folder._not_the_runs(path.name)
+        folder.fill(path.name, content, shown=path.name, mode=mode)
+        folder.sync()
 
 
 @contextlib.contextmanager
@@ -132,6 +209,16 @@ class Folder:
     def allowed(self, name: str, *, replace_in_run: bool = True) -> bool:
         """Refuse writing ``name`` here (see the module docstring); True when it exists as a regular file."""
         self._not_the_runs(name)
+        exists = self.regular_or_absent(name)
+        if exists and not replace_in_run and self.runs:
+            raise WriteRefused(
+                f"{str(self.path / name)!r} is a file of the run directory {str(self.runs[0][0])!r}; a run's files "
+                "are not overwritten: give a new name or a path outside the run"
+            )
+        return exists
+
+    def regular_or_absent(self, name: str) -> bool:
+        """Refuse ``name`` here when it is a link, a folder or a device; True when it exists as a regular file."""
         mode = self.mode(name)
         if mode is not None and not stat.S_ISREG(mode):
             kind = "a symlink" if stat.S_ISLNK(mode) else "a folder" if stat.S_ISDIR(mode) else "a device or pipe"
@@ -139,12 +226,17 @@ class Folder:
                 f"{str(self.path / name)!r} is not a regular file ({kind}); files are written only as regular files, "
                 "never through links: remove it or choose another path"
             )
-        if mode is not None and not replace_in_run and self.runs:
-            raise WriteRefused(
-                f"{str(self.path / name)!r} is a file of the run directory {str(self.runs[0][0])!r}; a run's files "
-                "are not overwritten: give a new name or a path outside the run"
-            )
         return mode is not None
+
+    def not_a_run_folder(self) -> None:
+        """Refuse this folder when it is, or lies in, a run's own folder or file name and this process does not
+        hold the run's lock: folders made there would be the run's (``checkpoints/``, ``tensorboard/``)."""
+        for run, parts in self.runs:
+            if parts and parts[0] in RUN_FOLDERS | RUN_FILES and not _owns(run):
+                raise WriteRefused(
+                    f"{str(self.path)!r} is in the run directory {str(run)!r} where only its training writes (its "
+                    "checkpoints, logs and records); choose a folder outside them"
+                )
 
     def _not_the_runs(self, name: str) -> None:
         """Refuse a bad name, or one of a run's own files when this process does not hold the run's lock."""
@@ -174,23 +266,9 @@ class Folder:
         if not atomic:
             self.unlink(name)  # a temporary name of ours: whatever was left under it (even a link) is debris
         self.allowed(name, replace_in_run=replace_in_run)
-        assert self.fd is not None
         temporary = f".{name}.{secrets.token_hex(4)}.tmp" if atomic else name
+        self.fill(temporary, content, shown=name)
         try:
-            handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o666, dir_fd=self.fd)
-        except OSError as error:
-            raise WriteFailed(self.path / name, error) from None
-        try:
-            try:
-                if isinstance(content, (bytes, bytearray, memoryview)):
-                    _write_all(handle, bytes(content))
-                else:
-                    content(_fd_path(handle) or str(self.path / temporary))
-                os.fsync(handle)
-                if not _same_file(os.fstat(handle), self.mode_stat(temporary)):
-                    raise OSError(errno.EBUSY, "the temporary file was replaced while it was written")
-            finally:
-                os.close(handle)
             if atomic:
                 os.replace(temporary, name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
             self.sync()
@@ -199,6 +277,32 @@ class Folder:
                 os.unlink(temporary, dir_fd=self.fd)
             if isinstance(error, OSError) and not isinstance(error, ResnetsError):
                 raise WriteFailed(self.path / name, error) from None
+            raise
+
+    def fill(self, name: str, content: bytes | Callable[[str], None], *, shown: str, mode: int = 0o666) -> None:
+        """Create ``name`` here (``O_EXCL``, never through a link), fill it and flush it to disk; a failure removes
+        it and is a WriteFailed naming ``shown``. Checks are the caller's (:meth:`allowed`)."""
+        assert self.fd is not None
+        try:
+            handle = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, mode, dir_fd=self.fd)
+        except OSError as error:
+            raise WriteFailed(self.path / shown, error) from None
+        try:
+            try:
+                if isinstance(content, (bytes, bytearray, memoryview)):
+                    _write_all(handle, bytes(content))
+                else:
+                    content(_fd_path(handle) or str(self.path / name))
+                os.fsync(handle)
+                if not _same_file(os.fstat(handle), self.mode_stat(name)):
+                    raise OSError(errno.EBUSY, "the temporary file was replaced while it was written")
+            finally:
+                os.close(handle)
+        except BaseException as error:
+            with contextlib.suppress(OSError):
+                os.unlink(name, dir_fd=self.fd)
+            if isinstance(error, OSError) and not isinstance(error, ResnetsError):
+                raise WriteFailed(self.path / shown, error) from None
             raise
 
     def mode_stat(self, name: str) -> os.stat_result | None:
@@ -266,6 +370,20 @@ def _check_name(folder: Path, name: str) -> None:
 
 def _nearest_run(path: Path) -> Path | None:
     return next((p for p in (path, *path.parents) if is_run_folder(p)), None)
+
+
+@contextlib.contextmanager
+def _run_folder(path: Path, *, create: bool) -> Iterator[Folder]:
+    """:func:`_folder` for a folder of its own (not a file's parent): a run's own folders are refused before
+    anything is made, by the path as written and as it really is, and again once it is open."""
+    with _folder(path, create=False) as found:
+        found.not_a_run_folder()
+        if not create:
+            yield found
+            return
+    with _folder(path, create=True) as opened:
+        opened.not_a_run_folder()  # a folder made meanwhile, or a link on the way: what is made here goes again
+        yield opened
 
 
 @contextlib.contextmanager

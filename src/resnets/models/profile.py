@@ -27,6 +27,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import resnets
 from resnets.data.cache import cache_dir
+from resnets.errors import ResnetsError
 from resnets.io.atomic import atomic_write_text
 from resnets.models.base import SkipNetwork
 from resnets.models.registry import ModelEntry, create_model, get_model_entry
@@ -243,8 +244,9 @@ def _read_counts(path: Path, key: str) -> dict[str, dict[str, Any]]:
 
 
 def _write_counts(path: Path, key: str, rows: dict[str, dict[str, Any]]) -> None:
-    """Store the figures; a cache that cannot be written (read-only home, full disk) only costs speed."""
+    """Store the figures, atomically through the write guard; a cache that cannot be written (read-only home, full
+    disk, a folder the guard refuses) only costs speed."""
     try:
         atomic_write_text(path, json.dumps({"key": key, "models": rows}, indent=1))
-    except OSError as error:
+    except (OSError, ResnetsError) as error:
         log.debug("could not write the model-count cache %s: %s", path, error)

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from resnets.io.atomic import atomic_write
+
 _MAX_ANNOTATED = 30  # above this many classes the cell numbers would be unreadable: colours only
 
 
@@ -29,7 +31,8 @@ def plot_confusion(
     normalize: bool = False,
     title: str = "Confusion matrix",
 ) -> Path:
-    """Write the matrix (rows: true class, columns: predicted class) to ``path`` as a PNG; returns the path."""
+    """Write the matrix (rows: true class, columns: predicted class) to ``path`` as a PNG, atomically through the
+    write guard; returns the path."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -59,6 +62,5 @@ def plot_confusion(
                 axes.text(j, i, text, ha="center", va="center", color=colour, fontsize=fontsize)
     figure.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, format="png")
+    atomic_write(path, lambda tmp: figure.savefig(tmp, format="png"))  # its folder too, through the write guard
     return path

@@ -182,15 +182,16 @@ def _run_suffix() -> str:
 
 
 def create_default_run_dir(model: str, data: str, attempts: int = 32) -> Path:
-    """A new, empty default run directory, made with ``mkdir`` that fails if it exists: two processes never share one."""
+    """A new, empty default run directory, made (through the write guard) by a ``mkdir`` that fails if it exists:
+    two processes never share one."""
     try:
-        RUNS.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
+        guard.make_folder(RUNS)
+    except guard.WriteFailed as error:
         raise RunDirError(f"cannot create {str(RUNS)!r} for the run ({error.strerror}); give --out") from None
     for _ in range(attempts):
         path = default_run_path(model, data)
         try:
-            path.mkdir()
+            guard.make_new_folder(path)
         except FileExistsError:
             continue
         except OSError as error:
@@ -235,7 +236,7 @@ def prepare_out_dir(path: str | Path) -> None:
                     f"--out {str(path)!r} is a folder that is not a run directory (it holds {shown} but no run "
                     f"record); give a new or empty folder, so that none of its files is overwritten"
                 )
-        path.mkdir(parents=True, exist_ok=True)
+        guard.make_folder(path)  # never through a link inside a run, nor in a run's own folders
     except RunDirError:
         raise
     except OSError as error:

@@ -4,7 +4,8 @@ Why ``flock`` and not a pid file: the kernel drops the lock when the holder exit
 SIGKILL, out of memory), so a dead run never leaves a stale lock to delete by hand. The lock is the ``flock``;
 the file's content only describes the holder (pid, host, command line, start time) so that a refused second
 writer can say who is in the way. The file stays after release (emptied): deleting it would let two later
-writers lock two different files of the same name.
+writers lock two different files of the same name. It is opened in place through the write guard
+(:func:`resnets.io.guard.open_lock`), never through a link.
 """
 
 from __future__ import annotations
@@ -43,10 +44,9 @@ class RunLock:
         Nothing in the directory changes when the lock is refused: the holder's description is read, not written.
         """
         run_dir = Path(run_dir)
-        created = not os.path.lexists(run_dir / LOCK_FILE)
-        try:
-            fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-        except OSError as error:
+        try:  # in place, through the write guard's checked walk: never a link, never a folder swapped for one
+            fd, created = guard.open_lock(run_dir)
+        except guard.WriteFailed as error:
             raise RunDirError(
                 f"cannot lock run directory {str(run_dir)!r} ({error.strerror}); choose another --out"
             ) from None

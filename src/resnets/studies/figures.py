@@ -40,9 +40,9 @@ def legend_outside(ax: Axes, **options: Any) -> None:
 
 
 def save_figure(figure: Figure, out_dir: str | Path, name: str) -> Path:
-    """Write ``OUT/NAME.png`` atomically (legends outside the axes included); returns its path."""
+    """Write ``OUT/NAME.png`` atomically (legends outside the axes included), making ``OUT`` through the write
+    guard as the file is; returns its path."""
     path = Path(out_dir) / f"{name}.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
     figure.tight_layout()
     atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", bbox_inches="tight"))
     return path

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from resnets.errors import ConfigError
+from resnets.io import guard
 from resnets.io.atomic import atomic_write_text
 from resnets.studies.contract import Context
 from resnets.studies.job import current_job
@@ -84,7 +85,7 @@ def run_study(
 def save(instrument: ModuleType, record: dict[str, Any], out: str | Path) -> Saved:
     """Judge and render ``record["numbers"]`` and write NAME.json, the figures and NAME.md into ``out``."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    guard.make_folder(out)  # no link inside a run, not a run's own folder; refused before judging or drawing
     record = json_safe(record)
     numbers = record["numbers"]
     verdict = instrument.judge(numbers)

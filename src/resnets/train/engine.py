@@ -170,6 +170,9 @@ class Trainer:
                     save_snapshot(self.run_dir.checkpoints, model, config.model, 0)
                 if not (self.run_dir.path / "env.json").exists():
                     self.run_dir.write_json("env.json", environment(device))
+            self.board = None  # made here, in the try: a RUN/tensorboard the guard refuses (a link) lets the lock go
+            if config.tensorboard and dist.is_main:
+                self.board = TensorBoard.open(self.run_dir.path / "tensorboard", after_step=self.state.step)
         except BaseException:
             if self.lock is not None:
                 self.lock.abandon()  # the lock goes, and a folder made for a run that never started goes too
@@ -179,9 +182,6 @@ class Trainer:
             from resnets.train.compiling import compile_model
 
             self.model = compile_model(self.model, self.precision.device)
-        self.board = None
-        if config.tensorboard and dist.is_main:
-            self.board = TensorBoard.open(self.run_dir.path / "tensorboard", after_step=self.state.step)
         quiet = config.quiet or not dist.is_main
         if not quiet:  # what will run, once, before the first step
             lines = banner_lines(

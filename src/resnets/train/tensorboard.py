@@ -9,17 +9,25 @@
 
 Steps are written with each evaluation, from the engine's per-step log, so the step loop itself never waits on
 TensorBoard. A resumed run writes only the steps after its checkpoint, so curves across sessions join up.
+
+``RUN/tensorboard`` is made and opened through the write guard (:func:`resnets.io.guard.open_folder`: never a
+link, only by the holder of the run's lock), and the writer is given that open folder (``/proc/self/fd/N`` on
+Linux), not its path: a folder swapped for a link later cannot redirect the events. The event file itself is
+TensorBoard's: it picks the name (time, host, pid) and reopens the file by that name to append at every flush,
+so it cannot be handed a file the guard made; the guard answers for the folder it is made in.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from resnets.errors import ConfigError
+from resnets.io import guard
 
 #: Metrics-row keys and the grouped tag each is written under, at the row's step.
 EPOCH_TAGS = {
@@ -37,12 +45,14 @@ Step = tuple[int, float, float, float]  # (step, lr, loss, error %), as the engi
 class TensorBoard:
     """One session's writer; ``write`` after each evaluation, ``close`` at the end with the run's summary."""
 
-    def __init__(self, writer: Any, after_step: int = 0) -> None:
+    def __init__(self, writer: Any, after_step: int = 0, folder: int | None = None) -> None:
         self.writer = writer
         self.written = after_step  # the last step already in the event files (a resumed run's checkpoint)
+        self.folder = folder  # the descriptor of the checked folder the writer writes into, closed with it
 
     @classmethod
     def open(cls, directory: Path, after_step: int = 0) -> TensorBoard:
+        """A writer into ``directory``, made and checked by the write guard (see the module docstring)."""
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
@@ -50,7 +60,12 @@ class TensorBoard:
                 "--tensorboard needs the tensorboard package: pip install -e '.[tensorboard]' "
                 "(or pip install tensorboard)"
             ) from None
-        return cls(SummaryWriter(log_dir=str(directory)), after_step)
+        folder, reached = guard.open_folder(directory)
+        try:
+            return cls(SummaryWriter(log_dir=reached), after_step, folder)
+        except BaseException:
+            os.close(folder)
+            raise
 
     def write(self, row: dict[str, Any], steps: Iterable[Step] = ()) -> None:
         """The steps not written yet, then the evaluation's figures at its step."""
@@ -72,6 +87,9 @@ class TensorBoard:
         if config is not None and summary is not None:
             self._hparams(config, summary)
         self.writer.close()
+        if self.folder is not None:
+            os.close(self.folder)
+            self.folder = None
 
     def _hparams(self, config: Any, summary: dict[str, Any]) -> None:
         from torch.utils.tensorboard.summary import hparams
