@@ -14,6 +14,7 @@ from PIL import Image
 
 from resnets.cli import main
 from resnets.reports.compare import (
+    Comparison,
     compare_figure,
     compare_runs,
     differing_settings,
@@ -199,3 +200,16 @@ def test_runs_of_one_name_in_two_folders_are_told_apart(sweep, tmp_path):
     assert sorted(run.run for run in comparison.runs) == ["a/run", "b/run"]  # the repeat is shown once
     assert comparison.differs == {}
     assert differs_line(comparison) == "settings that differ: none (the runs share every setting)"
+
+
+def test_names_from_folders_and_records_are_printed_escaped(runs, capsys):
+    (runs / "lr-a").rename(runs / "lr-a\x1b[2J")
+    (runs / "lr-b").rename(runs / "bad\nname")
+    (runs / "bad\nname" / "config.json").write_text("{not json")
+    assert main(["compare", str(runs), "--sort", "name"]) == 0
+    captured = capsys.readouterr()
+    assert "\x1b" not in captured.out and "| lr-a\\x1b[2J " in captured.out
+    (err,) = captured.err.strip().splitlines()  # one line: the folder's newline is shown as \x0a
+    assert err.startswith("resnets compare: skipped ") and "bad\\x0aname" in err
+    comparison = Comparison(runs=[], differs={"note\x1b[2J": ["a\nb", {"k\x07": "v"}]})
+    assert differs_line(comparison) == "settings that differ: note\\x1b[2J: a\\x0ab / {k\\x07=v}"

@@ -110,6 +110,32 @@ def test_banner_of_a_step_schedule_cut_by_max_steps_on_two_processes() -> None:
     assert len(lines) == 9  # no resume line on a new run
 
 
+def test_banner_shows_names_from_files_and_folders_escaped() -> None:
+    from dataclasses import replace
+
+    config = apply_overrides(TrainConfig(model="resnet20"), {"warmup_epochs": 0})
+    bundle = replace(
+        _bundle(train=50, val=0, test=20),
+        name="/data/x\x1b[2J",
+        identity="an image folder tree (its folder is named\nfake line)",
+    )
+    lines = banner_lines(
+        config,
+        model=create_model("resnet20", num_classes=10, in_channels=1),
+        bundle=bundle,
+        layout="image",
+        precision=resolve_precision(CPU, False, None),
+        device_name="cpu (2 threads)",
+        steps_per_epoch=10,
+        last_step=20,
+        run_dir="runs/\u202eevil",
+    )
+    assert lines[1].startswith("data      /data/x\\x1b[2J: 50 train")
+    assert lines[2] == "          an image folder tree (its folder is named\\x0afake line)"
+    assert lines[-1] == "run dir   runs/\\u202eevil"
+    assert all(line.isprintable() for line in lines)
+
+
 def test_banner_says_what_the_data_was_taken_to_be() -> None:
     from dataclasses import replace
 

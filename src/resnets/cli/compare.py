@@ -31,11 +31,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from resnets.io.text import printable
     from resnets.reports.compare import compare_runs, differs_line, markdown_table, write_comparison
 
     comparison = compare_runs(args.runs, sort=args.sort)
     for line in comparison.skipped:
-        print(f"resnets compare: skipped {line}", file=sys.stderr)
+        print(f"resnets compare: skipped {printable(line)}", file=sys.stderr)  # folder names and file contents
     print(markdown_table(comparison))
     print()
     print(differs_line(comparison))

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from resnets.errors import ConfigError, ResnetsError
 from resnets.io.atomic import atomic_write, atomic_write_text
+from resnets.io.text import plot_label, printable
 from resnets.runs.directory import RunDir
 from resnets.runs.lock import held_by_live_process
 from resnets.runs.record import RECORD_FILE, RunRecord, read_record
@@ -268,7 +269,7 @@ def _sort_key(sort: str) -> Any:
 
 
 def show_value(value: Any) -> str:
-    """A setting as a cell shows it: 0.1, true, [30, 60], - for none."""
+    """A setting as a cell shows it: 0.1, true, [30, 60], - for none; text from the run's files escaped."""
     if value is None:
         return "-"
     if isinstance(value, bool):
@@ -278,8 +279,8 @@ def show_value(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(show_value(v) for v in value) + "]"
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{k}={show_value(v)}" for k, v in value.items()) + "}"
-    return str(value)
+        return "{" + ", ".join(f"{printable(k)}={show_value(v)}" for k, v in value.items()) + "}"
+    return printable(value)
 
 
 def _cell(key: str, value: Any) -> str:
@@ -296,8 +297,8 @@ def _cell(key: str, value: Any) -> str:
     if key == "images_per_s":
         return f"{value:,.0f}"
     if key == "settings":
-        return ", ".join(f"{k}={show_value(v)}" for k, v in value.items())
-    return str(value)
+        return ", ".join(f"{printable(k)}={show_value(v)}" for k, v in value.items())
+    return printable(value)  # run, model and data names come from folder names and run records
 
 
 def table_cells(comparison: Comparison) -> list[list[str]]:
@@ -327,7 +328,9 @@ def differs_line(comparison: Comparison) -> str:
     """``settings that differ: lr: 0.1 / 0.2 / 0.4; seed: 0 / 0 / 1`` (in table order), or that none do."""
     if not comparison.differs:
         return "settings that differ: none (the runs share every setting)"
-    parts = [f"{key}: {' / '.join(show_value(v) for v in values)}" for key, values in comparison.differs.items()]
+    parts = [
+        f"{printable(key)}: {' / '.join(show_value(v) for v in values)}" for key, values in comparison.differs.items()
+    ]
     return "settings that differ: " + "; ".join(parts)
 
 
@@ -371,7 +374,9 @@ def compare_figure(comparison: Comparison) -> Figure:
     palette = colormaps["tab10" if n <= 10 else "tab20" if n <= 20 else "viridis"]
     for i, run in enumerate(comparison.runs):
         colour = palette(i if n <= 20 else i / max(n - 1, 1))
-        label = textwrap.fill(run.run + (f" ({_cell('settings', run.settings)})" if run.settings else ""), 110)
+        label = textwrap.fill(
+            plot_label(run.run + (f" ({_cell('settings', run.settings)})" if run.settings else "")), 110
+        )
         xs, ys = epoch_points(run.rows, "test_error")
         errors.plot(
             xs, ys, color=colour, linewidth=1.8, marker="o" if len(xs) < 20 else None, markersize=3, label=label

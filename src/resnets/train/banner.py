@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from resnets.device import Precision
+from resnets.io.text import printable
 from resnets.io.weight_files import LoadedFile
 from resnets.models.profile import count_parameters
 from resnets.train.config import TrainConfig
@@ -44,7 +45,8 @@ def banner_lines(
     world_size: int = 1,
     loaded: LoadedFile | None = None,  # the weight file the model starts from
 ) -> list[str]:
-    """The pre-run block, one string per line, without trailing newlines."""
+    """The pre-run block, one string per line, without trailing newlines; every line printable (the data's name,
+    its classes' origin, the run and weight paths come from files and folder names)."""
     r = config.recipe
     params = count_parameters(model)
     memory = ("channels_last" if precision.channels_last else "NCHW") if layout == "image" else f"{layout} input"
@@ -65,7 +67,7 @@ def banner_lines(
         lines.insert(1, f"weights   {_weights(loaded, model)}")
     if resume_step is not None:
         lines.append(f"resuming at step {resume_step:,} of {last_step:,}")
-    return lines
+    return [printable(line) for line in lines]
 
 
 def _weights(loaded: LoadedFile, model: nn.Module) -> str:
