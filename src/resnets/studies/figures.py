@@ -43,8 +43,8 @@ def save_figure(figure: Figure, out_dir: str | Path, name: str) -> Path:
     """Write ``OUT/NAME.png`` atomically (legends outside the axes included), making ``OUT`` through the write
     guard as the file is; returns its path."""
     path = Path(out_dir) / f"{name}.png"
-    figure.tight_layout()
-    atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", bbox_inches="tight"))
+    figure.tight_layout()  # makes room for titles and for legends outside the axes, so the canvas holds them all
+    atomic_write(path, lambda tmp: figure.savefig(tmp, format="png"))  # not bbox_inches="tight": a third draw
     return path
 
 
