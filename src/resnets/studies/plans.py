@@ -14,8 +14,8 @@ and 56 layers they are He et al. 2015's shallowest and deepest twins for the deg
 paper`` trains He et al. 2015's own setting on CIFAR-10 where a group exists, and the ``cpu`` groups elsewhere.
 
 :data:`REFERENCES` holds, per net and recipe, the test error the recipe reaches at convergence, measured as the
-same recipe run at twice the length: a run within :data:`CONVERGED_WITHIN` points of it counts as converged. It
-is empty until those runs are measured (each JSON's ``convergence`` is null until then; the README says so).
+same recipe run at twice the length (``scripts/measure_references.py``): a run within :data:`CONVERGED_WITHIN`
+points of it counts as converged, and a verdict resting on a run further from it is undecided.
 """
 
 from __future__ import annotations
@@ -234,7 +234,15 @@ class Reference:
 
 
 #: (run label, recipe, data) -> the reference error of that net and recipe (see the module docstring).
-REFERENCES: dict[tuple[str, str, str], Reference] = {}
+_MEASURED = "study-fm at 1872 steps (8 epochs), seed 0, fp32: scripts/measure_references.py on a 2-core AMD EPYC with AVX512-BF16"
+REFERENCES: dict[tuple[str, str, str], Reference] = {
+    # plain-56 stays far from the others at any length of this recipe: the degradation problem itself
+    ("speedrun_plain-w16-d56", STUDY_RECIPE, DEFAULT_DATA): Reference(54.34, 2 * CPU_STEPS, _MEASURED),
+    ("speedrun-w16-d56", STUDY_RECIPE, DEFAULT_DATA): Reference(7.73, 2 * CPU_STEPS, _MEASURED),
+    ("speedrun_plain-w16-d20", STUDY_RECIPE, DEFAULT_DATA): Reference(8.27, 2 * CPU_STEPS, _MEASURED),
+    ("speedrun-w16-d20", STUDY_RECIPE, DEFAULT_DATA): Reference(7.37, 2 * CPU_STEPS, _MEASURED),
+    ("highway_fc_20", STUDY_RECIPE, DEFAULT_DATA): Reference(11.47, 2 * CPU_STEPS, _MEASURED),
+}
 #: Recipe fields that set a run's length, not how it trains: a reference holds at any length of its recipe.
 LENGTH_FIELDS = ("name", "description", "epochs", "max_steps", "warmup_steps")
 
