@@ -57,3 +57,31 @@ def test_a_command_that_swallowed_a_signals_interrupt_still_ends_as_interrupted(
     monkeypatch.setattr(models, "run_models", swallowing)
     assert cli.main(["models"]) == 130
     assert capsys.readouterr().err.strip().splitlines() == ["resnets models: stopped by signal 15"]
+
+
+def test_a_signal_during_an_import_interrupts_after_it_not_inside_it(tmp_path, monkeypatch) -> None:
+    """Importing torch runs Python callbacks from C++; an interrupt raised inside one ends the process with
+    std::terminate (status -6). A signal during an import waits for the import, then interrupts."""
+    import sys
+
+    (tmp_path / "slow_module_for_the_test.py").write_text(
+        "import os, signal, time\n"
+        "os.kill(os.getpid(), signal.SIGTERM)\n"
+        "for _ in range(20):\n"
+        "    time.sleep(0.01)  # the handler runs here, inside the import\n"
+        "FINISHED = True\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    reached = []
+    with pytest.raises(KeyboardInterrupt, match="stopped by signal 15"), terminations_interrupt():
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_IGN:
+            pytest.skip("this process ignores SIGTERM")
+        try:
+            import slow_module_for_the_test  # noqa: F401
+        finally:
+            sys.modules.pop("slow_module_for_the_test", None)
+        reached.append("imported")  # the import ran to its end, uninterrupted
+        for _ in range(200):  # the interrupt lands in ordinary code within a second
+            time.sleep(0.01)
+        reached.append("after")
+    assert reached == ["imported"]

@@ -41,6 +41,7 @@ COMMAND_MODULES = ["models", "train", "eval", "predict", "export", "study", "rep
 #: Exit statuses (sysexits' EX_SOFTWARE for a bug; 128 + SIGINT for an interruption).
 EXIT_BAD_INPUT, EXIT_BUG, EXIT_INTERRUPTED = 2, 70, 130
 _received: list[int] = []  # the signals that arrived while a command ran
+_pending: list[int] = []  # a signal to deliver again in a moment (it landed where it could not interrupt)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,6 +109,7 @@ def terminations_interrupt() -> Iterator[None]:
     try:
         yield
     finally:
+        _pending.clear()
         sys.unraisablehook = hook
         for sig, handler in previous.items():
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
@@ -120,14 +122,9 @@ def _interrupt_again(hook: Callable[[Any], None]) -> Callable[[Any], None]:
 
     def handle(unraisable: Any) -> None:
         if isinstance(unraisable.exc_value, KeyboardInterrupt):
-            import _thread
-            import threading
-
             # any line run here would meet the tripped flag inside this hook (whose exceptions are ignored too),
             # so another thread trips it a moment after the hook has returned
-            again = threading.Timer(0.05, _thread.interrupt_main, (_received[-1] if _received else signal.SIGINT,))
-            again.daemon = True
-            again.start()
+            _deliver_later(_received[-1] if _received else signal.SIGINT)
             return
         hook(unraisable)
 
@@ -137,7 +134,40 @@ def _interrupt_again(hook: Callable[[Any], None]) -> Callable[[Any], None]:
 def _interrupt(signum: int, frame: FrameType | None) -> None:
     if frame is not None:
         _received.append(signum)
+        if _importing(frame):
+            _deliver_later(signum)
+            return
+    _pending.clear()  # this interrupt is the one: nothing is delivered again after it
     raise KeyboardInterrupt(_stopped(signum))
+
+
+def _importing(frame: FrameType | None) -> bool:
+    """Whether the signal landed while a module is being imported. Importing torch runs Python callbacks from C++
+    (pybind11), and an exception raised in one of those ends the process with ``std::terminate`` (status -6, a C++
+    message): the interrupt waits until the import is done."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib._bootstrap"):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _deliver_later(signum: int) -> None:
+    """The signal again in a moment, from another thread, to interrupt the command at its next line (unless an
+    interrupt has ended it by then)."""
+    import threading
+
+    _pending[:] = [signum]
+    again = threading.Timer(0.05, _deliver_pending)
+    again.daemon = True
+    again.start()
+
+
+def _deliver_pending() -> None:
+    import _thread
+
+    if _pending:
+        _thread.interrupt_main(_pending[0])
 
 
 def _stopped(signum: int) -> str:
