@@ -187,7 +187,8 @@ def write_new(path: str | Path, content: bytes, *, mode: int = 0o666) -> None:
     with _folder_for(path, create=True) as folder:
         folder._not_the_runs(path.name)
         folder.fill(path.name, content, shown=path.name, mode=mode)
-        folder.sync()
+        with folder.removed_on_failure(path.name, shown=path.name):
+            folder.sync()
 
 
 @contextlib.contextmanager
@@ -268,16 +269,10 @@ class Folder:
         self.allowed(name, replace_in_run=replace_in_run)
         temporary = f".{name}.{secrets.token_hex(4)}.tmp" if atomic else name
         self.fill(temporary, content, shown=name)
-        try:
+        with self.removed_on_failure(temporary, shown=name):
             if atomic:
                 os.replace(temporary, name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
             self.sync()
-        except BaseException as error:
-            with contextlib.suppress(OSError):
-                os.unlink(temporary, dir_fd=self.fd)
-            if isinstance(error, OSError) and not isinstance(error, ResnetsError):
-                raise WriteFailed(self.path / name, error) from None
-            raise
 
     def fill(self, name: str, content: bytes | Callable[[str], None], *, shown: str, mode: int = 0o666) -> None:
         """Create ``name`` here (``O_EXCL``, never through a link), fill it and flush it to disk; a failure removes
@@ -287,7 +282,7 @@ class Folder:
             handle = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, mode, dir_fd=self.fd)
         except OSError as error:
             raise WriteFailed(self.path / shown, error) from None
-        try:
+        with self.removed_on_failure(name, shown=shown):
             try:
                 if isinstance(content, (bytes, bytearray, memoryview)):
                     _write_all(handle, bytes(content))
@@ -298,6 +293,13 @@ class Folder:
                     raise OSError(errno.EBUSY, "the temporary file was replaced while it was written")
             finally:
                 os.close(handle)
+
+    @contextlib.contextmanager
+    def removed_on_failure(self, name: str, *, shown: str) -> Iterator[None]:
+        """Remove ``name`` here when the block fails; the system's refusal (an OSError) becomes a WriteFailed
+        naming ``shown``, and anything else goes on as it was."""
+        try:
+            yield
         except BaseException as error:
             with contextlib.suppress(OSError):
                 os.unlink(name, dir_fd=self.fd)
