@@ -50,19 +50,41 @@ def _bundle(train: int, val: int, test: int) -> DataBundle:
     return DataBundle("fashion-mnist", "image", classes, split(train), split(test), split(val), (0.3,), (0.3,), True)
 
 
+def _resnet20_banner(
+    config: TrainConfig,
+    bundle: DataBundle,
+    *,
+    steps_per_epoch: int,
+    last_step: int,
+    run_dir: str,
+    precision: Precision | None = None,
+    **more: int,
+) -> list[str]:
+    """The banner of resnet20 on 1-channel, 10-class data on a 2-thread CPU (fp32 unless ``precision`` says)."""
+    return banner_lines(
+        config,
+        model=create_model("resnet20", num_classes=10, in_channels=1),
+        bundle=bundle,
+        layout="image",
+        precision=precision or resolve_precision(CPU, False, None),
+        device_name="cpu (2 threads)",
+        steps_per_epoch=steps_per_epoch,
+        last_step=last_step,
+        run_dir=run_dir,
+        **more,
+    )
+
+
 def test_banner_lines_of_a_known_config(play_cpu) -> None:
     play_cpu(native_bf16=True)  # amp=false must win over the CPU
     config = apply_overrides(TrainConfig(model="resnet20", amp=False), {"recipe": "fast", "warmup_epochs": 0.5})
-    lines = banner_lines(
+    lines = _resnet20_banner(
         config,
-        model=create_model("resnet20", num_classes=10, in_channels=1),
-        bundle=_bundle(train=50, val=10, test=20),
-        layout="image",
-        precision=resolve_precision(CPU, config.amp, None),
-        device_name="cpu (2 threads)",
+        _bundle(train=50, val=10, test=20),
         steps_per_epoch=390,
         last_step=3900,
         run_dir="runs/x",
+        precision=resolve_precision(CPU, config.amp, None),
         resume_step=780,
     )
     assert lines == [
@@ -83,16 +105,13 @@ def test_banner_of_a_step_schedule_cut_by_max_steps_on_two_processes() -> None:
         TrainConfig(model="resnet20", channels_last=False),
         {"recipe": "he2015-cifar", "max_steps": 500, "augment": False, "eval_every": 2},
     )
-    lines = banner_lines(
+    lines = _resnet20_banner(
         config,
-        model=create_model("resnet20", num_classes=10, in_channels=1),
-        bundle=_bundle(train=50, val=0, test=20),
-        layout="image",
-        precision=resolve_precision(CPU, False, config.channels_last),
-        device_name="cpu (2 threads)",
+        _bundle(train=50, val=0, test=20),
         steps_per_epoch=200,
         last_step=500,
         run_dir="runs/y",
+        precision=resolve_precision(CPU, False, config.channels_last),
         world_size=2,
     )
     assert lines[2] == "device    cpu (2 threads); fp32: --no-amp (amp=false); NCHW"
@@ -119,13 +138,9 @@ def test_banner_shows_names_from_files_and_folders_escaped() -> None:
         name="/data/x\x1b[2J",
         identity="an image folder tree (its folder is named\nfake line)",
     )
-    lines = banner_lines(
+    lines = _resnet20_banner(
         config,
-        model=create_model("resnet20", num_classes=10, in_channels=1),
-        bundle=bundle,
-        layout="image",
-        precision=resolve_precision(CPU, False, None),
-        device_name="cpu (2 threads)",
+        bundle,
         steps_per_epoch=10,
         last_step=20,
         run_dir="runs/\u202eevil",
@@ -145,13 +160,9 @@ def test_banner_says_what_the_data_was_taken_to_be() -> None:
     bundle = replace(
         _bundle(train=50, val=0, test=20), identity="Fashion-MNIST (recognised by content: mean pixel 0.286)"
     )
-    lines = banner_lines(
+    lines = _resnet20_banner(
         config,
-        model=create_model("resnet20", num_classes=10, in_channels=1),
-        bundle=bundle,
-        layout="image",
-        precision=resolve_precision(CPU, False, None),
-        device_name="cpu (2 threads)",
+        bundle,
         steps_per_epoch=10,
         last_step=20,
         run_dir="runs/z",
