@@ -15,7 +15,7 @@ from resnets.cli import build_parser, main
 from resnets.cli.train import CHOICES, NOT_FLAGS, new_run_config, sourced_overrides
 from resnets.errors import ConfigError
 from resnets.train import TrainConfig, resume_config, train
-from resnets.train.recipes import Recipe, get_recipe
+from resnets.train.recipes import MAIN_RECIPE, Recipe, get_recipe
 
 from .conftest import tiny_config
 
@@ -108,7 +108,19 @@ def test_aliases_none_and_the_old_flags():
     assert old.recipe.lr == 0.3 and old.seed == 4
     assert (_config("--amp").amp, _config("--channels-last").channels_last) == (True, True)
     assert _config("--log-every", "7").log_every == 7 and _config().log_every is None
-    assert _config() == TrainConfig()  # no flag is an override
+    assert _config("--model", "resnet20") == TrainConfig()  # no other flag is an override
+
+
+def test_a_run_without_a_recipe_is_the_main_job_unless_it_names_a_model_or_starting_weights(tmp_path):
+    main_job = _config()
+    assert (main_job.model, main_job.data, main_job.recipe) == ("speedrun", "fashion-mnist", get_recipe(MAIN_RECIPE))
+    assert _config("--data", "cifar10", "--lr", "0.5").recipe == dataclasses.replace(get_recipe(MAIN_RECIPE), lr=0.5)
+    for named in (("--model", "resnet56"), ("--set", "model=resnet56")):
+        assert (_config(*named).model, _config(*named).recipe) == ("resnet56", get_recipe("default"))
+    (tmp_path / "c.yaml").write_text("model: resnet32\n")
+    assert _config("--config", str(tmp_path / "c.yaml")).recipe.name == "default"
+    assert _config("--pretrained", "--model", "resnet18").recipe.name == "finetune"
+    assert _config("--recipe", "fast").model == "resnet20"  # a recipe that names no model: the library's default
 
 
 def test_flags_left_out_keep_the_config_file_and_given_ones_beat_it(tmp_path):
@@ -128,10 +140,13 @@ def test_flags_left_out_keep_the_config_file_and_given_ones_beat_it(tmp_path):
 
 
 def test_help_shows_the_chosen_recipes_values(capsys, monkeypatch):
-    default = _help(capsys, monkeypatch, "--help")
-    assert "--lr LR peak learning rate (per step) (recipe default: 0.2)" in default
-    assert "(recipe default: none)" in default and "32000 48000" not in default  # milestones, max_steps
-    assert "--augment, --no-augment the paper's pad-and-random-crop" in default
+    main_job = _help(capsys, monkeypatch, "--help")
+    assert f"--lr LR peak learning rate (per step) (recipe {MAIN_RECIPE}: {get_recipe(MAIN_RECIPE).lr:g})" in main_job
+    assert "--augment, --no-augment the paper's pad-and-random-crop" in main_job
+    for argv in (("--model", "resnet56", "--help"), ("--help", "--model=resnet56")):  # the recipe a named model gets
+        default = _help(capsys, monkeypatch, *argv)
+        assert "--lr LR peak learning rate (per step) (recipe default: 0.2)" in default, argv
+        assert "(recipe default: none)" in default and "32000 48000" not in default  # milestones, max_steps
     for argv in (
         ("--recipe", "he2015-cifar", "--help"),
         ("--help", "--recipe", "he2015-cifar"),

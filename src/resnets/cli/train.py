@@ -23,7 +23,15 @@ from resnets.cli.options import add_threads_flag
 from resnets.data.augment import PAD_MODES
 from resnets.errors import ConfigError, ResnetsError
 from resnets.train.config import TrainConfig, apply_overrides
-from resnets.train.recipes import OPTIMIZERS, RECIPES, RENAMED_SCHEDULES, SCHEDULES, Recipe, get_recipe
+from resnets.train.recipes import (
+    MAIN_RECIPE,
+    OPTIMIZERS,
+    RECIPES,
+    RENAMED_SCHEDULES,
+    SCHEDULES,
+    Recipe,
+    get_recipe,
+)
 from resnets.tta import LEVELS
 
 #: Recipe fields without a flag: they describe a recipe rather than set a hyperparameter.
@@ -36,9 +44,11 @@ CHOICES = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "pad_mode": PAD_MODES
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "train",
-        help="train a model on a data set (default: resnet20 on Fashion-MNIST)",
+        help="train a model on a data set (default: the speedrun net on Fashion-MNIST)",
         description="Train a registered model with a named recipe; writes a run directory with config, "
-        "metrics, curves and checkpoints. With no arguments: resnet20 on Fashion-MNIST, recipe 'default'.",
+        f"metrics, curves and checkpoints. With no arguments: the speedrun net on Fashion-MNIST, recipe "
+        f"'{MAIN_RECIPE}'. A named --model without --recipe trains with recipe 'default'; starting weights "
+        "(--weights, --pretrained) with 'finetune'.",
         argument_default=argparse.SUPPRESS,  # a flag left out is not an override of the recipe or --config
         add_help=False,
         usage="%(prog)s [-h] [--recipe NAME] [--model NAME] [--data DATA] [--out RUN_DIR] [options]",
@@ -50,7 +60,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action=RecipeHelp,
         help="show this help, with the values of the recipe named by --recipe (before or after --help), and exit",
     )
-    p.add_argument("--model", help="registered model name (see `resnets models`); default resnet20")
+    p.add_argument(
+        "--model", help="registered model name (see `resnets models`); default: the recipe's own model, else resnet20"
+    )
     p.add_argument(
         "--data", help="dataset name (fashion-mnist, mnist, cifar10, cifar100) or a path; default fashion-mnist"
     )
@@ -60,7 +72,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="NAME",
         help="a CSV file's label column (default: the one named label, target or class, any case, else the last)",
     )
-    p.add_argument("--recipe", help="named recipe (see --list-recipes); default 'default'")
+    p.add_argument(
+        "--recipe",
+        help=f"named recipe (see --list-recipes); default '{MAIN_RECIPE}' with no --model, 'default' with one, "
+        "'finetune' with starting weights",
+    )
     p.add_argument(
         "--config", default=None, metavar="FILE", help="YAML or TOML file of keys to override (see --print-config)"
     )
@@ -217,7 +233,9 @@ class RecipeHelp(argparse.Action):
     def __call__(
         self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option_string: Any = None
     ) -> None:
-        name = _recipe_in(values) or getattr(namespace, "recipe", None) or "default"  # the last one given
+        named = _recipe_in(values) or getattr(namespace, "recipe", None)  # the last one given
+        given = {*vars(namespace), *(arg.lstrip("-").partition("=")[0].replace("-", "_") for arg in values)}
+        name = named or implied_recipe(given)
         try:
             recipe = get_recipe(name)
         except ResnetsError as error:
@@ -298,11 +316,23 @@ def _flag_overrides(args: argparse.Namespace, from_file: dict[str, Any]) -> dict
     return given
 
 
+def implied_recipe(given: Any) -> str:
+    """The recipe of a run that names none, from the keys it gives (flags, ``--config``, ``--set``).
+
+    Starting weights get 'finetune' (the default recipe's lr wrecks a pretrained trunk); a named model gets
+    'default', which fits any model; a run that names neither is the main job, whose recipe names its model.
+    """
+    if "weights" in given or "pretrained" in given:
+        return "finetune"
+    return "default" if "model" in given else MAIN_RECIPE
+
+
 def new_run_config(overrides: dict[str, Any], sources: dict[str, str]) -> TrainConfig:
-    """A new run's configuration from :func:`sourced_overrides`: the recipe, the config file, the flags, ``--set``,
-    then :func:`fit_warmup`."""
-    if "recipe" not in overrides and (overrides.get("weights") or overrides.get("pretrained")):
-        overrides = {**overrides, "recipe": "finetune"}  # the default recipe's lr wrecks a pretrained trunk
+    """A new run's configuration from :func:`sourced_overrides`: the recipe (:func:`implied_recipe` when none is
+    named), the config file, the flags, ``--set``, then :func:`fit_warmup`."""
+    if "recipe" not in overrides:
+        given = {key for key, value in overrides.items() if value not in (None, False)}
+        overrides = {**overrides, "recipe": implied_recipe(given)}
     config = apply_overrides(TrainConfig(), overrides, "the command line", sources)
     return fit_warmup(config, overrides)
 
