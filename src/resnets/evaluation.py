@@ -30,12 +30,15 @@ def evaluate_source(
     device: str = "cpu",
     checkpoint: str | None = None,
     compile: bool | None = None,
+    tta: int | None = None,
 ) -> tuple[EvalResult, dict[str, Any]]:
     """Open ``source`` and evaluate it on ``split``; returns the result and what was evaluated.
 
-    ``data`` replaces the recorded data set (the same splits are drawn from it when it is the same data).
+    ``data`` replaces the recorded data set (the same splits are drawn from it when it is the same data);
+    ``tta`` the run's test-time augmentation level (:mod:`resnets.tta`; None keeps the recipe's).
     """
     run = open_source(source, model=model, checkpoint=checkpoint, device=device)
+    run.tta = tta
     result = run.evaluate(split, data=data, data_dir=data_dir, compile=compile)
     record = run.record
     bundle = run.data(data, data_dir)
@@ -55,6 +58,8 @@ def evaluate_source(
         "precision": "bf16 autocast" if run.precision.amp else "fp32",
         "inference": run.inference,  # the fast path's steps (folded BatchNorms, layout, compile), or the runtime
         "exported": run.exported,  # "onnx" or "torchscript" for an exported graph, else None
+        "tta": run.test_time.level,
+        "views": run.test_time.views,  # forward passes per image
     }
     return result, described
 

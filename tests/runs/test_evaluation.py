@@ -14,6 +14,7 @@ from resnets.cli import main
 from resnets.errors import DataError
 from resnets.evaluation import write_eval_report
 from resnets.metrics import MetricAccumulator, evaluate, format_table
+from resnets.runs import open_run
 
 from .conftest import write_image_tree
 
@@ -121,6 +122,33 @@ def test_eval_uses_the_runs_validation_split_and_its_best_checkpoint(trained_run
     assert report["top1_error"] == summary["best"]["val_error"]
     assert main(["eval", str(run), "--out", str(tmp_path / "test")]) == 0
     assert json.loads((tmp_path / "test" / "eval.json").read_text())["top1_error"] == summary["best"]["test_error"]
+
+
+@pytest.mark.pinned_precision("the run trains and is measured in fp32 (--no-amp)")
+def test_eval_tta_replaces_the_recipes_views_and_equals_a_hand_average_of_each_image_and_its_mirror(
+    trained_run, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    run = trained_run(args=("--no-amp",))
+    recorded = json.loads((run / "summary.json").read_text())
+    reports = {}
+    for level in (None, 0, 1):
+        out = tmp_path / f"tta-{level}"
+        assert main(["eval", str(run), "--out", str(out), *(["--tta", str(level)] if level is not None else [])]) == 0
+        reports[level] = json.loads((out / "eval.json").read_text())
+    assert "test-time augmentation level 1 (2 views)" in capsys.readouterr().out
+    assert (reports[None]["tta"], reports[0]["views"], reports[1]["views"]) == (0, 1, 2)  # the recipe's: none
+    assert reports[None]["loss"] == reports[0]["loss"] == pytest.approx(recorded["test_loss"], rel=1e-6)
+
+    opened = open_run(run)  # by hand: eager, unfolded, the mean of the logits of each image and its mirror
+    model, losses, right = opened.model.eval(), [], 0
+    with torch.no_grad():
+        for images, targets in opened.loader("test").epoch_batches(0):
+            logits = 0.5 * model(images) + 0.5 * model(images.flip(-1))
+            losses.append(torch.nn.functional.cross_entropy(logits, targets, reduction="sum"))
+            right += int((logits.argmax(1) == targets).sum())
+    assert reports[1]["loss"] == pytest.approx(float(sum(losses)) / 12, rel=1e-4)
+    assert reports[1]["loss"] != pytest.approx(reports[0]["loss"], rel=1e-4)  # the views change the number
+    assert reports[1]["top1_error"] == pytest.approx(100 * (1 - right / 12))
 
 
 def test_eval_cli_errors(trained_run, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

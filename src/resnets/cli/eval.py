@@ -9,6 +9,7 @@ from resnets.evaluation import check_report_targets, evaluate_source, report_dir
 from resnets.io.text import printable
 from resnets.metrics import format_table
 from resnets.runs.open import CHECKPOINTS, SPLITS
+from resnets.tta import LEVELS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -40,6 +41,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="folder for eval.json and confusion.png (default: RUN_DIR/eval-SPLIT, "
         "or eval-NAME-SPLIT here for a weight file)",
     )
+    parser.add_argument(
+        "--tta",
+        type=int,
+        choices=LEVELS,
+        help="test-time augmentation: 0 none, 1 each image and its mirror, 2 also 1-pixel shifts "
+        "(default: the run's recipe's)",
+    )
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     add_compile_flag(parser)
     add_threads_flag(parser)
@@ -59,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         checkpoint=args.checkpoint,
         compile=args.compile,
+        tta=args.tta,
     )
     paths = write_eval_report(result, described, out)
     header = (

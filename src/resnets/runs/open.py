@@ -34,6 +34,7 @@ from resnets.models import SkipNetwork, create_model, get_model_entry
 from resnets.runs.checkpoint import check_file, snapshot_steps
 from resnets.runs.memory import check_model_memory, check_run_memory
 from resnets.runs.record import EVAL_BATCH, RECORD_FILE, RunRecord, read_record, record_from_text
+from resnets.tta import TestTimeAugmentation
 
 #: What the metadata of a safetensors file exported by ``resnets export`` holds (values are strings).
 EXPORT_METADATA_RULES = {"format": one_of(("resnets-checkpoint-1",)), "model": text(1000), "record": text(2**26)}
@@ -81,12 +82,19 @@ class Run:
     inference: list[str] = field(default_factory=list)  # what the last evaluate() ran with
     exported: str | None = None  # "onnx" or "torchscript" for an exported graph, run as it was saved
     amp: bool | None = None  # autocast when measuring: None as the run was trained, False fp32, True autocast
+    tta: int | None = None  # test-time augmentation level when measuring: None as the run's recipe says
 
     @property
     def precision(self) -> Precision:
         """What the run is measured in: its record's precision, or fp32 / autocast where ``amp`` says."""
         recorded = self.record.precision(self.device)
         return recorded if self.amp is None else replace(recorded, amp=self.amp)
+
+    @property
+    def test_time(self) -> TestTimeAugmentation:
+        """The views each image is measured on: the record's (its recipe's ``tta``), or the level ``tta`` says."""
+        recorded = self.record.tta
+        return recorded if self.tta is None else replace(recorded, level=self.tta)
 
     @property
     def classes(self) -> list[str]:
@@ -204,13 +212,13 @@ class Run:
         """
         if self.exported is None:
             return with_fast_model(
-                self.model, batches, precision=self.precision, compile=compile, images=images, tta=self.record.tta
+                self.model, batches, precision=self.precision, compile=compile, images=images, tta=self.test_time
             )
         if compile:
             raise ConfigError(f"--compile applies to models with weights, not to the {self.exported} file given")
         providers = getattr(self.model, "providers", None)
         how = f"onnxruntime ({', '.join(providers)})" if providers else f"{self.exported} graph as saved"
-        return InferenceModel(self.model, self.precision, [how], None, self.record.tta), iter(batches)
+        return InferenceModel(self.model, self.precision, [how], None, self.test_time), iter(batches)
 
 
 def open_run(
