@@ -120,6 +120,7 @@ def test_a_run_without_a_recipe_is_the_main_job_unless_it_names_a_model_or_start
     (tmp_path / "c.yaml").write_text("model: resnet32\n")
     assert _config("--config", str(tmp_path / "c.yaml")).recipe.name == "default"
     assert _config("--pretrained", "--model", "resnet18").recipe.name == "finetune"
+    assert _config("--set", "pretrained=false").recipe.name == MAIN_RECIPE  # starting weights turned off
     assert _config("--recipe", "fast").model == "resnet20"  # a recipe that names no model: the library's default
 
 

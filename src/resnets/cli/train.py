@@ -15,7 +15,7 @@ import argparse
 import dataclasses
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from resnets.cli.dataclass_flags import add_dataclass_flags, shown_value
@@ -234,8 +234,8 @@ class RecipeHelp(argparse.Action):
         self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option_string: Any = None
     ) -> None:
         named = _recipe_in(values) or getattr(namespace, "recipe", None)  # the last one given
-        given = {*vars(namespace), *(arg.lstrip("-").partition("=")[0].replace("-", "_") for arg in values)}
-        name = named or implied_recipe(given)
+        after_help = {arg.lstrip("-").partition("=")[0].replace("-", "_") for arg in values}
+        name = named or implied_recipe(given_keys(vars(namespace)) | after_help)
         try:
             recipe = get_recipe(name)
         except ResnetsError as error:
@@ -316,7 +316,12 @@ def _flag_overrides(args: argparse.Namespace, from_file: dict[str, Any]) -> dict
     return given
 
 
-def implied_recipe(given: Any) -> str:
+def given_keys(values: dict[str, Any]) -> set[str]:
+    """The keys a command sets: a value of None or False (``--set pretrained=false``) sets nothing."""
+    return {key for key, value in values.items() if value is not None and value is not False}
+
+
+def implied_recipe(given: Collection[str]) -> str:
     """The recipe of a run that names none, from the keys it gives (flags, ``--config``, ``--set``).
 
     Starting weights get 'finetune' (the default recipe's lr wrecks a pretrained trunk); a named model gets
@@ -331,8 +336,7 @@ def new_run_config(overrides: dict[str, Any], sources: dict[str, str]) -> TrainC
     """A new run's configuration from :func:`sourced_overrides`: the recipe (:func:`implied_recipe` when none is
     named), the config file, the flags, ``--set``, then :func:`fit_warmup`."""
     if "recipe" not in overrides:
-        given = {key for key, value in overrides.items() if value not in (None, False)}
-        overrides = {**overrides, "recipe": implied_recipe(given)}
+        overrides = {**overrides, "recipe": implied_recipe(given_keys(overrides))}
     config = apply_overrides(TrainConfig(), overrides, "the command line", sources)
     return fit_warmup(config, overrides)
 

@@ -357,8 +357,8 @@ MAIN_EPOCHS = 9
 RECIPES[MAIN_RECIPE] = replace(
     RECIPES["cifar10-speedrun"],
     name=MAIN_RECIPE,
-    description=f"The main job (no-argument run): cifar10-speedrun on Fashion-MNIST, {MAIN_EPOCHS} epochs at batch "
-    "256 (lr 0.375), flips and random erasing but no crops, no test-time augmentation",
+    description=f"The main job (no-argument run): cifar10-speedrun on Fashion-MNIST for {MAIN_EPOCHS} epochs at a "
+    "quarter of its batch and lr, flips and random erasing but no crops, no test-time augmentation",
     lr=0.375,
     batch_size=256,
     random_erasing=0.3,
